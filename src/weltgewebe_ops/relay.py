@@ -1,0 +1,155 @@
+"""The outbox relay: ``domain_outbox`` rows -> NATS JetStream, exactly as Weltgewebe's contract says.
+
+Rows are claimed ``FOR UPDATE SKIP LOCKED`` in batches, published asynchronously with
+``Nats-Msg-Id: <prefix><id>`` (bounded in-flight acks), and marked ``published_at`` only after
+JetStream acknowledged them, in the transaction that claimed them. A duplicate ack (the stream
+already had that message id) counts as published. A failed publish increments ``attempt_count``,
+records ``last_error``, moves ``available_at`` by an exponential backoff, and quarantines the row
+after ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psycopg import AsyncConnection, sql
+
+from .natsio import connect as connect_nats
+from .natsio import sleep_or_stop
+from .settings import ContractNames
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    dsn: str
+    nats_url: str
+    names: ContractNames = field(default_factory=ContractNames)
+    batch_size: int = 256
+    max_in_flight: int = 1024
+    max_attempts: int = 10
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 300.0
+    poll_interval_seconds: float = 0.2
+    publish_timeout_seconds: float = 5.0
+    ground_truth_file: str = ""
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    quarantined: int = 0
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+CLAIM = """
+SELECT id, event_type, payload::text, attempt_count FROM {outbox}
+WHERE published_at IS NULL AND quarantined_at IS NULL AND available_at <= now()
+ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+"""
+MARK_PUBLISHED = "UPDATE {outbox} SET published_at = now(), last_error = NULL WHERE id = ANY(%s)"
+MARK_FAILED = """
+UPDATE {outbox} SET attempt_count = attempt_count + 1, last_error = %(error)s,
+    available_at = now() + make_interval(secs => %(delay)s),
+    quarantined_at = CASE WHEN attempt_count + 1 >= %(max_attempts)s THEN now() END
+WHERE id = %(id)s
+RETURNING quarantined_at IS NOT NULL
+"""
+PENDING = "SELECT count(*) FROM {outbox} WHERE published_at IS NULL AND quarantined_at IS NULL"
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Delay before the next try after ``attempt`` failed tries (1, 2, 4, ... capped)."""
+    return min(cap, base * (2 ** max(0, attempt - 1)))
+
+
+class Relay:
+    def __init__(self, config: RelayConfig):
+        self.config = config
+        self.stats = RelayStats()
+        outbox = sql.Identifier(config.names.outbox_table)
+        self._claim = sql.SQL(CLAIM).format(outbox=outbox)
+        self._mark_published = sql.SQL(MARK_PUBLISHED).format(outbox=outbox)
+        self._mark_failed = sql.SQL(MARK_FAILED).format(outbox=outbox)
+        self._pending = sql.SQL(PENDING).format(outbox=outbox)
+        self._truth = Path(config.ground_truth_file) if config.ground_truth_file else None
+
+    async def run_batch(self, conn: AsyncConnection, js) -> int:
+        """Claim, publish and mark one batch; returns how many rows it claimed."""
+        cfg = self.config
+        async with conn.transaction():
+            rows = await (await conn.execute(self._claim, (cfg.batch_size,))).fetchall()
+            if not rows:
+                return 0
+            futures = []
+            for outbox_id, event_type, payload, _attempts in rows:
+                futures.append(
+                    await js.publish_async(
+                        cfg.names.subject_for(event_type),
+                        payload.encode(),
+                        headers={"Nats-Msg-Id": cfg.names.msg_id(outbox_id)},
+                    )
+                )
+            results = await asyncio.gather(
+                *(asyncio.wait_for(f, cfg.publish_timeout_seconds) for f in futures), return_exceptions=True
+            )
+            published, acks = [], []
+            for (outbox_id, _type, _payload, attempts), result in zip(rows, results):
+                if isinstance(result, BaseException):
+                    self.stats.failed += 1
+                    delay = backoff_seconds(attempts + 1, cfg.backoff_base_seconds, cfg.backoff_max_seconds)
+                    cur = await conn.execute(
+                        self._mark_failed,
+                        {"error": f"{type(result).__name__}: {result}"[:1000], "delay": delay,
+                         "max_attempts": cfg.max_attempts, "id": outbox_id},
+                    )
+                    if (await cur.fetchone())[0]:
+                        self.stats.quarantined += 1
+                    continue
+                published.append(outbox_id)
+                acks.append((outbox_id, result.seq, bool(result.duplicate)))
+                if result.duplicate:
+                    self.stats.duplicates += 1
+                else:
+                    self.stats.published += 1
+            if published:
+                await conn.execute(self._mark_published, (published,))
+        self.stats.batches += 1
+        if self._truth and acks:
+            self._record(acks)
+        return len(rows)
+
+    def _record(self, acks: list[tuple[int, int, bool]]) -> None:
+        now = time.time()
+        with open(self._truth, "a") as fh:
+            for outbox_id, seq, duplicate in acks:
+                fh.write(json.dumps({"event_id": outbox_id, "stream_seq": seq, "duplicate": duplicate, "at": now}) + "\n")
+
+    async def pending(self, conn: AsyncConnection) -> int:
+        return (await (await conn.execute(self._pending)).fetchone())[0]
+
+    async def run_forever(self, stop: asyncio.Event | None = None) -> None:
+        """The long-running service: keeps relaying, reconnecting to PostgreSQL and NATS as needed."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
+                    nc = await connect_nats(self.config.nats_url)
+                    js = nc.jetstream(publish_async_max_pending=self.config.max_in_flight)
+                    try:
+                        while not stop.is_set():
+                            if await self.run_batch(conn, js) == 0:
+                                await sleep_or_stop(stop, self.config.poll_interval_seconds)
+                    finally:
+                        await nc.close()
+            except Exception as exc:  # noqa: BLE001 - a service keeps going; the log says why
+                print(f"relay: {type(exc).__name__}: {exc}; retrying in 1s", flush=True)
+                await sleep_or_stop(stop, 1.0)

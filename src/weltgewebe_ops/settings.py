@@ -1,0 +1,212 @@
+"""Typed settings shared by the library, the CLI and the Ansible modules.
+
+Every name of the Weltgewebe contract (tables, stream, subjects) is a setting, so the tool can
+follow the upstream repository as it moves (see shared/UPSTREAM.md) by changing variables only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where the WAL archive and the base backups live, and how to reach them."""
+
+    endpoint_url: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+    prefix: str = "weltgewebe/pg-primary"
+    kms_key_id: str = ""
+
+    def redacted(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["secret_key"] = "********"
+        return data
+
+
+@dataclass(frozen=True)
+class ContractNames:
+    """Names of the Weltgewebe data contract (tables, stream, subjects, message ids)."""
+
+    accounts_table: str = "domain_accounts"
+    nodes_table: str = "domain_nodes"
+    edges_table: str = "domain_edges"
+    outbox_table: str = "domain_outbox"
+    consumptions_table: str = "domain_event_consumptions"
+    faden_view: str = "faden_view"
+    checkpoints_table: str = "projection_checkpoints"
+    stream: str = "WELTGEWEBE_DOMAIN"
+    subject_prefix: str = "weltgewebe"
+    msg_id_prefix: str = "domain-outbox-"
+    duplicate_window_seconds: int = 120
+
+    @property
+    def stream_subjects(self) -> str:
+        return f"{self.subject_prefix}.domain.>"
+
+    def subject_for(self, event_type: str) -> str:
+        return f"{self.subject_prefix}.{event_type}"
+
+    def msg_id(self, outbox_id: int) -> str:
+        return f"{self.msg_id_prefix}{outbox_id}"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports of the sandbox. 0 means: choose a free one when the sandbox first starts."""
+
+    s3: int = 18333
+    kms: int = 18334
+    s3_master: int = 19333
+    s3_volume: int = 18380
+    s3_filer: int = 18888
+    s3_admin: int = 18646
+    postgres: int = 15432
+    nats: int = 14222
+    api: int = 18081
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Everything the embedded sandbox needs; persisted in ``<state_dir>/sandbox.json``."""
+
+    state_dir: str
+    ports: Ports = field(default_factory=Ports)
+    names: ContractNames = field(default_factory=ContractNames)
+    bucket: str = "weltgewebe-wal"
+    archive_prefix: str = "weltgewebe/pg-primary"
+    region: str = "us-east-1"
+    kms_key_id: str = "alias/weltgewebe-wal"
+    object_lock_days: int = 1
+    archive_timeout_seconds: int = 60
+    pg_bindir: str = ""
+    pg_os_user: str = "wgsandbox"
+    database: str = "weltgewebe"
+    # Generated on first start, kept in the state file (mode 0600), never printed by Ansible.
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_readonly_access_key: str = ""
+    s3_readonly_secret_key: str = ""
+    pg_password: str = ""
+
+    # --- derived paths ---------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return Path(self.state_dir)
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "sandbox.json"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.root / "pg" / "data"
+
+    @property
+    def pg_socket_dir(self) -> Path:
+        return self.root / "pg" / "socket"
+
+    @property
+    def archive_config_file(self) -> Path:
+        return self.root / "pg" / "archive.json"
+
+    @property
+    def ground_truth_dir(self) -> Path:
+        return self.root / "ground-truth"
+
+    # --- derived connection settings --------------------------------------------------
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports.s3}"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://127.0.0.1:{self.ports.nats}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    def dsn(self, database: str | None = None) -> str:
+        return (
+            f"host=127.0.0.1 port={self.ports.postgres} dbname={database or self.database} "
+            f"user=postgres password={self.pg_password} connect_timeout=5"
+        )
+
+    def s3_location(self, readonly: bool = False) -> S3Location:
+        return S3Location(
+            endpoint_url=self.s3_endpoint,
+            bucket=self.bucket,
+            access_key=self.s3_readonly_access_key if readonly else self.s3_access_key,
+            secret_key=self.s3_readonly_secret_key if readonly else self.s3_secret_key,
+            region=self.region,
+            prefix=self.archive_prefix,
+            kms_key_id=self.kms_key_id,
+        )
+
+    # --- persistence -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SandboxSettings:
+        data = dict(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"unknown sandbox settings: {', '.join(unknown)}")
+        if "state_dir" not in data or not data["state_dir"]:
+            raise SettingsError("state_dir is required")
+        data["state_dir"] = str(Path(data["state_dir"]).expanduser().resolve())
+        data["ports"] = _sub(Ports, data.get("ports") or {}, "ports")
+        data["names"] = _sub(ContractNames, data.get("names") or {}, "names")
+        return cls(**data)
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.settings_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+        os.replace(tmp, self.settings_file)
+
+    @classmethod
+    def load(cls, state_dir: str | os.PathLike[str]) -> SandboxSettings:
+        path = Path(state_dir) / "sandbox.json"
+        if not path.exists():
+            raise SettingsError(
+                f"no sandbox in {state_dir} (missing {path.name}); start one with `make sandbox-up`"
+            )
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def _sub(kind: type, value: Any, label: str) -> Any:
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, dict):
+        raise SettingsError(f"{label} must be a mapping")
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise SettingsError(f"unknown {label} settings: {', '.join(unknown)}")
+    return kind(**value)

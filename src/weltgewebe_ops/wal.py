@@ -1,0 +1,137 @@
+"""WAL archiving: ``wgops wal-push %p`` as PostgreSQL's archive_command.
+
+The contract with PostgreSQL: exit 0 only when the file is safely in S3 (stored, SSE-KMS,
+right size, right SHA-256). Anything else exits non-zero and PostgreSQL keeps the segment and
+retries later. A segment already archived with identical content is success (PostgreSQL may
+ask twice after a crash); with different content it is a loud error that never overwrites.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import s3 as s3mod
+from .settings import S3Location
+
+SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
+
+
+class WalPushError(RuntimeError):
+    """Archiving failed for now; PostgreSQL will retry."""
+
+
+class ArchiveConflict(WalPushError):
+    """The archive already holds different content under this name: never overwritten."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    file_name: str
+    key: str
+    size: int
+    already_archived: bool
+    attempts: int
+    seconds: float
+
+
+def validate_wal_file_name(name: str) -> None:
+    if not WAL_FILE_RE.match(name):
+        raise WalPushError(f"{name!r} is not a WAL segment, .history, .partial or .backup file name")
+
+
+def segment_parts(name: str) -> tuple[int, int, int]:
+    """(timeline, log, seg) of a 24-hex-digit segment name."""
+    match = SEGMENT_RE.match(name[:24])
+    if not match:
+        raise ValueError(f"{name!r} is not a WAL segment name")
+    return tuple(int(part, 16) for part in match.groups())  # type: ignore[return-value]
+
+
+def segment_name(timeline: int, segno: int, segment_size: int = 16 * 1024 * 1024) -> str:
+    per_log = 0x100000000 // segment_size
+    return f"{timeline:08X}{segno // per_log:08X}{segno % per_log:08X}"
+
+
+def segment_number(name: str, segment_size: int = 16 * 1024 * 1024) -> int:
+    _, log, seg = segment_parts(name)
+    return log * (0x100000000 // segment_size) + seg
+
+
+def lsn_to_int(lsn: str) -> int:
+    hi, lo = lsn.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def segment_of_lsn(timeline: int, lsn: str, segment_size: int = 16 * 1024 * 1024) -> str:
+    return segment_name(timeline, lsn_to_int(lsn) // segment_size, segment_size)
+
+
+def wal_push(
+    loc: S3Location,
+    path: str | Path,
+    *,
+    deadline_seconds: float = 60.0,
+    first_backoff: float = 0.5,
+    client_factory: Callable[[S3Location], object] = s3mod.client,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> PushResult:
+    """Archive one WAL file; returns only once it is verified in S3, raises otherwise."""
+    path = Path(path)
+    name = path.name
+    validate_wal_file_name(name)
+    data = path.read_bytes()
+    digest = s3mod.sha256_b64(data)
+    key = s3mod.wal_key(loc, name)
+    started = time.monotonic()
+    attempt = 0
+    backoff = first_backoff
+    last_error: Exception | None = None
+    client = client_factory(loc)
+    while True:
+        attempt += 1
+        try:
+            existing = s3mod.head(client, loc.bucket, key)
+            if existing is not None:
+                if existing.sha256_b64 == digest and existing.size == len(data):
+                    return PushResult(name, key, len(data), True, attempt, time.monotonic() - started)
+                raise ArchiveConflict(
+                    f"REFUSING to archive {name}: s3://{loc.bucket}/{key} already holds different "
+                    f"content (size {existing.size} vs {len(data)}, sha256 {existing.sha256_b64} vs "
+                    f"{digest}). Two clusters may be archiving to the same prefix, or a restored "
+                    f"cluster was not given a new timeline. Nothing was overwritten; point this "
+                    f"cluster at its own archive prefix."
+                )
+            s3mod.put_bytes(client, loc, key, data)
+            stored = s3mod.head(client, loc.bucket, key)
+            _verify(stored, key, len(data), digest)
+            return PushResult(name, key, len(data), False, attempt, time.monotonic() - started)
+        except ArchiveConflict:
+            raise
+        except Exception as exc:  # transient or not, PostgreSQL retries: report and back off
+            last_error = exc
+            elapsed = time.monotonic() - started
+            log(f"wal-push {name}: attempt {attempt} failed after {elapsed:.1f}s: {exc}")
+            if elapsed + backoff > deadline_seconds:
+                raise WalPushError(
+                    f"could not archive {name} to s3://{loc.bucket}/{key} within "
+                    f"{deadline_seconds:.0f}s ({attempt} attempts): {last_error}. PostgreSQL keeps "
+                    f"the segment and retries; check that S3 at {loc.endpoint_url} answers."
+                ) from exc
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 8.0)
+
+
+def _verify(stored: s3mod.StoredObject | None, key: str, size: int, digest: str) -> None:
+    if stored is None:
+        raise WalPushError(f"{key} is not visible after upload")
+    if stored.size != size:
+        raise WalPushError(f"{key}: stored size {stored.size} != {size}")
+    if stored.sha256_b64 != digest:
+        raise WalPushError(f"{key}: stored SHA-256 {stored.sha256_b64} != {digest}")
+    if stored.sse != "aws:kms":
+        raise WalPushError(f"{key}: stored without SSE-KMS (ServerSideEncryption={stored.sse!r})")
