@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 from psycopg import sql
 
-from . import domain, natsio
+from . import domain
 from .settings import ContractNames
 
 FADEN_PATH = re.compile(r"^/faeden/([0-9a-fA-F-]{36})$")
@@ -48,7 +48,11 @@ def readiness(config: ApiConfig) -> tuple[bool, dict]:
             ).fetchone()
         checks["database"] = {"ok": True}
         lag = float(oldest)
-        checks["outbox"] = {"ok": lag <= config.max_outbox_lag_seconds, "pending": pending, "lag_seconds": round(lag, 3)}
+        checks["outbox"] = {
+            "ok": lag <= config.max_outbox_lag_seconds,
+            "pending": pending,
+            "lag_seconds": round(lag, 3),
+        }
     except psycopg.Error as exc:
         checks["database"] = {"ok": False, "error": str(exc).strip()}
         checks["outbox"] = {"ok": False, "error": "database unavailable"}
@@ -87,13 +91,15 @@ def make_handler(config: ApiConfig):
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self):  # noqa: N802 - http.server's naming
+        def do_GET(self):
             if self.path == "/health/live":
                 return self._send(HTTPStatus.OK, {"status": "ok"})
             if self.path == "/health/ready":
                 ok, checks = readiness(config)
-                return self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
-                                  {"status": "ok" if ok else "unavailable", "checks": checks})
+                return self._send(
+                    HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
+                    {"status": "ok" if ok else "unavailable", "checks": checks},
+                )
             match = FADEN_PATH.match(self.path)
             if match:
                 with psycopg.connect(config.dsn, autocommit=True) as conn:
@@ -103,7 +109,7 @@ def make_handler(config: ApiConfig):
                 return self._send(HTTPStatus.OK, faden)
             return self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
-        def do_POST(self):  # noqa: N802 - http.server's naming
+        def do_POST(self):
             if self.path != "/faeden":
                 return self._send(HTTPStatus.NOT_FOUND, {"error": "not found"})
             try:
@@ -114,8 +120,15 @@ def make_handler(config: ApiConfig):
             except (ValueError, AttributeError) as exc:
                 return self._send(HTTPStatus.BAD_REQUEST, {"error": f"body must be a JSON object: {exc}"})
             with psycopg.connect(config.dsn, autocommit=True) as conn:
-                created = domain.create_faden(conn, config.names, truth, source, target,
-                                              str(body.get("kind") or "faden"), str(body.get("note") or ""))
+                created = domain.create_faden(
+                    conn,
+                    config.names,
+                    truth,
+                    source,
+                    target,
+                    str(body.get("kind") or "faden"),
+                    str(body.get("note") or ""),
+                )
             return self._send(HTTPStatus.CREATED, created)
 
     return Handler

@@ -19,7 +19,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -112,15 +112,33 @@ def take_base_backup(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
             "(SELECT system_identifier::text FROM pg_control_system())"
         ).fetchone()
-    backup_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    backup_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     prefix = s3mod.basebackup_prefix(loc, backup_id)
     client = s3mod.client(loc, read_timeout=120)
     started = time.monotonic()
-    started_at = datetime.now(timezone.utc)
-    proc = subprocess.Popen(  # noqa: S603 - fixed argv
-        [str(bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-D", "-",
-         "-Ft", "-X", "none", "-c", "fast", "-l", f"wgops {backup_id}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PGPASSWORD": password},
+    started_at = datetime.now(UTC)
+    proc = subprocess.Popen(
+        [
+            str(bindir / "pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            user,
+            "-D",
+            "-",
+            "-Ft",
+            "-X",
+            "none",
+            "-c",
+            "fast",
+            "-l",
+            f"wgops {backup_id}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PGPASSWORD": password},
     )
     tap = TarTap(proc.stdout)
     try:
@@ -133,7 +151,7 @@ def take_base_backup(
     if proc.wait() != 0:
         raise BaseBackupError(f"pg_basebackup failed (exit {proc.returncode}): {stderr.strip()[-1500:]}")
     members = tap.finish()
-    stopped_at = datetime.now(timezone.utc)
+    stopped_at = datetime.now(UTC)
     if "backup_manifest" not in members or "backup_label" not in members:
         raise BaseBackupError(f"the backup's tar lacks {[m for m in WANTED if m not in members]}")
     manifest = json.loads(members["backup_manifest"])

@@ -1,10 +1,10 @@
 """``wgops``: the command line of weltgewebe.ops.
 
-    wgops wal-push --config FILE PATH     PostgreSQL's archive_command
-    wgops sandbox up|down|status|env      the embedded sandbox
-    wgops base-backup --state-dir D       a base backup of the sandbox primary into S3
-    wgops workload --state-dir D          Fäden at a rate, recorded as ground truth
-    wgops service relay|projector|api|kms --state-dir D   the sandbox's long-running services
+wgops wal-push --config FILE PATH     PostgreSQL's archive_command
+wgops sandbox up|down|status|env      the embedded sandbox
+wgops base-backup --state-dir D       a base backup of the sandbox primary into S3
+wgops workload --state-dir D          Fäden at a rate, recorded as ground truth
+wgops service relay|projector|api|kms --state-dir D   the sandbox's long-running services
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ def _stderr(msg: str) -> None:
 
 def cmd_wal_push(args) -> int:
     from .settings import S3Location
-    from .wal import ArchiveConflict, WalPushError, wal_push
+    from .wal import ArchiveConflictError, WalPushError, wal_push
 
     loc = S3Location(**json.loads(Path(args.config).read_text()))
     try:
         result = wal_push(loc, args.path, deadline_seconds=args.deadline, log=_stderr)
-    except ArchiveConflict as exc:
+    except ArchiveConflictError as exc:
         _stderr(f"wal-push: {exc}")
         return 3
     except (WalPushError, OSError) as exc:
@@ -49,12 +49,12 @@ def cmd_sandbox(args) -> int:
     if args.action == "up":
         box = sandbox.Sandbox(sandbox.prepare({"state_dir": args.state_dir}))
         for result in box.up_all():
-            print(f"{result.component:<11} {'changed' if result.changed else 'ok':<8} {result.seconds:6.2f}s  {result.detail}")
+            print(result.line)
         return 0
     box = sandbox.load(args.state_dir)
     if args.action == "down":
         for result in box.down(purge=args.purge):
-            print(f"{result.component:<11} {result.detail}")
+            print(result.line)
     elif args.action == "status":
         print(json.dumps(box.status(), indent=2))
     elif args.action == "env":
@@ -66,8 +66,9 @@ def cmd_base_backup(args) -> int:
     from . import basebackup, pg, sandbox
 
     box = sandbox.load(args.state_dir)
-    label = basebackup.take_base_backup(pg.resolve_bindir(box.s.pg_bindir), box.s.ports.postgres,
-                                        box.s.pg_password, box.s.s3_location(), log=_stderr)
+    label = basebackup.take_base_backup(
+        pg.resolve_bindir(box.s.pg_bindir), box.s.ports.postgres, box.s.pg_password, box.s.s3_location(), log=_stderr
+    )
     print(json.dumps(label, indent=2))
     return 0
 
@@ -76,10 +77,17 @@ def cmd_workload(args) -> int:
     from . import sandbox, workload
 
     box = sandbox.load(args.state_dir)
-    result = workload.run(workload.WorkloadConfig(
-        dsn=box.s.dsn(), names=box.s.names, ground_truth_dir=str(box.s.ground_truth_dir),
-        rate_per_second=args.rate, note_bytes=args.size, seconds=args.seconds, max_writes=args.count,
-    ))
+    result = workload.run(
+        workload.WorkloadConfig(
+            dsn=box.s.dsn(),
+            names=box.s.names,
+            ground_truth_dir=str(box.s.ground_truth_dir),
+            rate_per_second=args.rate,
+            note_bytes=args.size,
+            seconds=args.seconds,
+            max_writes=args.count,
+        )
+    )
     print(json.dumps(result))
     return 0
 
@@ -104,8 +112,11 @@ def cmd_relay(args) -> int:
 
     box = sandbox.load(args.state_dir)
     truth = GroundTruth(box.s.ground_truth_dir)
-    relay = Relay(RelayConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names,
-                              ground_truth_file=str(truth.published_file)))
+    relay = Relay(
+        RelayConfig(
+            dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names, ground_truth_file=str(truth.published_file)
+        )
+    )
     print(f"relay: {box.s.names.outbox_table} -> {box.s.nats_url} stream {box.s.names.stream}", flush=True)
     return _run_service(relay.run_forever)
 
@@ -115,8 +126,11 @@ def cmd_projector(args) -> int:
     from .projector import Projection, Projector, ProjectorConfig
 
     box = sandbox.load(args.state_dir)
-    projector = Projector(ProjectorConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names,
-                                          projection=Projection.faden_view(box.s.names)))
+    projector = Projector(
+        ProjectorConfig(
+            dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names, projection=Projection.faden_view(box.s.names)
+        )
+    )
     print(f"projector: {box.s.names.stream} -> {box.s.names.faden_view}", flush=True)
     return _run_service(projector.run_forever)
 
@@ -133,8 +147,15 @@ def cmd_api(args) -> int:
     from . import api, sandbox
 
     box = sandbox.load(args.state_dir)
-    api.serve(api.ApiConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, port=box.s.ports.api, names=box.s.names,
-                            ground_truth_dir=str(box.s.ground_truth_dir)))
+    api.serve(
+        api.ApiConfig(
+            dsn=box.s.dsn(),
+            nats_url=box.s.nats_url,
+            port=box.s.ports.api,
+            names=box.s.names,
+            ground_truth_dir=str(box.s.ground_truth_dir),
+        )
+    )
     return 0
 
 
@@ -163,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sandbox)
 
     with_state(sub.add_parser("base-backup", help="take a base backup of the sandbox primary")).set_defaults(
-        func=cmd_base_backup)
+        func=cmd_base_backup
+    )
 
     p = with_state(sub.add_parser("workload", help="write Fäden at a rate, recorded as ground truth"))
     p.add_argument("--rate", type=float, default=20.0, help="writes per second (0: as fast as possible)")
@@ -182,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except Exception as exc:  # noqa: BLE001 - one clear line for the operator, not a traceback
+    except Exception as exc:
         if args.command == "service":
             raise
         _stderr(f"wgops {args.command}: {type(exc).__name__}: {exc}")

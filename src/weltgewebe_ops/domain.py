@@ -22,7 +22,9 @@ INSERT INTO {edges} (source_id, target_id, kind, note)
 SELECT a.id, b.id, %(kind)s, %(note)s FROM a, b
 RETURNING id::text, txid_current()
 """
-UPDATE_FADEN = "UPDATE {edges} SET note = %(note)s, updated_at = now() WHERE id = %(id)s RETURNING id::text, txid_current()"
+UPDATE_FADEN = (
+    "UPDATE {edges} SET note = %(note)s, updated_at = now() WHERE id = %(id)s RETURNING id::text, txid_current()"
+)
 READ_FADEN = "SELECT row_to_json(f) FROM {view} f WHERE id = %(id)s"
 
 
@@ -60,10 +62,13 @@ def _read_lines(path: Path | None) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def create_faden(conn, names: ContractNames, truth: GroundTruth, source: str, target: str,
-                 kind: str = "faden", note: str = "") -> dict:
+def create_faden(
+    conn, names: ContractNames, truth: GroundTruth, source: str, target: str, kind: str = "faden", note: str = ""
+) -> dict:
     """Two nodes and the edge between them, in one transaction; recorded once committed."""
-    query = sql.SQL(CREATE_FADEN).format(nodes=sql.Identifier(names.nodes_table), edges=sql.Identifier(names.edges_table))
+    query = sql.SQL(CREATE_FADEN).format(
+        nodes=sql.Identifier(names.nodes_table), edges=sql.Identifier(names.edges_table)
+    )
     with conn.transaction():
         edge_id, xid = conn.execute(query, {"source": source, "target": target, "kind": kind, "note": note}).fetchone()
     committed_at = time.time()

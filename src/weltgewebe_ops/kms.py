@@ -34,8 +34,9 @@ class KeyStore:
         self.path = path
         if not path.exists():
             key_id = str(uuid.uuid4())
-            data = {"keys": {key_id: {"material": base64.b64encode(secrets.token_bytes(32)).decode(),
-                                      "aliases": [alias]}}}
+            data = {
+                "keys": {key_id: {"material": base64.b64encode(secrets.token_bytes(32)).decode(), "aliases": [alias]}}
+            }
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -76,7 +77,7 @@ def decrypt(store: KeyStore, blob: bytes, context: dict | None) -> tuple[str, by
         raise KmsError("NotFoundException", f"Key '{key_id}' does not exist")
     try:
         return key_id, AESGCM(store.material(key_id)).decrypt(blob[40:52], blob[52:], _aad(context))
-    except Exception as exc:  # noqa: BLE001 - any failure here is an invalid ciphertext
+    except Exception as exc:
         raise KmsError("InvalidCiphertextException", "ciphertext or encryption context does not match") from exc
 
 
@@ -87,17 +88,33 @@ def handle(store: KeyStore, target: str, body: dict) -> dict:
         size = int(body.get("NumberOfBytes") or (32 if body.get("KeySpec", "AES_256") == "AES_256" else 16))
         plaintext = secrets.token_bytes(size)
         blob = encrypt(store, key_id, plaintext, body.get("EncryptionContext"))
-        return {"KeyId": store.arn(key_id), "Plaintext": base64.b64encode(plaintext).decode(),
-                "CiphertextBlob": base64.b64encode(blob).decode()}
+        return {
+            "KeyId": store.arn(key_id),
+            "Plaintext": base64.b64encode(plaintext).decode(),
+            "CiphertextBlob": base64.b64encode(blob).decode(),
+        }
     if action == "Decrypt":
-        key_id, plaintext = decrypt(store, base64.b64decode(body.get("CiphertextBlob", "")), body.get("EncryptionContext"))
-        return {"KeyId": store.arn(key_id), "Plaintext": base64.b64encode(plaintext).decode(),
-                "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
+        key_id, plaintext = decrypt(
+            store, base64.b64decode(body.get("CiphertextBlob", "")), body.get("EncryptionContext")
+        )
+        return {
+            "KeyId": store.arn(key_id),
+            "Plaintext": base64.b64encode(plaintext).decode(),
+            "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        }
     if action == "DescribeKey":
         key_id = store.resolve(body.get("KeyId", ""))
-        return {"KeyMetadata": {"KeyId": key_id, "Arn": store.arn(key_id), "Enabled": True, "KeyState": "Enabled",
-                                "KeyUsage": "ENCRYPT_DECRYPT", "Origin": "AWS_KMS",
-                                "Description": "weltgewebe.ops sandbox key"}}
+        return {
+            "KeyMetadata": {
+                "KeyId": key_id,
+                "Arn": store.arn(key_id),
+                "Enabled": True,
+                "KeyState": "Enabled",
+                "KeyUsage": "ENCRYPT_DECRYPT",
+                "Origin": "AWS_KMS",
+                "Description": "weltgewebe.ops sandbox key",
+            }
+        }
     raise KmsError("UnsupportedOperationException", f"{action} is not supported by the sandbox KMS")
 
 
@@ -108,7 +125,7 @@ def serve(port: int, key_file: Path, alias: str, access_key: str) -> None:
         def log_message(self, fmt, *args):
             pass
 
-        def do_POST(self):  # noqa: N802 - http.server's naming
+        def do_POST(self):
             try:
                 if access_key and f"Credential={access_key}/" not in self.headers.get("Authorization", ""):
                     raise KmsError("AccessDeniedException", "unknown access key", 400)

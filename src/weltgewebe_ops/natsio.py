@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from .settings import ContractNames
 
@@ -11,8 +12,12 @@ async def connect(url: str):
     import nats
 
     return await nats.connect(
-        url, connect_timeout=3, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-        pending_size=64 * 1024 * 1024, allow_reconnect=True,
+        url,
+        connect_timeout=3,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        pending_size=64 * 1024 * 1024,
+        allow_reconnect=True,
     )
 
 
@@ -57,7 +62,5 @@ async def stream_state(url: str, names: ContractNames) -> dict:
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass

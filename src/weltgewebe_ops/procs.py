@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 
 class ServiceError(RuntimeError):
@@ -69,7 +70,7 @@ class Service:
         with open(self.log_file, "ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(argv)}\n".encode())
             log.flush()
-            proc = subprocess.Popen(  # noqa: S603 - argv is built by the library, never by a shell
+            proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -92,8 +93,7 @@ class Service:
             time.sleep(0.1)
         self.stop()
         raise ServiceError(
-            f"{self.name} was not ready within {timeout:.0f}s; last lines of {self.log_file}:\n"
-            f"{tail(self.log_file)}"
+            f"{self.name} was not ready within {timeout:.0f}s; last lines of {self.log_file}:\n{tail(self.log_file)}"
         )
 
     def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
@@ -117,10 +117,8 @@ def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def pid_alive(pid: int) -> bool:

@@ -95,8 +95,8 @@ class Projector:
     def event_id(self, msg) -> int | None:
         msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
         prefix = self.config.names.msg_id_prefix
-        if msg_id.startswith(prefix) and msg_id[len(prefix):].isdigit():
-            return int(msg_id[len(prefix):])
+        if msg_id.startswith(prefix) and msg_id[len(prefix) :].isdigit():
+            return int(msg_id[len(prefix) :])
         return None
 
     async def apply_batch(self, conn: AsyncConnection, msgs: list) -> None:

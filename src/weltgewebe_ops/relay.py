@@ -102,14 +102,18 @@ class Relay:
                 *(asyncio.wait_for(f, cfg.publish_timeout_seconds) for f in futures), return_exceptions=True
             )
             published, acks = [], []
-            for (outbox_id, _type, _payload, attempts), result in zip(rows, results):
+            for (outbox_id, _type, _payload, attempts), result in zip(rows, results, strict=False):
                 if isinstance(result, BaseException):
                     self.stats.failed += 1
                     delay = backoff_seconds(attempts + 1, cfg.backoff_base_seconds, cfg.backoff_max_seconds)
                     cur = await conn.execute(
                         self._mark_failed,
-                        {"error": f"{type(result).__name__}: {result}"[:1000], "delay": delay,
-                         "max_attempts": cfg.max_attempts, "id": outbox_id},
+                        {
+                            "error": f"{type(result).__name__}: {result}"[:1000],
+                            "delay": delay,
+                            "max_attempts": cfg.max_attempts,
+                            "id": outbox_id,
+                        },
                     )
                     if (await cur.fetchone())[0]:
                         self.stats.quarantined += 1
@@ -131,7 +135,9 @@ class Relay:
         now = time.time()
         with open(self._truth, "a") as fh:
             for outbox_id, seq, duplicate in acks:
-                fh.write(json.dumps({"event_id": outbox_id, "stream_seq": seq, "duplicate": duplicate, "at": now}) + "\n")
+                fh.write(
+                    json.dumps({"event_id": outbox_id, "stream_seq": seq, "duplicate": duplicate, "at": now}) + "\n"
+                )
 
     async def pending(self, conn: AsyncConnection) -> int:
         return (await (await conn.execute(self._pending)).fetchone())[0]

@@ -148,9 +148,7 @@ def upload_stream(s3, loc: S3Location, key: str, stream: BinaryIO, part_size: in
             parts.append({"PartNumber": len(parts) + 1, "ETag": resp["ETag"]})
             if len(chunk) < part_size:
                 break
-        s3.complete_multipart_upload(
-            Bucket=loc.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-        )
+        s3.complete_multipart_upload(Bucket=loc.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
     except BaseException:
         s3.abort_multipart_upload(Bucket=loc.bucket, Key=key, UploadId=upload_id)
         raise

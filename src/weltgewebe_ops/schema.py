@@ -139,8 +139,13 @@ def apply(conn, names: ContractNames) -> bool:
 
 def _missing_tables(conn, names: ContractNames) -> list[str]:
     wanted = [
-        names.accounts_table, names.nodes_table, names.edges_table, names.outbox_table,
-        names.consumptions_table, names.faden_view, names.checkpoints_table,
+        names.accounts_table,
+        names.nodes_table,
+        names.edges_table,
+        names.outbox_table,
+        names.consumptions_table,
+        names.faden_view,
+        names.checkpoints_table,
     ]
     rows = conn.execute("SELECT c.relname FROM pg_class c WHERE c.relname = ANY(%s) AND c.relkind = 'r'", (wanted,))
     present = {row[0] for row in rows}

@@ -32,7 +32,7 @@ class S3Location:
 
     def redacted(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["secret_key"] = "********"
+        data["secret_key"] = "********"  # noqa: S105 - the redaction mask, not a password
         return data
 
 
@@ -91,6 +91,8 @@ class SandboxSettings:
     kms_key_id: str = "alias/weltgewebe-wal"
     object_lock_days: int = 1
     archive_timeout_seconds: int = 60
+    # wal-push gives up (non-zero exit; PostgreSQL keeps the segment and retries) after this long.
+    wal_push_deadline_seconds: int = 60
     pg_bindir: str = ""
     pg_os_user: str = "wgsandbox"
     database: str = "weltgewebe"
@@ -194,9 +196,7 @@ class SandboxSettings:
     def load(cls, state_dir: str | os.PathLike[str]) -> SandboxSettings:
         path = Path(state_dir) / "sandbox.json"
         if not path.exists():
-            raise SettingsError(
-                f"no sandbox in {state_dir} (missing {path.name}); start one with `make sandbox-up`"
-            )
+            raise SettingsError(f"no sandbox in {state_dir} (missing {path.name}); start one with `make sandbox-up`")
         return cls.from_dict(json.loads(path.read_text()))
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import s3 as s3mod
 from .settings import S3Location
@@ -25,7 +25,7 @@ class WalPushError(RuntimeError):
     """Archiving failed for now; PostgreSQL will retry."""
 
 
-class ArchiveConflict(WalPushError):
+class ArchiveConflictError(WalPushError):
     """The archive already holds different content under this name: never overwritten."""
 
 
@@ -99,7 +99,7 @@ def wal_push(
             if existing is not None:
                 if existing.sha256_b64 == digest and existing.size == len(data):
                     return PushResult(name, key, len(data), True, attempt, time.monotonic() - started)
-                raise ArchiveConflict(
+                raise ArchiveConflictError(
                     f"REFUSING to archive {name}: s3://{loc.bucket}/{key} already holds different "
                     f"content (size {existing.size} vs {len(data)}, sha256 {existing.sha256_b64} vs "
                     f"{digest}). Two clusters may be archiving to the same prefix, or a restored "
@@ -110,7 +110,7 @@ def wal_push(
             stored = s3mod.head(client, loc.bucket, key)
             _verify(stored, key, len(data), digest)
             return PushResult(name, key, len(data), False, attempt, time.monotonic() - started)
-        except ArchiveConflict:
+        except ArchiveConflictError:
             raise
         except Exception as exc:  # transient or not, PostgreSQL retries: report and back off
             last_error = exc

@@ -49,5 +49,10 @@ def run(config: WorkloadConfig) -> dict:
                 created.append(domain.create_faden(conn, config.names, truth, f"a-{tag}", f"b-{tag}", note=note)["id"])
             writes += 1
     elapsed = time.monotonic() - started
-    return {"writes": writes, "created": len(created), "updated": updates, "seconds": round(elapsed, 3),
-            "writes_per_second": round(writes / elapsed, 1) if elapsed else 0.0}
+    return {
+        "writes": writes,
+        "created": len(created),
+        "updated": updates,
+        "seconds": round(elapsed, 3),
+        "writes_per_second": round(writes / elapsed, 1) if elapsed else 0.0,
+    }

@@ -1,0 +1,50 @@
+# weltgewebe.ops entry points. The justfile has the same recipes and calls these.
+SHELL := /bin/bash
+VENV ?= .venv
+# As root, PostgreSQL runs as an unprivileged user who must be able to run this venv's Python for
+# its archive hook; a Python under /root (pyenv) is not readable by that user, so prefer the
+# system Python then.
+PYTHON ?= $(shell if [ "$$(id -u)" = 0 ] && [ -x /usr/bin/python3 ]; then echo /usr/bin/python3; else command -v python3; fi)
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+ARGS ?=
+PURGE ?=
+
+.PHONY: venv drill sandbox-up sandbox-down sandbox-env lint test
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing python3-venv (Debian's Python needs it to make a venv)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  else echo "$(PYTHON) cannot create a venv: install python3-venv (or set PYTHON=...)"; exit 1; fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -e .
+	@touch $@
+
+# The main job: the DR drill on the default inventory (the embedded sandbox).
+drill: venv
+	ansible-playbook playbooks/drill.yml $(ARGS)
+
+sandbox-up: venv
+	ansible-playbook playbooks/sandbox.yml $(ARGS)
+
+# Stops what the sandbox started; PURGE=1 also deletes its state (.sandbox/).
+sandbox-down: venv
+	ansible-playbook playbooks/sandbox.yml -e sandbox_state=$(if $(PURGE),absent,stopped) $(ARGS)
+
+# Connection settings of the running sandbox, for `eval "$(make -s sandbox-env)"`.
+sandbox-env: venv
+	@wgops sandbox env --state-dir .sandbox
+
+lint: venv
+	ruff check .
+	yamllint --strict .
+	ansible-lint --offline
+
+test: lint
+	pytest $(ARGS)

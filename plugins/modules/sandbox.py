@@ -1,0 +1,159 @@
+#!/usr/bin/python
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
+"""Ansible module weltgewebe.ops.sandbox."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: sandbox
+short_description: Start, stop or remove the embedded Weltgewebe "production" sandbox on 127.0.0.1
+version_added: "0.1.0"
+description:
+  - Manages the sandbox the DR drill destroys and recovers; everything binds 127.0.0.1 and comes
+    from Python wheels (SeaweedFS, PostgreSQL, nats-server). No root, Docker or cloud account needed.
+  - C(s3) starts SeaweedFS with a persistent loopback KMS and a WAL bucket with versioning,
+    Object Lock (COMPLIANCE, default retention) and default SSE-KMS.
+  - C(postgres) starts the primary with C(archive_mode=on) and C(archive_command) = C(wgops wal-push);
+    when Ansible runs as root, PostgreSQL runs as the unprivileged O(settings.pg_os_user).
+  - C(schema) creates the Weltgewebe contract (domain tables, trigger-written outbox, faden_view).
+  - C(basebackup) takes a base backup into S3 when the cluster has none.
+  - C(nats) starts nats-server with JetStream and the domain stream.
+  - C(relay), C(projector) and C(api) start the long-running services.
+  - Each component changes nothing when it is already as asked, so a second run reports no change.
+options:
+  state:
+    description:
+      - V(started) brings O(component) up; V(stopped) stops every service the sandbox started
+        (recorded PIDs only); V(absent) stops them and removes O(state_dir).
+    type: str
+    choices: [started, stopped, absent]
+    default: started
+  component:
+    description: The part to bring up with O(state=started); V(all) for every part in order.
+    type: str
+    choices: [all, s3, postgres, schema, basebackup, nats, relay, projector, api]
+    default: all
+  state_dir:
+    description: Where the sandbox keeps its data, logs, PIDs and settings (mode 0600 for secrets).
+    type: path
+    required: true
+  settings:
+    description:
+      - Sandbox settings used when the sandbox is first created (ports, bucket, archive_prefix,
+        object_lock_days, archive_timeout_seconds, wal_push_deadline_seconds, pg_bindir,
+        pg_os_user, database, kms_key_id, and C(names) for the data contract).
+        Ports given as 0 are chosen free.
+      - An existing sandbox keeps the settings it was created with; differences are reported in
+        RV(drifted_settings).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+author:
+  - weltgewebe.ops developers
+"""
+
+EXAMPLES = r"""
+- name: Bring the whole sandbox up
+  weltgewebe.ops.sandbox:
+    state_dir: "{{ playbook_dir }}/../.sandbox"
+    settings:
+      object_lock_days: 1
+      archive_timeout_seconds: 60
+
+- name: Only the S3 archive
+  weltgewebe.ops.sandbox:
+    state_dir: /srv/wg-sandbox
+    component: s3
+
+- name: Stop everything the sandbox started and remove its state
+  weltgewebe.ops.sandbox:
+    state_dir: /srv/wg-sandbox
+    state: absent
+"""
+
+RETURN = r"""
+results:
+  description: One entry per component acted on.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {component: postgres, changed: true, seconds: 1.3, detail: "PostgreSQL 18 on 127.0.0.1:15432"}
+endpoints:
+  description: Where the sandbox answers (no credentials; C(wgops sandbox env) prints those).
+  returned: when the sandbox exists
+  type: dict
+  sample: {s3_endpoint: "http://127.0.0.1:18333", nats_url: "nats://127.0.0.1:14222", api_url: "http://127.0.0.1:18081"}
+summary:
+  description: One line per component, what it did and how long it took.
+  returned: always
+  type: list
+  elements: str
+drifted_settings:
+  description: Requested settings that differ from those the existing sandbox was created with.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "state": {"type": "str", "choices": ["started", "stopped", "absent"], "default": "started"},
+            "component": {
+                "type": "str",
+                "default": "all",
+                "choices": ["all", "s3", "postgres", "schema", "basebackup", "nats", "relay", "projector", "api"],
+            },
+            "state_dir": {"type": "path", "required": True},
+            "settings": {"type": "dict", "default": {}},
+        },
+        supports_check_mode=True,
+    )
+    ensure_library(module)
+    from weltgewebe_ops import sandbox as sb
+    from weltgewebe_ops.settings import SettingsError
+
+    params = module.params
+    requested = {**params["settings"], "state_dir": params["state_dir"]}
+    try:
+        settings = sb.prepare(requested)
+        box = sb.Sandbox(settings)
+        drift = sb.drifted_settings(requested, settings) if settings.settings_file.exists() else []
+        if params["state"] == "started":
+            components = sb.COMPONENTS if params["component"] == "all" else (params["component"],)
+            results = [box.up(c, check_mode=module.check_mode) for c in components]
+        else:
+            results = box.down(purge=params["state"] == "absent", check_mode=module.check_mode)
+    except (sb.SandboxError, SettingsError, RuntimeError, OSError) as exc:
+        module.fail_json(msg=f"sandbox {params['state']} failed: {exc}")
+    endpoints = {
+        "s3_endpoint": settings.s3_endpoint,
+        "nats_url": settings.nats_url,
+        "api_url": settings.api_url,
+        "postgres": f"127.0.0.1:{settings.ports.postgres}",
+        "state_dir": str(settings.root),
+    }
+    module.exit_json(
+        changed=any(r.changed for r in results),
+        results=[r.as_dict() for r in results],
+        summary=[r.line for r in results],
+        endpoints=endpoints,
+        drifted_settings=drift,
+    )
+
+
+if __name__ == "__main__":
+    main()

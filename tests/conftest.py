@@ -1,0 +1,56 @@
+"""Shared fixtures: a real sandbox (SeaweedFS, PostgreSQL, NATS, relay, projector, API) on free
+loopback ports in a throw-away state directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def new_state_dir(prefix: str) -> Path:
+    """A state dir PostgreSQL's unprivileged OS user can traverse (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("WGOPS_TEST_TMP", "/var/tmp")))
+    path.chmod(0o755)
+    return path
+
+
+FREE_PORTS = {
+    name: 0 for name in ("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "postgres", "nats", "api")
+}
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    from weltgewebe_ops import sandbox as sb
+
+    state = new_state_dir("wgops-test-sandbox-")
+    box = sb.Sandbox(
+        sb.prepare(
+            {
+                "state_dir": str(state),
+                "ports": FREE_PORTS,
+                "wal_push_deadline_seconds": 5,
+                "archive_timeout_seconds": 30,
+            }
+        )
+    )
+    try:
+        for result in box.up_all():
+            print(result.line)
+        yield box
+    finally:
+        box.down(purge=False)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture()
+def db(sandbox):
+    with psycopg.connect(sandbox.s.dsn(), autocommit=True) as conn:
+        yield conn

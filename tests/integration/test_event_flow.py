@@ -1,0 +1,66 @@
+"""A Faden created through the API reaches faden_view: API -> outbox -> relay -> JetStream -> projector."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from weltgewebe_ops import domain, natsio
+
+pytestmark = pytest.mark.integration
+
+
+def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        url,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_health_endpoints(sandbox):
+    assert http("GET", f"{sandbox.s.api_url}/health/live") == (200, {"status": "ok"})
+    status, body = http("GET", f"{sandbox.s.api_url}/health/ready")
+    assert status == 200, body
+    assert {name for name, check in body["checks"].items() if check["ok"]} == {"database", "nats", "outbox"}
+
+
+def test_faden_reaches_faden_view_end_to_end(sandbox, db):
+    status, created = http("POST", f"{sandbox.s.api_url}/faeden", {"source": "Ahorn", "target": "Birke", "note": "e2e"})
+    assert status == 201
+    deadline = time.monotonic() + 20
+    while True:
+        status, faden = http("GET", f"{sandbox.s.api_url}/faeden/{created['id']}")
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 200, faden
+    edge = db.execute(
+        "SELECT source_id::text, target_id::text, note FROM domain_edges WHERE id = %s", (created["id"],)
+    ).fetchone()
+    assert (faden["source_id"], faden["target_id"], faden["note"]) == edge
+    outbox = db.execute(
+        "SELECT id, published_at IS NOT NULL FROM domain_outbox "
+        "WHERE aggregate_id = %s AND event_type = 'domain.edge.created'",
+        (created["id"],),
+    ).fetchone()
+    assert outbox[1], "the relay marked the event published"
+    assert faden["last_event_id"] == outbox[0]
+    truth = domain.GroundTruth(sandbox.s.ground_truth_dir)
+    assert created["id"] in {w["edge_id"] for w in truth.writes()}
+    assert outbox[0] in {p["event_id"] for p in truth.published()}
+    state = asyncio.run(natsio.stream_state(sandbox.s.nats_url, sandbox.s.names))
+    assert state["duplicate_window_seconds"] == 120
+    assert state["subjects"] == ["weltgewebe.domain.>"]
+    assert state["last_seq"] >= 3
