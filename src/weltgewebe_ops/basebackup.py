@@ -174,6 +174,8 @@ def take_base_backup(
         "system_identifier": system_id,
         "tar_size": uploaded["size"],
         "tar_sha256": uploaded["sha256"],
+        # the restore reads exactly this (locked) version, whatever is uploaded over it later
+        "tar_version_id": uploaded["version_id"],
         "manifest_sha256": s3mod.sha256_b64(members["backup_manifest"]),
         "seconds": round(time.monotonic() - started, 3),
     }

@@ -43,6 +43,16 @@ def cmd_wal_push(args) -> int:
     return 0
 
 
+def cmd_wal_fetch(args) -> int:
+    from .restore import wal_fetch
+
+    try:
+        return wal_fetch(args.config, args.name, args.dest)
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL retries a failed fetch; say why
+        _stderr(f"wal-fetch {args.name}: {type(exc).__name__}: {exc}")
+        return 1
+
+
 def cmd_sandbox(args) -> int:
     from . import sandbox
 
@@ -173,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline", type=float, default=60.0, help="give up (non-zero exit) after this many seconds")
     p.add_argument("path")
     p.set_defaults(func=cmd_wal_push)
+
+    p = sub.add_parser("wal-fetch", help="deliver one WAL file for recovery (PostgreSQL's restore_command)")
+    p.add_argument("--config", required=True, help="JSON file written by the restore (S3 location, spool, plan)")
+    p.add_argument("name", help="%%f: the WAL file name PostgreSQL asks for")
+    p.add_argument("dest", help="%%p: where to put it")
+    p.set_defaults(func=cmd_wal_fetch)
 
     def with_state(p):
         p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the sandbox's state directory")

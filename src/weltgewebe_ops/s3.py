@@ -148,11 +148,13 @@ def upload_stream(s3, loc: S3Location, key: str, stream: BinaryIO, part_size: in
             parts.append({"PartNumber": len(parts) + 1, "ETag": resp["ETag"]})
             if len(chunk) < part_size:
                 break
-        s3.complete_multipart_upload(Bucket=loc.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
+        done = s3.complete_multipart_upload(
+            Bucket=loc.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
     except BaseException:
         s3.abort_multipart_upload(Bucket=loc.bucket, Key=key, UploadId=upload_id)
         raise
-    return {"size": size, "sha256": hasher.hexdigest(), "parts": len(parts)}
+    return {"size": size, "sha256": hasher.hexdigest(), "parts": len(parts), "version_id": done.get("VersionId", "")}
 
 
 def _read_full(stream: BinaryIO, size: int) -> bytes:

@@ -1,0 +1,329 @@
+"""What the S3 archive holds and whether it can be trusted: the drill's preflight.
+
+Read-only: lists and HEADs objects, reads bucket configuration and base-backup labels. Produces
+facts plus a list of problems (each with a code, a message and what to do), never changes S3.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from . import s3 as s3mod
+from .settings import S3Location
+from .wal import SEGMENT_RE, lsn_to_int, segment_name, segment_number, segment_of_lsn
+
+
+@dataclass
+class Problem:
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass
+class Segment:
+    name: str
+    timeline: int
+    segno: int
+    size: int
+    last_modified: dt.datetime
+
+
+@dataclass
+class Inventory:
+    """The archive as listed: base backups (labels) and WAL files by timeline."""
+
+    labels: list[dict] = field(default_factory=list)
+    segments: dict[int, dict[int, Segment]] = field(default_factory=dict)  # timeline -> segno -> Segment
+    histories: dict[int, str] = field(default_factory=dict)  # timeline -> key
+    partials: list[str] = field(default_factory=list)
+    tar_sizes: dict[str, int] = field(default_factory=dict)
+
+    def newest_segment(self) -> Segment | None:
+        candidates = [seg for by_no in self.segments.values() for seg in by_no.values()]
+        return max(candidates, key=lambda seg: (seg.timeline, seg.segno), default=None)
+
+    def has(self, timeline: int, segno: int) -> bool:
+        return segno in self.segments.get(timeline, {})
+
+
+def list_inventory(client, loc: S3Location) -> Inventory:
+    inv = Inventory()
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=loc.bucket, Prefix=s3mod.wal_prefix(loc)):
+        for obj in page.get("Contents", []):
+            name = obj["Key"].rsplit("/", 1)[1]
+            if SEGMENT_RE.match(name):
+                tli, segno = int(name[:8], 16), segment_number(name)
+                inv.segments.setdefault(tli, {})[segno] = Segment(name, tli, segno, obj["Size"], obj["LastModified"])
+            elif name.endswith(".history"):
+                inv.histories[int(name[:8], 16)] = obj["Key"]
+            elif name.endswith(".partial"):
+                inv.partials.append(name)
+    for page in paginator.paginate(Bucket=loc.bucket, Prefix=s3mod.basebackup_prefix(loc)):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith("/base.tar"):
+                inv.tar_sizes[obj["Key"].split("/")[-2]] = obj["Size"]
+            elif obj["Key"].endswith("/label.json"):
+                inv.labels.append(json.loads(client.get_object(Bucket=loc.bucket, Key=obj["Key"])["Body"].read()))
+    inv.labels.sort(key=lambda label: label["backup_id"])
+    return inv
+
+
+def parse_history(text: str) -> list[tuple[int, str]]:
+    """(parent timeline, switch LSN) entries of a .history file, oldest first."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].isdigit():
+            out.append((int(parts[0]), parts[1]))
+    return out
+
+
+def timeline_path(client, loc: S3Location, inv: Inventory, target_tli: int) -> list[tuple[int, int | None]]:
+    """[(timeline, switch LSN as int or None for the last)] from the oldest ancestor to ``target_tli``."""
+    if target_tli not in inv.histories:
+        return [(target_tli, None)]
+    body = client.get_object(Bucket=loc.bucket, Key=inv.histories[target_tli])["Body"].read().decode()
+    entries = parse_history(body)
+    return [(tli, lsn_to_int(lsn)) for tli, lsn in entries] + [(target_tli, None)]
+
+
+def required_segments(
+    path: list[tuple[int, int | None]], start_tli: int, start_segno: int, end_segno_by_tli: dict[int, int]
+) -> list[tuple[int, int]]:
+    """(timeline, segno) pairs recovery reads from the backup's start segment to the newest one,
+    following timeline switches (the switch segment is read from the new timeline)."""
+    wanted: list[tuple[int, int]] = []
+    segno = start_segno
+    seg_size = 16 * 1024 * 1024
+    started = False
+    for tli, switch_lsn in path:
+        if tli == start_tli:
+            started = True
+        if not started:
+            continue
+        last = (switch_lsn // seg_size - 1) if switch_lsn is not None else end_segno_by_tli.get(tli, segno - 1)
+        wanted += [(tli, n) for n in range(segno, last + 1)]
+        segno = max(segno, last + 1)
+    return wanted
+
+
+def continuity(client, loc: S3Location, inv: Inventory, label: dict, target_tli: int | None = None) -> dict[str, Any]:
+    """Which WAL a restore from ``label`` to the newest archived segment reads, and which is missing."""
+    newest = inv.newest_segment()
+    target_tli = target_tli or (newest.timeline if newest else label["timeline"])
+    path = timeline_path(client, loc, inv, target_tli)
+    ends = {tli: max(by_no) for tli, by_no in inv.segments.items() if by_no}
+    start = segment_number(label["start_wal_file"])
+    needed = required_segments(path, label["timeline"], start, ends)
+    stop = segment_number(segment_of_lsn(label["timeline"], label["stop_lsn"]))
+    missing = [segment_name(tli, n) for tli, n in needed if not inv.has(tli, n)]
+    return {
+        "timeline_path": [tli for tli, _ in path],
+        "first_segment": label["start_wal_file"],
+        "last_segment": segment_name(*needed[-1]) if needed else label["start_wal_file"],
+        "segments": len(needed),
+        "bytes": sum(inv.segments[tli][n].size for tli, n in needed if inv.has(tli, n)),
+        "missing": missing,
+        "consistent_needs_through": segment_name(label["timeline"], stop),
+        "needed": [segment_name(tli, n) for tli, n in needed],
+    }
+
+
+def key_matches(actual: str, expected: str) -> bool:
+    """S3 reports the key's ARN; accept the same ARN or its key id."""
+    if not expected:
+        return True
+    return actual == expected or actual.endswith(f"key/{expected}") or expected.endswith(f"key/{actual}")
+
+
+def object_compliance(
+    client,
+    loc: S3Location,
+    keys: list[str],
+    expected_kms_key: str,
+    min_retention_days: float,
+    lock_modes: tuple[str, ...] = ("COMPLIANCE",),
+    now: dt.datetime | None = None,
+    workers: int = 16,
+) -> tuple[dict[str, int], list[Problem]]:
+    now = now or dt.datetime.now(dt.UTC)
+    horizon = now + dt.timedelta(days=min_retention_days)
+    with ThreadPoolExecutor(workers) as pool:
+        heads = list(pool.map(lambda key: (key, s3mod.head(client, loc.bucket, key)), keys))
+    counts = {"checked": 0, "sse_kms": 0, "locked": 0}
+    problems: list[Problem] = []
+    for key, head in heads:
+        if head is None:
+            problems.append(Problem("object_missing", f"{key} is listed but cannot be read"))
+            continue
+        counts["checked"] += 1
+        if head.sse != "aws:kms":
+            problems.append(
+                Problem(
+                    "not_sse_kms",
+                    f"{key} is not encrypted with SSE-KMS "
+                    f"(ServerSideEncryption={head.sse or 'none'}): re-encrypt or re-archive it",
+                )
+            )
+        elif not key_matches(head.kms_key_id, expected_kms_key):
+            problems.append(
+                Problem("wrong_kms_key", f"{key} is encrypted with {head.kms_key_id}, expected {expected_kms_key}")
+            )
+        else:
+            counts["sse_kms"] += 1
+        if head.lock_mode not in lock_modes:
+            problems.append(
+                Problem(
+                    "not_locked",
+                    f"{key} has Object Lock mode {head.lock_mode or 'none'}, "
+                    f"expected {'/'.join(lock_modes)}: it could be deleted",
+                )
+            )
+        elif head.retain_until is None or head.retain_until < horizon:
+            problems.append(
+                Problem(
+                    "retention_too_short",
+                    f"{key} is retained until {head.retain_until}, less than {min_retention_days:g} days ahead",
+                )
+            )
+        else:
+            counts["locked"] += 1
+    return counts, problems
+
+
+def bucket_facts(client, loc: S3Location) -> tuple[dict[str, Any], list[Problem]]:
+    facts: dict[str, Any] = {}
+    problems: list[Problem] = []
+
+    def read(name: str, call):
+        try:
+            return call()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            facts[name] = None
+            problems.append(Problem(f"cannot_read_{name}", f"cannot read the bucket's {name}: {code}"))
+            return None
+
+    versioning = read("versioning", lambda: client.get_bucket_versioning(Bucket=loc.bucket))
+    if versioning is not None:
+        facts["versioning"] = versioning.get("Status", "Disabled")
+        if facts["versioning"] != "Enabled":
+            problems.append(Problem("versioning_off", f"bucket {loc.bucket} has versioning {facts['versioning']}"))
+    lock = read("object_lock", lambda: client.get_object_lock_configuration(Bucket=loc.bucket))
+    if lock is not None:
+        conf = lock.get("ObjectLockConfiguration", {})
+        retention = conf.get("Rule", {}).get("DefaultRetention", {})
+        facts["object_lock"] = {
+            "enabled": conf.get("ObjectLockEnabled") == "Enabled",
+            "default_mode": retention.get("Mode"),
+            "default_days": retention.get("Days"),
+            "default_years": retention.get("Years"),
+        }
+        if not facts["object_lock"]["enabled"]:
+            problems.append(Problem("object_lock_off", f"bucket {loc.bucket} has no Object Lock"))
+    enc = read("encryption", lambda: client.get_bucket_encryption(Bucket=loc.bucket))
+    if enc is not None:
+        rule = enc["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+        facts["encryption"] = {"algorithm": rule.get("SSEAlgorithm"), "kms_key_id": rule.get("KMSMasterKeyID", "")}
+        if rule.get("SSEAlgorithm") != "aws:kms":
+            problems.append(
+                Problem("default_encryption_not_kms", f"bucket default encryption is {rule.get('SSEAlgorithm')}")
+            )
+    return facts, problems
+
+
+def backup_info(
+    client,
+    loc: S3Location,
+    *,
+    expected_kms_key: str = "",
+    min_retention_days: float = 1.0,
+    backup_id: str = "",
+    check_objects: bool = True,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The preflight: facts about the bucket, base backups and WAL, plus problems."""
+    now = now or dt.datetime.now(dt.UTC)
+    facts, problems = bucket_facts(client, loc)
+    inv = list_inventory(client, loc)
+    newest = inv.newest_segment()
+    backups = []
+    for label in inv.labels:
+        cont = continuity(client, loc, inv, label)
+        backups.append(
+            {
+                **label,
+                "size": inv.tar_sizes.get(label["backup_id"], label.get("tar_size")),
+                "continuity": {k: v for k, v in cont.items() if k != "needed"},
+            }
+        )
+    if not inv.labels:
+        problems.append(
+            Problem("no_base_backup", f"no base backup under s3://{loc.bucket}/{s3mod.basebackup_prefix(loc)}")
+        )
+    chosen = (
+        next((b for b in backups if b["backup_id"] == backup_id), None)
+        if backup_id
+        else (backups[-1] if backups else None)
+    )
+    if backup_id and chosen is None:
+        problems.append(
+            Problem("unknown_backup", f"no base backup {backup_id}; have {[b['backup_id'] for b in backups]}")
+        )
+    compliance: dict[str, Any] = {}
+    if chosen:
+        if chosen["continuity"]["missing"]:
+            problems.append(
+                Problem(
+                    "wal_gap",
+                    f"WAL missing between base backup {chosen['backup_id']} and the newest "
+                    f"segment: {', '.join(chosen['continuity']['missing'][:20])}",
+                )
+            )
+        if check_objects:
+            label = next(lb for lb in inv.labels if lb["backup_id"] == chosen["backup_id"])
+            needed = continuity(client, loc, inv, label)["needed"]
+            keys = [
+                s3mod.basebackup_prefix(loc, chosen["backup_id"]) + name
+                for name in ("base.tar", "backup_manifest", "label.json")
+            ]
+            keys += [s3mod.wal_key(loc, name) for name in needed if inv.has(int(name[:8], 16), segment_number(name))]
+            counts, object_problems = object_compliance(
+                client, loc, keys, expected_kms_key, min_retention_days, now=now
+            )
+            compliance = {"backup_id": chosen["backup_id"], **counts}
+            problems += object_problems
+    timelines = {
+        str(tli): {
+            "segments": len(by_no),
+            "first": by_no[min(by_no)].name,
+            "last": by_no[max(by_no)].name,
+            "history": tli in inv.histories,
+        }
+        for tli, by_no in sorted(inv.segments.items())
+    }
+    return {
+        "bucket": loc.bucket,
+        "prefix": loc.prefix,
+        **facts,
+        "base_backups": backups,
+        "chosen_backup": chosen["backup_id"] if chosen else None,
+        "timelines": timelines,
+        "history_files": sorted(inv.histories),
+        "partial_files": sorted(inv.partials),
+        "newest_segment": newest.name if newest else None,
+        "newest_segment_at": newest.last_modified.isoformat() if newest else None,
+        "rpo_exposure_seconds": round((now - newest.last_modified).total_seconds(), 3) if newest else None,
+        "compliance": compliance,
+        "problems": [p.as_dict() for p in problems],
+    }

@@ -1,0 +1,663 @@
+"""Point-in-time recovery from the S3 archive: plan, stream the base backup, replay WAL, promote.
+
+The restore never writes to S3 and never touches the source: it reads the archive with the
+credentials it is given, builds a new data directory, and runs PostgreSQL there with
+``archive_mode=off`` so the recovered cluster cannot archive into the source's prefix.
+
+Speed: the base backup is read with parallel ranged GETs and extracted as it streams (no local
+copy of the tar); WAL is prefetched into a bounded spool by parallel downloads ahead of replay, so
+``restore_command`` (``wgops wal-fetch``) is mostly a local rename.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tarfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from botocore.exceptions import ClientError
+
+from . import archive, pg
+from . import s3 as s3mod
+from .settings import S3Location
+from .wal import SEGMENT_RE, lsn_to_int, segment_number
+
+TARGET_KINDS = ("latest", "time", "lsn", "xid", "name", "immediate")
+ACTIONS = ("promote", "pause", "shutdown")
+GAP_EXIT_CODE = 126  # > 125: PostgreSQL aborts recovery instead of ending it quietly
+
+
+class RestoreError(RuntimeError):
+    """The restore cannot go on; the message says why and what to do. Raised before any change
+    unless it says otherwise."""
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str = "latest"
+    value: str = ""
+    inclusive: bool = True
+    action: str = "promote"
+    timeline: str = "latest"
+
+    @classmethod
+    def parse(
+        cls,
+        kind: str = "latest",
+        value: Any = None,
+        inclusive: bool = True,
+        action: str = "promote",
+        timeline: str = "latest",
+    ) -> Target:
+        if kind not in TARGET_KINDS:
+            raise RestoreError(f"target kind {kind!r} is not one of {', '.join(TARGET_KINDS)}")
+        if action not in ACTIONS:
+            raise RestoreError(f"action {action!r} is not one of {', '.join(ACTIONS)}")
+        text = "" if value is None else str(value).strip()
+        if kind in ("latest", "immediate"):
+            if text:
+                raise RestoreError(f"target {kind} takes no value (got {text!r})")
+        elif not text:
+            raise RestoreError(f"target {kind} needs a value")
+        if kind == "time":
+            moment = parse_time(text)
+            text = moment.isoformat()
+        elif kind == "lsn":
+            try:
+                lsn_to_int(text)
+            except ValueError as exc:
+                raise RestoreError(f"{text!r} is not an LSN like 0/3000028") from exc
+        elif kind == "xid" and not text.isdigit():
+            raise RestoreError(f"{text!r} is not a transaction id")
+        if str(timeline) not in ("latest", "current") and not str(timeline).isdigit():
+            raise RestoreError(f"timeline {timeline!r} must be latest, current or a number")
+        return cls(kind, text, bool(inclusive), action, str(timeline))
+
+    @property
+    def moment(self) -> dt.datetime | None:
+        return parse_time(self.value) if self.kind == "time" else None
+
+    def recovery_settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"recovery_target_timeline": self.timeline}
+        if self.kind == "latest":
+            return settings
+        key = {
+            "time": "recovery_target_time",
+            "lsn": "recovery_target_lsn",
+            "xid": "recovery_target_xid",
+            "name": "recovery_target_name",
+            "immediate": "recovery_target",
+        }[self.kind]
+        settings[key] = "immediate" if self.kind == "immediate" else self.value
+        settings["recovery_target_action"] = self.action
+        if self.kind in ("time", "lsn", "xid"):
+            settings["recovery_target_inclusive"] = "on" if self.inclusive else "off"
+        return settings
+
+
+def parse_time(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise RestoreError(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-27T08:15:00+00:00)") from exc
+    if moment.tzinfo is None:
+        raise RestoreError(
+            f"target time {text!r} has no timezone: the same wall-clock time means different instants in "
+            f"different zones. Add one, e.g. {text}+00:00 or {text}Z."
+        )
+    return moment
+
+
+def choose_backup(labels: list[dict], target: Target, backup_id: str = "") -> dict:
+    """The newest base backup that can reach ``target`` (consistent at or before it)."""
+    if not labels:
+        raise RestoreError("the archive holds no base backup: nothing to restore from")
+    if backup_id:
+        chosen = next((label for label in labels if label["backup_id"] == backup_id), None)
+        if chosen is None:
+            raise RestoreError(f"no base backup {backup_id}; have {', '.join(lb['backup_id'] for lb in labels)}")
+        candidates = [chosen]
+    else:
+        candidates = labels
+    if target.kind == "time":
+        reachable = [lb for lb in candidates if dt.datetime.fromisoformat(lb["stop_time"]) <= target.moment]
+        if not reachable:
+            earliest = min(labels, key=lambda lb: lb["stop_time"])
+            raise RestoreError(
+                f"no base backup can reach {target.value}: the earliest reachable target is "
+                f"{earliest['stop_time']} (base backup {earliest['backup_id']} is consistent from then on)"
+            )
+        return max(reachable, key=lambda lb: lb["stop_time"])
+    if target.kind == "lsn":
+        reachable = [lb for lb in candidates if lsn_to_int(lb["stop_lsn"]) <= lsn_to_int(target.value)]
+        if not reachable:
+            earliest = min(labels, key=lambda lb: lsn_to_int(lb["stop_lsn"]))
+            raise RestoreError(
+                f"no base backup can reach LSN {target.value}: the earliest reachable target is LSN "
+                f"{earliest['stop_lsn']} (base backup {earliest['backup_id']})"
+            )
+        return max(reachable, key=lambda lb: lsn_to_int(lb["stop_lsn"]))
+    return candidates[-1]
+
+
+def check_empty_dir(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise RestoreError(
+            f"data_dir {path} is not empty: a restore never overwrites data. Choose a new directory, "
+            f"or move this one away if you are sure it is not needed."
+        )
+
+
+@dataclass
+class Plan:
+    backup: dict
+    target: Target
+    segments: list[str]
+    wal_bytes: int
+    newest_by_timeline: dict[int, int]
+    missing: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "base_backup": self.backup["backup_id"],
+            "base_backup_bytes": self.backup.get("tar_size"),
+            "base_backup_stop_time": self.backup["stop_time"],
+            "target": {
+                "kind": self.target.kind,
+                "value": self.target.value,
+                "inclusive": self.target.inclusive,
+                "action": self.target.action,
+                "timeline": self.target.timeline,
+            },
+            "wal_segments": len(self.segments),
+            "wal_bytes": self.wal_bytes,
+            "first_segment": self.segments[0] if self.segments else None,
+            "last_segment": self.segments[-1] if self.segments else None,
+        }
+
+
+def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> Plan:
+    inv = archive.list_inventory(client, loc)
+    backup = choose_backup(inv.labels, target, backup_id)
+    target_tli = int(target.timeline) if target.timeline.isdigit() else None
+    if target.timeline == "current":
+        target_tli = backup["timeline"]
+    cont = archive.continuity(client, loc, inv, backup, target_tli)
+    stop_needed = cont["consistent_needs_through"]
+    missing = cont["missing"]
+    if missing:
+        raise RestoreError(
+            f"the WAL archive has a gap after base backup {backup['backup_id']}: missing "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}. Recovery would stop before it "
+            f"silently. Find the segment (the primary's pg_wal, another archive copy) or restore to a target "
+            f"before it."
+        )
+    if stop_needed not in cont["needed"] and cont["needed"]:
+        raise RestoreError(
+            f"the archive lacks the WAL that makes base backup {backup['backup_id']} consistent (through {stop_needed})"
+        )
+    newest = {tli: max(by_no) for tli, by_no in inv.segments.items() if by_no}
+    return Plan(backup, target, cont["needed"], cont["bytes"], newest, missing)
+
+
+class ParallelRangeReader:
+    """Read one S3 object front to back with parallel ranged GETs (bounded read-ahead), hashing it."""
+
+    def __init__(
+        self,
+        client,
+        bucket: str,
+        key: str,
+        size: int,
+        *,
+        version_id: str = "",
+        part_size: int = 8 * 1024 * 1024,
+        workers: int = 8,
+        window: int = 16,
+    ):
+        self.client, self.bucket, self.key, self.size = client, bucket, key, size
+        self.version = {"VersionId": version_id} if version_id else {}
+        self.part_size = part_size
+        self.pool = ThreadPoolExecutor(workers)
+        self.pending: deque[Future] = deque()
+        self.next_offset = 0
+        self.window = window
+        self.buffer = memoryview(b"")
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+        self._fill()
+
+    def _get(self, start: int, end: int) -> bytes:
+        resp = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end}", **self.version)
+        return resp["Body"].read()
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.window and self.next_offset < self.size:
+            end = min(self.next_offset + self.part_size, self.size) - 1
+            self.pending.append(self.pool.submit(self._get, self.next_offset, end))
+            self.next_offset = end + 1
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.buffer:
+            if not self.pending:
+                return b""
+            chunk = self.pending.popleft().result()
+            self._fill()
+            self.sha256.update(chunk)
+            self.bytes_read += len(chunk)
+            self.buffer = memoryview(chunk)
+        if n is None or n < 0 or n >= len(self.buffer):
+            out, self.buffer = self.buffer, memoryview(b"")
+        else:
+            out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return bytes(out)
+
+    def drain(self) -> None:
+        while self.read(1 << 24):
+            pass
+
+    def close(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Prefetcher:
+    """Downloads the planned WAL segments into ``spool`` ahead of replay, ``workers`` at a time,
+    never holding more than ``window`` segments (downloaded or in flight) that replay has not taken."""
+
+    def __init__(
+        self,
+        client,
+        loc: S3Location,
+        names: list[str],
+        spool: Path,
+        *,
+        workers: int = 8,
+        window: int = 16,
+        owner: tuple[int, int] | None = None,
+    ):
+        self.client, self.loc, self.names, self.spool = client, loc, names, spool
+        self.owner = owner  # PostgreSQL's uid/gid when we run as root: it opens restored WAL read-write
+        self.workers, self.window = workers, window
+        self.stop = threading.Event()
+        self.bytes = 0
+        self.downloaded = 0
+        self.first_start: float | None = None
+        self.last_end: float | None = None
+        self.error: str = ""
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _download(self, name: str) -> None:
+        try:
+            body = self.client.get_object(Bucket=self.loc.bucket, Key=s3mod.wal_key(self.loc, name))["Body"].read()
+            tmp = self.spool / f".{name}.tmp"
+            tmp.write_bytes(body)
+            if self.owner:
+                os.chown(tmp, *self.owner)
+            os.replace(tmp, self.spool / name)
+            with self._lock:
+                self.bytes += len(body)
+                self.downloaded += 1
+                self.last_end = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - wal-fetch falls back to a direct download
+            self.error = f"{name}: {exc}"
+
+    def _run(self) -> None:
+        in_flight: set[Future] = set()
+        with ThreadPoolExecutor(self.workers) as pool:
+            index = 0
+            while not self.stop.is_set() and index < len(self.names):
+                in_flight = {f for f in in_flight if not f.done()}
+                spooled = sum(1 for p in self.spool.iterdir() if not p.name.startswith("."))
+                if len(in_flight) < self.workers and spooled + len(in_flight) < self.window:
+                    if self.first_start is None:
+                        self.first_start = time.monotonic()
+                    in_flight.add(pool.submit(self._download, self.names[index]))
+                    index += 1
+                else:
+                    time.sleep(0.005)
+
+    def seconds(self) -> float:
+        if self.first_start is None or self.last_end is None:
+            return 0.0
+        return round(self.last_end - self.first_start, 3)
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=30)
+
+
+@dataclass
+class RestoreRequest:
+    loc: S3Location
+    data_dir: Path
+    pg_bindir: str = ""
+    os_user: str = "wgsandbox"
+    port: int = 0
+    target: Target = field(default_factory=Target)
+    backup_id: str = ""
+    work_dir: Path | None = None
+    download_workers: int = 8
+    prefetch_workers: int = 8
+    spool_segments: int = 16
+    timeout_seconds: float = 4 * 3600
+    verify: bool = True
+
+    @property
+    def work(self) -> Path:
+        return self.work_dir or self.data_dir.with_name(self.data_dir.name + ".wgops")
+
+
+def check_member(member: tarfile.TarInfo) -> None:
+    """Only plain files and directories inside the target (Python 3.11.2 lacks tarfile's filters)."""
+    name = member.name
+    if name.startswith("/") or ".." in Path(name).parts:
+        raise RestoreError(f"base.tar holds an unsafe path {name!r}: refusing to extract it")
+    if not (member.isfile() or member.isdir()):
+        raise RestoreError(
+            f"base.tar holds {name!r}, which is neither a file nor a directory (tablespaces "
+            f"are not supported): refusing to extract it"
+        )
+
+
+def fetch_base_backup(client, loc: S3Location, backup: dict, staging: Path, workers: int) -> dict[str, Any]:
+    """Stream base.tar from S3 into ``staging`` (parallel ranged GETs, extracted as it arrives)."""
+    key = s3mod.basebackup_prefix(loc, backup["backup_id"]) + "base.tar"
+    head = client.head_object(
+        Bucket=loc.bucket, Key=key, **({"VersionId": backup["tar_version_id"]} if backup.get("tar_version_id") else {})
+    )
+    reader = ParallelRangeReader(
+        client,
+        loc.bucket,
+        key,
+        head["ContentLength"],
+        version_id=backup.get("tar_version_id", ""),
+        workers=workers,
+        window=workers * 2,
+    )
+    started = time.monotonic()
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
+            for member in tar:
+                check_member(member)
+                tar.extract(member, staging, set_attrs=member.isdir() or member.isfile())
+        reader.drain()
+    finally:
+        reader.close()
+    digest = reader.sha256.hexdigest()
+    return {
+        "bytes": reader.bytes_read,
+        "sha256": digest,
+        "seconds": round(time.monotonic() - started, 3),
+        "sha256_ok": digest == backup.get("tar_sha256"),
+    }
+
+
+def verify_backup(bindir: Path, staging: Path) -> str:
+    tool = bindir / "pg_verifybackup"
+    if not tool.exists():
+        return "skipped: pg_verifybackup not in pg_bindir"
+    result = subprocess.run([str(tool), "--no-parse-wal", "--quiet", str(staging)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RestoreError(
+            f"the base backup does not match its backup_manifest: {(result.stderr or result.stdout).strip()[:1500]}. "
+            f"Nothing was started; use another base backup (backup_id) or investigate the archive."
+        )
+    return "ok"
+
+
+def write_recovery_config(req: RestoreRequest, wrapper: Path, fetch_config: Path, port: int) -> None:
+    settings: dict[str, Any] = {
+        "restore_command": f"'{wrapper}' wal-fetch --config '{fetch_config}' %f %p",
+        "archive_mode": "off",
+        "archive_command": "",
+        "listen_addresses": "127.0.0.1",
+        "port": port,
+        "unix_socket_directories": str(req.work / "socket"),
+        "hot_standby": "on",
+        **req.target.recovery_settings(),
+    }
+    lines = ["", "# weltgewebe.ops wal_restore: recovery settings (win over postgresql.conf)"]
+    for key, value in settings.items():
+        text = str(value).replace("'", "''")
+        lines.append(f"{key} = '{text}'" if not isinstance(value, int) else f"{key} = {value}")
+    with open(req.data_dir / "postgresql.auto.conf", "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    (req.data_dir / "recovery.signal").write_text("")
+    (req.data_dir / "standby.signal").unlink(missing_ok=True)
+
+
+def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, Any]:
+    """Run the whole restore; returns what was reached and how long each step took."""
+    client = client or s3mod.client(req.loc, read_timeout=60)
+    check_empty_dir(req.data_dir)
+    if req.work.exists() and any(req.work.iterdir()):
+        raise RestoreError(f"work_dir {req.work} is not empty; remove it or choose another")
+    bindir = pg.resolve_bindir(req.pg_bindir)
+    plan = make_plan(client, req.loc, req.target, req.backup_id)
+    log(
+        f"plan: base backup {plan.backup['backup_id']}, "
+        f"{len(plan.segments)} WAL segments ({plan.wal_bytes / 1e6:.0f} MB)"
+    )
+    os_user = pg.run_as_user(req.os_user)
+    timings: dict[str, float] = {}
+    staging = req.data_dir.with_name(req.data_dir.name + ".wgops-staging")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        fetched = fetch_base_backup(client, req.loc, plan.backup, staging, req.download_workers)
+        timings["base_backup_download_extract_seconds"] = fetched["seconds"]
+        log(f"base backup: {fetched['bytes'] / 1e6:.0f} MB downloaded and extracted in {fetched['seconds']:.1f}s")
+        if not fetched["sha256_ok"] and plan.backup.get("tar_sha256"):
+            raise RestoreError(
+                f"base.tar of {plan.backup['backup_id']} has SHA-256 {fetched['sha256']}, its label says "
+                f"{plan.backup['tar_sha256']}: the object changed after the backup. Nothing was started."
+            )
+        started = time.monotonic()
+        verified = verify_backup(bindir, staging) if req.verify else "skipped"
+        timings["verify_seconds"] = round(time.monotonic() - started, 3)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    # From here on the new data directory exists (it did not, or was empty, before).
+    if req.data_dir.exists():
+        req.data_dir.rmdir()
+    os.replace(staging, req.data_dir)
+    req.data_dir.chmod(0o700)
+    spool = req.work / "spool"
+    for sub in (spool, req.work / "socket", req.work / "bin"):
+        sub.mkdir(parents=True, exist_ok=True)
+    wrapper = pg.write_hook_wrapper(req.work / "bin", os_user)
+    fetch_config = req.work / "wal-fetch.json"
+    fd = os.open(fetch_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(
+            {
+                "location": req.loc.__dict__,
+                "spool": str(spool),
+                "planned": plan.segments,
+                "newest_by_timeline": {str(k): v for k, v in plan.newest_by_timeline.items()},
+                "log": str(req.work / "fetched.jsonl"),
+            },
+            fh,
+        )
+    port = req.port or _free_port()
+    write_recovery_config(req, wrapper, fetch_config, port)
+    pg.chown_tree(req.data_dir, os_user)
+    pg.chown_tree(req.work, os_user)
+    owner = None
+    if os_user:
+        entry = pwd.getpwnam(os_user)
+        owner = (entry.pw_uid, entry.pw_gid)
+    prefetcher = Prefetcher(
+        client, req.loc, plan.segments, spool, workers=req.prefetch_workers, window=req.spool_segments, owner=owner
+    )
+    prefetcher.start()
+    replay_started = time.monotonic()
+    log_file = req.work / "postgres.log"
+    try:
+        pg.run([str(bindir / "pg_ctl"), "start", "-D", str(req.data_dir), "-l", str(log_file), "-W"], os_user)
+        reached = follow_recovery(req, port, log_file, log)
+    finally:
+        prefetcher.close()
+    timings["replay_seconds"] = round(time.monotonic() - replay_started, 3)
+    fetched_log = _read_fetch_log(req.work / "fetched.jsonl")
+    gaps = [entry["name"] for entry in fetched_log if entry.get("gap")]
+    if gaps:
+        raise RestoreError(
+            f"recovery aborted at a gap in the WAL archive: {', '.join(gaps)} is missing "
+            f"(see {log_file}). The new data directory {req.data_dir} is incomplete."
+        )
+    for leftover in spool.iterdir():
+        leftover.unlink()
+    timings["wal_download_seconds"] = prefetcher.seconds()
+    return {
+        **plan.as_dict(),
+        **reached,
+        "port": port,
+        "data_dir": str(req.data_dir),
+        "verify": verified,
+        "base_backup_sha256_ok": fetched["sha256_ok"],
+        "wal_segments_fetched": sum(1 for e in fetched_log if not e.get("missing")),
+        "wal_bytes_fetched": sum(e.get("size", 0) for e in fetched_log),
+        "wal_segments_prefetched": prefetcher.downloaded,
+        "wal_fetch_direct": sum(1 for e in fetched_log if e.get("source") == "s3"),
+        **timings,
+    }
+
+
+def follow_recovery(req: RestoreRequest, port: int, log_file: Path, log) -> dict[str, Any]:
+    """Wait for recovery to end as the target's action says; report what was reached."""
+    # the socket directory: local connections are trusted, TCP ones need the source's passwords
+    dsn = f"host={req.work / 'socket'} port={port} dbname=postgres user=postgres connect_timeout=3"
+    started = time.monotonic()
+    deadline = started + req.timeout_seconds
+    last_report = 0.0
+    seen_running = False
+    progress = req.work / "progress.json"
+    while time.monotonic() < deadline:
+        if pg.postmaster_pid(req.data_dir) is not None:
+            seen_running = True
+        elif seen_running or time.monotonic() - started > 60:
+            if req.target.action == "shutdown" and "database system is shut down" in _tail(log_file, 50):
+                return {
+                    "recovery_state": "shut down",
+                    "reached_lsn": None,
+                    "last_replayed_commit_time": None,
+                    "timeline": None,
+                }
+            raise RestoreError(f"PostgreSQL stopped during recovery; the end of {log_file}:\n{_tail(log_file, 12)}")
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(), "
+                    "CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE 'done' END"
+                ).fetchone()
+                in_recovery, replay_lsn, replay_ts, pause = row
+                now = time.monotonic()
+                if now - last_report > 5:
+                    log(f"recovery: replayed to {replay_lsn}, last commit {replay_ts}")
+                    progress.write_text(json.dumps({"replay_lsn": replay_lsn, "last_commit": str(replay_ts)}))
+                    last_report = now
+                if not in_recovery or (req.target.action == "pause" and pause == "paused"):
+                    timeline = conn.execute(
+                        "SELECT CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) "
+                        "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
+                    ).fetchone()[0]
+                    return {
+                        "recovery_state": "promoted" if not in_recovery else "paused",
+                        "reached_lsn": replay_lsn,
+                        "last_replayed_commit_time": replay_ts.isoformat() if replay_ts else None,
+                        "timeline": timeline,
+                    }
+        except psycopg.OperationalError:
+            pass
+        time.sleep(0.2)
+    raise RestoreError(f"recovery did not finish within {req.timeout_seconds:.0f}s; see {log_file}")
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""
+
+
+def _read_fetch_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _free_port() -> int:
+    from .procs import free_port
+
+    return free_port()
+
+
+def wal_fetch(config_file: str | Path, name: str, dest: str | Path) -> int:
+    """PostgreSQL's restore_command: 0 = file delivered, 1 = not in the archive (end of WAL),
+    GAP_EXIT_CODE = missing before the newest archived segment (recovery must abort)."""
+    config = json.loads(Path(config_file).read_text())
+    spool = Path(config["spool"])
+    started = time.monotonic()
+
+    def record(**entry) -> None:
+        with open(config["log"], "a") as fh:
+            fh.write(json.dumps({"name": name, "seconds": round(time.monotonic() - started, 4), **entry}) + "\n")
+
+    spooled = spool / name
+    taken = spool / f".taken-{name}"
+    if name in config["planned"] and not spooled.exists() and not taken.exists():
+        # the prefetcher is on its way: wait a little before downloading it ourselves
+        waited = time.monotonic() + 5
+        while not spooled.exists() and time.monotonic() < waited:
+            time.sleep(0.01)
+    if spooled.exists():
+        size = spooled.stat().st_size
+        shutil.move(spooled, dest)
+        taken.touch()
+        record(source="spool", size=size)
+        return 0
+    loc = S3Location(**config["location"])
+    client = s3mod.client(loc, read_timeout=60)
+    try:
+        body = client.get_object(Bucket=loc.bucket, Key=s3mod.wal_key(loc, name))["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        if SEGMENT_RE.match(name):
+            newest = config["newest_by_timeline"].get(str(int(name[:8], 16)))
+            if newest is not None and segment_number(name) < newest:
+                record(missing=True, gap=True)
+                print(
+                    f"wal-fetch: {name} is missing but newer segments are archived: a gap. Aborting recovery.",
+                    flush=True,
+                )
+                return GAP_EXIT_CODE
+        record(missing=True)
+        return 1
+    tmp = Path(f"{dest}.wgops-tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, dest)
+    record(source="s3", size=len(body))
+    return 0
