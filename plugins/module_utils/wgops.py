@@ -1,6 +1,7 @@
 # Copyright: weltgewebe.ops developers
 # GNU Affero General Public License v3.0+
-"""Ansible glue shared by the weltgewebe.ops modules: importing the library on the managed host."""
+"""Ansible glue shared by the weltgewebe.ops modules: the library import guard, the common S3
+argument spec (see the doc fragment weltgewebe.ops.s3) and turning parameters into a location."""
 
 from __future__ import annotations
 
@@ -25,3 +26,41 @@ def ensure_library(module) -> None:
             ),
             exception=LIBRARY_IMPORT_ERROR,
         )
+
+
+def s3_argument_spec() -> dict:
+    return {
+        "s3_endpoint_url": {"type": "str", "default": ""},
+        "s3_bucket": {"type": "str", "required": True},
+        "s3_prefix": {"type": "str", "default": "weltgewebe/pg-primary"},
+        "s3_region": {"type": "str", "default": "us-east-1"},
+        "s3_access_key": {"type": "str", "required": True, "no_log": True},
+        "s3_secret_key": {"type": "str", "required": True, "no_log": True},
+    }
+
+
+def s3_location(params: dict, kms_key_id: str = ""):
+    from weltgewebe_ops.settings import S3Location
+
+    return S3Location(
+        endpoint_url=params["s3_endpoint_url"],
+        bucket=params["s3_bucket"],
+        access_key=params["s3_access_key"],
+        secret_key=params["s3_secret_key"],
+        region=params["s3_region"],
+        prefix=params["s3_prefix"],
+        kms_key_id=kms_key_id,
+    )
+
+
+def s3_error_message(exc) -> str:
+    """One line for an S3 failure, with the fix for the usual ones (never the credentials)."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+    hints = {
+        "InvalidAccessKeyId": "the access key is unknown to this S3: check s3_access_key",
+        "SignatureDoesNotMatch": "the secret key does not match the access key: check s3_secret_key",
+        "AccessDenied": "these credentials may not read this bucket/prefix",
+        "NoSuchBucket": "the bucket does not exist at this endpoint: check s3_bucket and s3_endpoint_url",
+    }
+    hint = hints.get(code, "")
+    return f"{type(exc).__name__}: {exc}" + (f" ({hint})" if hint else "")

@@ -1,0 +1,173 @@
+#!/usr/bin/python
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
+"""Ansible module weltgewebe.ops.backup_info."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: backup_info
+short_description: Check that the WAL archive in S3 can be trusted before a restore (read-only)
+version_added: "0.1.0"
+description:
+  - The DR drill's preflight. Reads the bucket's versioning, Object Lock and default encryption;
+    every base backup's label; the WAL segments per timeline, C(.history) and C(.partial) files;
+    the continuity from each base backup to the newest archived segment (gaps named); the newest
+    segment and the RPO exposure now.
+  - For the chosen base backup (the newest, or O(backup_id)) and the WAL a restore from it reads,
+    checks every object for SSE-KMS (with O(expected_kms_key_id) when given), Object Lock mode and a
+    retain-until at least O(min_retention_days) ahead.
+  - Returns the facts and a list of problems; fails on problems when O(fail_on_problems).
+  - Never writes to S3. Read-only credentials are enough.
+extends_documentation_fragment:
+  - weltgewebe.ops.s3
+options:
+  expected_kms_key_id:
+    description: The KMS key (ARN or key id) every object must be encrypted with; empty accepts any SSE-KMS key.
+    type: str
+    default: ""
+  min_retention_days:
+    description: Objects must stay locked at least this many days from now.
+    type: float
+    default: 1
+  backup_id:
+    description: The base backup to check objects for; empty means the newest.
+    type: str
+    default: ""
+  check_objects:
+    description: HEAD every object of the chosen backup and its WAL range (SSE-KMS, lock, retention).
+    type: bool
+    default: true
+  fail_on_problems:
+    description: Fail when any problem is found (the facts are returned either way).
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+author:
+  - weltgewebe.ops developers
+"""
+
+EXAMPLES = r"""
+- name: Preflight of the production archive with read-only credentials
+  weltgewebe.ops.backup_info:
+    s3_endpoint_url: "{{ drill_s3_endpoint_url }}"
+    s3_bucket: weltgewebe-wal
+    s3_access_key: "{{ drill_s3_access_key }}"
+    s3_secret_key: "{{ drill_s3_secret_key }}"
+    expected_kms_key_id: "{{ drill_s3_kms_key_id }}"
+    min_retention_days: 7
+  register: archive
+
+- name: Show the RPO exposure
+  ansible.builtin.debug:
+    msg: "newest WAL {{ archive.newest_segment }} is {{ archive.rpo_exposure_seconds }} s old"
+"""
+
+RETURN = r"""
+versioning:
+  description: The bucket's versioning status (null when it cannot be read).
+  returned: always
+  type: str
+  sample: Enabled
+object_lock:
+  description: Object Lock of the bucket and its default retention.
+  returned: always
+  type: dict
+  sample: {enabled: true, default_mode: COMPLIANCE, default_days: 7, default_years: null}
+encryption:
+  description: The bucket's default encryption.
+  returned: always
+  type: dict
+  sample: {algorithm: "aws:kms", kms_key_id: "alias/weltgewebe-wal"}
+base_backups:
+  description:
+    - Every base backup's label (start/stop LSN and time, timeline, server version, system
+      identifier, size) and its WAL continuity.
+  returned: always
+  type: list
+  elements: dict
+chosen_backup:
+  description: The base backup whose objects were checked.
+  returned: always
+  type: str
+timelines:
+  description: WAL segments per timeline (count, first, last, whether a .history file exists).
+  returned: always
+  type: dict
+newest_segment:
+  description: The newest archived WAL segment.
+  returned: always
+  type: str
+rpo_exposure_seconds:
+  description: Seconds since the newest segment was archived, the data at risk if the primary died now.
+  returned: always
+  type: float
+compliance:
+  description: Counts of objects checked, encrypted with SSE-KMS (right key) and locked long enough.
+  returned: always
+  type: dict
+  sample: {backup_id: 20261127T090119391286Z, checked: 12, sse_kms: 12, locked: 12}
+problems:
+  description: What makes the archive untrustworthy, each with a code and a message naming the object or gap.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{code: wal_gap, message: "WAL missing between base backup ... : 000000010000000000000007"}]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+    ensure_library,
+    s3_argument_spec,
+    s3_error_message,
+    s3_location,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            **s3_argument_spec(),
+            "expected_kms_key_id": {"type": "str", "default": ""},
+            "min_retention_days": {"type": "float", "default": 1},
+            "backup_id": {"type": "str", "default": ""},
+            "check_objects": {"type": "bool", "default": True},
+            "fail_on_problems": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    ensure_library(module)
+    from weltgewebe_ops import archive
+    from weltgewebe_ops import s3 as s3mod
+
+    p = module.params
+    loc = s3_location(p)
+    try:
+        info = archive.backup_info(
+            s3mod.client(loc),
+            loc,
+            expected_kms_key=p["expected_kms_key_id"],
+            min_retention_days=p["min_retention_days"],
+            backup_id=p["backup_id"],
+            check_objects=p["check_objects"],
+        )
+    except Exception as exc:  # noqa: BLE001 - boto3/botocore errors, reported with the fix
+        module.fail_json(msg=f"could not read the archive s3://{loc.bucket}/{loc.prefix}: {s3_error_message(exc)}")
+    if info["problems"] and p["fail_on_problems"]:
+        module.fail_json(
+            msg=f"the archive has {len(info['problems'])} problem(s): "
+            + "; ".join(problem["message"] for problem in info["problems"][:5]),
+            **info,
+        )
+    module.exit_json(changed=False, **info)
+
+
+if __name__ == "__main__":
+    main()

