@@ -114,6 +114,11 @@ compliance:
   returned: always
   type: dict
   sample: {backup_id: 20261127T090119391286Z, checked: 12, sse_kms: 12, locked: 12}
+warnings:
+  description: What could not be checked with these credentials (e.g. bucket configuration for a read-only identity).
+  returned: always
+  type: list
+  elements: str
 problems:
   description: What makes the archive untrustworthy, each with a code and a message naming the object or gap.
   returned: always

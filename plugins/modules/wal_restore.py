@@ -184,8 +184,11 @@ def main():
             "pg_bindir": {"type": "str", "default": ""},
             "os_user": {"type": "str", "default": "wgsandbox"},
             "port": {"type": "int", "default": 0},
-            "target": {"type": "str", "default": "latest",
-                       "choices": ["latest", "time", "lsn", "xid", "name", "immediate"]},
+            "target": {
+                "type": "str",
+                "default": "latest",
+                "choices": ["latest", "time", "lsn", "xid", "name", "immediate"],
+            },
             "target_value": {"type": "str"},
             "inclusive": {"type": "bool", "default": True},
             "action": {"type": "str", "default": "promote", "choices": ["promote", "pause", "shutdown"]},
@@ -214,10 +217,18 @@ def main():
             plan = restore.make_plan(s3mod.client(loc), loc, target, p["backup_id"])
             module.exit_json(changed=True, **plan.as_dict())
         req = restore.RestoreRequest(
-            loc=loc, data_dir=data_dir, pg_bindir=p["pg_bindir"], os_user=p["os_user"], port=p["port"], target=target,
-            backup_id=p["backup_id"], work_dir=Path(p["work_dir"]) if p["work_dir"] else None,
-            download_workers=p["download_workers"], prefetch_workers=p["prefetch_workers"],
-            spool_segments=p["spool_segments"], timeout_seconds=p["timeout_seconds"],
+            loc=loc,
+            data_dir=data_dir,
+            pg_bindir=p["pg_bindir"],
+            os_user=p["os_user"],
+            port=p["port"],
+            target=target,
+            backup_id=p["backup_id"],
+            work_dir=Path(p["work_dir"]) if p["work_dir"] else None,
+            download_workers=p["download_workers"],
+            prefetch_workers=p["prefetch_workers"],
+            spool_segments=p["spool_segments"],
+            timeout_seconds=p["timeout_seconds"],
         )
         result = restore.restore(req)
     except restore.RestoreError as exc:

@@ -201,9 +201,21 @@ def object_compliance(
     return counts, problems
 
 
-def bucket_facts(client, loc: S3Location) -> tuple[dict[str, Any], list[Problem]]:
+NOT_CONFIGURED = {
+    "object_lock": lambda bucket: (
+        "object_lock_off",
+        f"bucket {bucket} has no Object Lock: archived WAL can be deleted",
+    ),
+    "encryption": lambda bucket: ("no_default_encryption", f"bucket {bucket} has no default encryption"),
+}
+
+
+def bucket_facts(client, loc: S3Location) -> tuple[dict[str, Any], list[Problem], list[str]]:
+    """Versioning, Object Lock and default encryption of the bucket. A read-only identity often may
+    not read bucket configuration: that is a warning (the per-object checks decide), not a problem."""
     facts: dict[str, Any] = {}
     problems: list[Problem] = []
+    warnings: list[str] = []
 
     def read(name: str, call):
         try:
@@ -211,7 +223,15 @@ def bucket_facts(client, loc: S3Location) -> tuple[dict[str, Any], list[Problem]
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             facts[name] = None
-            problems.append(Problem(f"cannot_read_{name}", f"cannot read the bucket's {name}: {code}"))
+            if "NotFound" in code and name in NOT_CONFIGURED:
+                problems.append(Problem(*NOT_CONFIGURED[name](loc.bucket)))
+            elif code == "AccessDenied":
+                warnings.append(
+                    f"these credentials may not read the bucket's {name}; the per-object checks "
+                    f"of encryption and lock decide"
+                )
+            else:
+                problems.append(Problem(f"cannot_read_{name}", f"cannot read the bucket's {name}: {code}"))
             return None
 
     versioning = read("versioning", lambda: client.get_bucket_versioning(Bucket=loc.bucket))
@@ -239,7 +259,7 @@ def bucket_facts(client, loc: S3Location) -> tuple[dict[str, Any], list[Problem]
             problems.append(
                 Problem("default_encryption_not_kms", f"bucket default encryption is {rule.get('SSEAlgorithm')}")
             )
-    return facts, problems
+    return facts, problems, warnings
 
 
 def backup_info(
@@ -254,7 +274,7 @@ def backup_info(
 ) -> dict[str, Any]:
     """The preflight: facts about the bucket, base backups and WAL, plus problems."""
     now = now or dt.datetime.now(dt.UTC)
-    facts, problems = bucket_facts(client, loc)
+    facts, problems, warnings = bucket_facts(client, loc)
     inv = list_inventory(client, loc)
     newest = inv.newest_segment()
     backups = []
@@ -326,4 +346,5 @@ def backup_info(
         "rpo_exposure_seconds": round((now - newest.last_modified).total_seconds(), 3) if newest else None,
         "compliance": compliance,
         "problems": [p.as_dict() for p in problems],
+        "warnings": warnings,
     }

@@ -89,7 +89,7 @@ class SandboxSettings:
     archive_prefix: str = "weltgewebe/pg-primary"
     region: str = "us-east-1"
     kms_key_id: str = "alias/weltgewebe-wal"
-    object_lock_days: int = 1
+    object_lock_days: int = 7
     archive_timeout_seconds: int = 60
     # wal-push gives up (non-zero exit; PostgreSQL keeps the segment and retries) after this long.
     wal_push_deadline_seconds: int = 60
