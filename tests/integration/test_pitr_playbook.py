@@ -1,0 +1,85 @@
+"""backup_info and the pg_pitr role through ansible-playbook: check mode plans only, a real run
+restores, and the credentials never appear in the output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, new_state_dir
+from weltgewebe_ops import pg
+
+pytestmark = pytest.mark.integration
+
+
+def run(sandbox, data_dir: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    loc = sandbox.s.s3_location(readonly=True)
+    extra_vars = {
+        "pg_pitr_s3_endpoint_url": loc.endpoint_url,
+        "pg_pitr_s3_bucket": loc.bucket,
+        "pg_pitr_s3_prefix": loc.prefix,
+        "pg_pitr_s3_access_key": loc.access_key,
+        "pg_pitr_s3_secret_key": loc.secret_key,
+        "pg_pitr_data_dir": str(data_dir),
+    }
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    proc = subprocess.run(
+        ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars), *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert loc.secret_key not in proc.stdout + proc.stderr
+    return proc, report(proc.stdout)
+
+
+def report(stdout: str) -> dict:
+    """The test report task's message, read from the json callback's output."""
+    try:
+        doc, _ = json.JSONDecoder().raw_decode(stdout[stdout.index("{") :])
+    except ValueError:
+        return {}
+    for task in doc["plays"][0]["tasks"]:
+        msg = task["hosts"].get("sandbox-local", {}).get("msg", "")
+        if isinstance(msg, str) and msg.startswith("RESULT "):
+            return json.loads(msg[len("RESULT ") :])
+    return {}
+
+
+def test_check_mode_plans_and_touches_nothing(sandbox):
+    where = new_state_dir("wgops-test-pitr-check-")
+    try:
+        proc, result = run(sandbox, where / "data", "--check")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert result["problems"] == [] and result["state"] == "planned" and result["planned"] >= 1
+        assert list(where.iterdir()) == []
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def test_role_restores_and_refuses_a_second_time(sandbox):
+    where = new_state_dir("wgops-test-pitr-role-")
+    try:
+        proc, result = run(sandbox, where / "data")
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert result["state"] == "promoted" and result["port"] > 0
+        again, _ = run(sandbox, where / "data")
+        assert again.returncode != 0
+        assert "is not empty" in again.stdout
+    finally:
+        pg.stop(pg.resolve_bindir(), where / "data", pg.run_as_user("wgsandbox"), "immediate")
+        shutil.rmtree(where, ignore_errors=True)
