@@ -10,9 +10,7 @@ wgops service relay|projector|api|kms --state-dir D   the sandbox's long-running
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -44,13 +42,9 @@ def cmd_wal_push(args) -> int:
 
 
 def cmd_wal_fetch(args) -> int:
-    from .restore import wal_fetch
+    from .walfetch import main as wal_fetch_main
 
-    try:
-        return wal_fetch(args.config, args.name, args.dest)
-    except Exception as exc:  # noqa: BLE001 - PostgreSQL retries a failed fetch; say why
-        _stderr(f"wal-fetch {args.name}: {type(exc).__name__}: {exc}")
-        return 1
+    return wal_fetch_main(["--config", args.config, args.name, args.dest])
 
 
 def cmd_sandbox(args) -> int:
@@ -103,6 +97,9 @@ def cmd_workload(args) -> int:
 
 
 def _run_service(coro_factory) -> int:
+    import asyncio
+    import signal
+
     stop = asyncio.Event()
 
     async def main():

@@ -7,6 +7,7 @@ that user can execute; when we are not root, everything runs as ourselves.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import pwd
@@ -80,9 +81,10 @@ def chown_tree(path: Path, user: str | None) -> None:
         return
     entry = pwd.getpwnam(user)
     for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        for item in [root] + [os.path.join(root, name) for name in dirs + files]:
+            # files may come and go meanwhile (the WAL prefetcher fills the spool)
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(item, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 def user_env() -> dict[str, str]:
@@ -97,7 +99,11 @@ def write_hook_wrapper(bin_dir: Path, os_user: str | None) -> Path:
     text = (
         "#!/bin/sh\n"
         "# Written by weltgewebe.ops: PostgreSQL's archive/restore hooks call the library through this.\n"
-        f"PYTHONPATH='{src_dir}' exec '{sys.executable}' -m weltgewebe_ops.cli \"$@\"\n"
+        f"export PYTHONPATH='{src_dir}'\n"
+        "# wal-fetch runs once per WAL file during recovery: skip site initialisation (it adds it only\n"
+        "# when it must download from S3), the rest goes through the full CLI.\n"
+        f'if [ "$1" = wal-fetch ]; then shift; exec \'{sys.executable}\' -S -m weltgewebe_ops.walfetch "$@"; fi\n'
+        f"exec '{sys.executable}' -m weltgewebe_ops.cli \"$@\"\n"
     )
     if not wrapper.exists() or wrapper.read_text() != text:
         wrapper.write_text(text)

@@ -28,16 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from botocore.exceptions import ClientError
 
 from . import archive, pg
 from . import s3 as s3mod
 from .settings import S3Location
-from .wal import SEGMENT_RE, lsn_to_int, segment_number
+from .wal import lsn_to_int
 
 TARGET_KINDS = ("latest", "time", "lsn", "xid", "name", "immediate")
 ACTIONS = ("promote", "pause", "shutdown")
-GAP_EXIT_CODE = 126  # > 125: PostgreSQL aborts recovery instead of ending it quietly
 
 
 class RestoreError(RuntimeError):
@@ -169,6 +167,7 @@ class Plan:
     wal_bytes: int
     newest_by_timeline: dict[int, int]
     missing: list[str]
+    archived: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -210,7 +209,9 @@ def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> P
             f"the archive lacks the WAL that makes base backup {backup['backup_id']} consistent (through {stop_needed})"
         )
     newest = {tli: max(by_no) for tli, by_no in inv.segments.items() if by_no}
-    return Plan(backup, target, cont["needed"], cont["bytes"], newest, missing)
+    archived = {seg.name for by_no in inv.segments.values() for seg in by_no.values()}
+    archived |= {key.rsplit("/", 1)[1] for key in inv.histories.values()} | set(inv.partials)
+    return Plan(backup, target, cont["needed"], cont["bytes"], newest, missing, archived)
 
 
 class ParallelRangeReader:
@@ -293,6 +294,8 @@ class Prefetcher:
         self.client, self.loc, self.names, self.spool = client, loc, names, spool
         self.owner = owner  # PostgreSQL's uid/gid when we run as root: it opens restored WAL read-write
         self.workers, self.window = workers, window
+        # fewer downloads at once while the base backup streams (they share CPU and network)
+        self.active_workers = workers
         self.stop = threading.Event()
         self.bytes = 0
         self.downloaded = 0
@@ -327,7 +330,7 @@ class Prefetcher:
             while not self.stop.is_set() and index < len(self.names):
                 in_flight = {f for f in in_flight if not f.done()}
                 spooled = sum(1 for p in self.spool.iterdir() if not p.name.startswith("."))
-                if len(in_flight) < self.workers and spooled + len(in_flight) < self.window:
+                if len(in_flight) < self.active_workers and spooled + len(in_flight) < self.window:
                     if self.first_start is None:
                         self.first_start = time.monotonic()
                     in_flight.add(pool.submit(self._download, self.names[index]))
@@ -424,9 +427,9 @@ def verify_backup(bindir: Path, staging: Path) -> str:
     return "ok"
 
 
-def write_recovery_config(req: RestoreRequest, wrapper: Path, fetch_config: Path, port: int) -> None:
+def write_recovery_config(req: RestoreRequest, restore_command: str, port: int) -> None:
     settings: dict[str, Any] = {
-        "restore_command": f"'{wrapper}' wal-fetch --config '{fetch_config}' %f %p",
+        "restore_command": restore_command,
         "archive_mode": "off",
         "archive_command": "",
         "listen_addresses": "127.0.0.1",
@@ -457,12 +460,14 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
         f"plan: base backup {plan.backup['backup_id']}, "
         f"{len(plan.segments)} WAL segments ({plan.wal_bytes / 1e6:.0f} MB)"
     )
-    os_user = pg.run_as_user(req.os_user)
     timings: dict[str, float] = {}
-    staging = req.data_dir.with_name(req.data_dir.name + ".wgops-staging")
+    staging = staging_dir(req.data_dir)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    # WAL downloads start now, overlapping the base backup's download and extraction.
+    prefetcher = start_prefetcher(req, plan, client)
+    prefetcher.active_workers = min(2, req.prefetch_workers)
     try:
         fetched = fetch_base_backup(client, req.loc, plan.backup, staging, req.download_workers)
         timings["base_backup_download_extract_seconds"] = fetched["seconds"]
@@ -476,8 +481,58 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
         verified = verify_backup(bindir, staging) if req.verify else "skipped"
         timings["verify_seconds"] = round(time.monotonic() - started, 3)
     except BaseException:
+        prefetcher.close()
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(req.work, ignore_errors=True)
         raise
+    prefetcher.active_workers = req.prefetch_workers
+    result = recover(req, plan, staging, log, prefetcher=prefetcher)
+    result.update(verify=verified, base_backup_sha256_ok=fetched["sha256_ok"], **timings)
+    return result
+
+
+def staging_dir(data_dir: Path) -> Path:
+    return data_dir.with_name(data_dir.name + ".wgops-staging")
+
+
+def pg_owner(os_user: str | None) -> tuple[int, int] | None:
+    if not os_user:
+        return None
+    entry = pwd.getpwnam(os_user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def start_prefetcher(req: RestoreRequest, plan: Plan, client) -> Prefetcher:
+    spool = req.work / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    prefetcher = Prefetcher(
+        client,
+        req.loc,
+        plan.segments,
+        spool,
+        workers=req.prefetch_workers,
+        window=req.spool_segments,
+        owner=pg_owner(pg.run_as_user(req.os_user)),
+    )
+    prefetcher.start()
+    return prefetcher
+
+
+def recover(
+    req: RestoreRequest,
+    plan: Plan,
+    staging: Path,
+    log=lambda _m: None,
+    *,
+    prefetcher: Prefetcher | None = None,
+    restore_command: str = "",
+) -> dict[str, Any]:
+    """Move the verified base backup from ``staging`` into ``data_dir`` and replay WAL to the target.
+
+    ``restore_command`` replaces ``wgops wal-fetch`` (the benchmark's baselines, without a prefetcher).
+    """
+    bindir = pg.resolve_bindir(req.pg_bindir)
+    os_user = pg.run_as_user(req.os_user)
     # From here on the new data directory exists (it did not, or was empty, before).
     if req.data_dir.exists():
         req.data_dir.rmdir()
@@ -496,30 +551,25 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
                 "spool": str(spool),
                 "planned": plan.segments,
                 "newest_by_timeline": {str(k): v for k, v in plan.newest_by_timeline.items()},
+                "archived": sorted(plan.archived),
                 "log": str(req.work / "fetched.jsonl"),
             },
             fh,
         )
     port = req.port or _free_port()
-    write_recovery_config(req, wrapper, fetch_config, port)
+    command = restore_command or f"'{wrapper}' wal-fetch --config '{fetch_config}' %f %p"
+    write_recovery_config(req, command, port)
     pg.chown_tree(req.data_dir, os_user)
     pg.chown_tree(req.work, os_user)
-    owner = None
-    if os_user:
-        entry = pwd.getpwnam(os_user)
-        owner = (entry.pw_uid, entry.pw_gid)
-    prefetcher = Prefetcher(
-        client, req.loc, plan.segments, spool, workers=req.prefetch_workers, window=req.spool_segments, owner=owner
-    )
-    prefetcher.start()
     replay_started = time.monotonic()
     log_file = req.work / "postgres.log"
     try:
         pg.run([str(bindir / "pg_ctl"), "start", "-D", str(req.data_dir), "-l", str(log_file), "-W"], os_user)
         reached = follow_recovery(req, port, log_file, log)
     finally:
-        prefetcher.close()
-    timings["replay_seconds"] = round(time.monotonic() - replay_started, 3)
+        if prefetcher:
+            prefetcher.close()
+    replay_seconds = round(time.monotonic() - replay_started, 3)
     fetched_log = _read_fetch_log(req.work / "fetched.jsonl")
     gaps = [entry["name"] for entry in fetched_log if entry.get("gap")]
     if gaps:
@@ -529,19 +579,17 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
         )
     for leftover in spool.iterdir():
         leftover.unlink()
-    timings["wal_download_seconds"] = prefetcher.seconds()
     return {
         **plan.as_dict(),
         **reached,
         "port": port,
         "data_dir": str(req.data_dir),
-        "verify": verified,
-        "base_backup_sha256_ok": fetched["sha256_ok"],
         "wal_segments_fetched": sum(1 for e in fetched_log if not e.get("missing")),
         "wal_bytes_fetched": sum(e.get("size", 0) for e in fetched_log),
-        "wal_segments_prefetched": prefetcher.downloaded,
+        "wal_segments_prefetched": prefetcher.downloaded if prefetcher else 0,
         "wal_fetch_direct": sum(1 for e in fetched_log if e.get("source") == "s3"),
-        **timings,
+        "replay_seconds": replay_seconds,
+        "wal_download_seconds": prefetcher.seconds() if prefetcher else 0.0,
     }
 
 
@@ -612,52 +660,3 @@ def _free_port() -> int:
     from .procs import free_port
 
     return free_port()
-
-
-def wal_fetch(config_file: str | Path, name: str, dest: str | Path) -> int:
-    """PostgreSQL's restore_command: 0 = file delivered, 1 = not in the archive (end of WAL),
-    GAP_EXIT_CODE = missing before the newest archived segment (recovery must abort)."""
-    config = json.loads(Path(config_file).read_text())
-    spool = Path(config["spool"])
-    started = time.monotonic()
-
-    def record(**entry) -> None:
-        with open(config["log"], "a") as fh:
-            fh.write(json.dumps({"name": name, "seconds": round(time.monotonic() - started, 4), **entry}) + "\n")
-
-    spooled = spool / name
-    taken = spool / f".taken-{name}"
-    if name in config["planned"] and not spooled.exists() and not taken.exists():
-        # the prefetcher is on its way: wait a little before downloading it ourselves
-        waited = time.monotonic() + 5
-        while not spooled.exists() and time.monotonic() < waited:
-            time.sleep(0.01)
-    if spooled.exists():
-        size = spooled.stat().st_size
-        shutil.move(spooled, dest)
-        taken.touch()
-        record(source="spool", size=size)
-        return 0
-    loc = S3Location(**config["location"])
-    client = s3mod.client(loc, read_timeout=60)
-    try:
-        body = client.get_object(Bucket=loc.bucket, Key=s3mod.wal_key(loc, name))["Body"].read()
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-            raise
-        if SEGMENT_RE.match(name):
-            newest = config["newest_by_timeline"].get(str(int(name[:8], 16)))
-            if newest is not None and segment_number(name) < newest:
-                record(missing=True, gap=True)
-                print(
-                    f"wal-fetch: {name} is missing but newer segments are archived: a gap. Aborting recovery.",
-                    flush=True,
-                )
-                return GAP_EXIT_CODE
-        record(missing=True)
-        return 1
-    tmp = Path(f"{dest}.wgops-tmp")
-    tmp.write_bytes(body)
-    os.replace(tmp, dest)
-    record(source="s3", size=len(body))
-    return 0

@@ -169,6 +169,10 @@ def copy_archive(box, prefix: str, skip=lambda key: False, bucket: str | None = 
 
 
 def test_refuses_a_gap_in_the_wal_and_names_it(sandbox, history, restore_dir):
+    with psycopg.connect(sandbox.s.dsn(), autocommit=True) as db:
+        for _ in range(2):
+            commit(db, "gap-filler")
+            archive_now(sandbox, db)
     inv = archive.list_inventory(sandbox.s3(), sandbox.s.s3_location())
     label = inv.labels[-1]
     needed = archive.continuity(sandbox.s3(), sandbox.s.s3_location(), inv, label)["needed"]
