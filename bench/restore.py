@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -91,12 +92,14 @@ def timed_tar_extract(source_cmd, staging: Path) -> float:
 
 
 def boto3_pipe_into_tar(box, plan):
+    """The plain way: one boto3 GET of base.tar, its body streamed into `tar -x`."""
+
     def run(staging: Path) -> None:
         client, loc = box.s3(), box.s.s3_location()
+        key = s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar"
         tar = subprocess.Popen(["tar", "-x", "-C", str(staging)], stdin=subprocess.PIPE)
-        client.download_fileobj(
-            loc.bucket, s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar", tar.stdin
-        )
+        for chunk in client.get_object(Bucket=loc.bucket, Key=key)["Body"].iter_chunks(1024 * 1024):
+            tar.stdin.write(chunk)
         tar.stdin.close()
         if tar.wait() != 0:
             raise SystemExit("tar failed")
@@ -124,12 +127,15 @@ def naive_fetch_script(box, where: Path) -> Path:
     return script
 
 
-def one_run(box, root: Path, name: str, *, base=None, restore_command: str = "") -> dict:
+def one_run(box, root: Path, name: str, *, base=None, restore_command: str = "", overlap: int = 2) -> dict:
     where = root / name
     where.mkdir()
     where.chmod(0o755)
     req = restore.RestoreRequest(
-        loc=box.s.s3_location(readonly=True), data_dir=where / "data", target=restore.Target.parse("latest")
+        loc=box.s.s3_location(readonly=True),
+        data_dir=where / "data",
+        target=restore.Target.parse("latest"),
+        prefetch_workers_during_base=overlap,
     )
     if base is None:
         result = restore.restore(req)
@@ -149,8 +155,9 @@ def one_run(box, root: Path, name: str, *, base=None, restore_command: str = "")
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the sandbox on the way out
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-mb", type=int, default=320)
+    parser.add_argument("--base-mb", type=int, default=420)
     parser.add_argument("--wal-mb", type=int, default=520)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -161,6 +168,8 @@ def main() -> int:
         for component in ("s3", "postgres", "schema"):
             say(box.up(component).line)
         load(box, args.base_mb, args.wal_mb)
+        # the primary is gone: every method restores exactly the same archive (no autovacuum WAL after this)
+        pg.stop(pg.resolve_bindir(box.s.pg_bindir), box.s.pg_data_dir, pg.run_as_user(box.s.pg_os_user), "fast")
         plan = restore.make_plan(box.s3(), box.s.s3_location(), restore.Target.parse("latest"))
         say(
             f"archive: base backup {plan.backup['tar_size'] / 1e6:.0f} MB, {len(plan.segments)} WAL segments "
@@ -183,7 +192,8 @@ def main() -> int:
                 base=boto3_pipe_into_tar(box, plan),
                 restore_command=f"'{sys.executable}' '{script}' %f %p",
             ),
-            "(c) ours (wgops)": one_run(box, root, "ours"),
+            "(c) ours, WAL after base": one_run(box, root, "ours-sequential", overlap=0),
+            "(c) ours, WAL overlaps base": one_run(box, root, "ours-overlap", overlap=2),
         }
         floor = runs["(a) floor: cp + local tar"]
         plain = runs["(b) naive boto3 per segment"]
