@@ -127,6 +127,11 @@ def continuity(client, loc: S3Location, inv: Inventory, label: dict, target_tli:
     needed = required_segments(path, label["timeline"], start, ends)
     stop = segment_number(segment_of_lsn(label["timeline"], label["stop_lsn"]))
     missing = [segment_name(tli, n) for tli, n in needed if not inv.has(tli, n)]
+    if label["timeline"] not in [tli for tli, _ in path]:
+        # the target timeline does not descend from the backup's (or its .history file is missing)
+        missing = [
+            f"{target_tli:08X}.history (timeline {target_tli} does not lead back to timeline {label['timeline']})"
+        ]
     return {
         "timeline_path": [tli for tli, _ in path],
         "first_segment": label["start_wal_file"],

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -100,8 +101,17 @@ def test_archiving_waits_for_s3_and_catches_up(sandbox, db):
     assert not list((sandbox.s.pg_data_dir / "pg_wal" / "archive_status").glob("*.ready"))
 
 
+def scratch_archive(sandbox, tmp_path, **changes) -> tuple[Path, object]:
+    """An archive config with its own prefix: fake segments must not land in the sandbox's archive."""
+    loc = sandbox.s.s3_location()
+    scratch = type(loc)(**{**loc.__dict__, "prefix": f"test/{tmp_path.name}", **changes})
+    config = tmp_path / "archive.json"
+    config.write_text(json.dumps(scratch.__dict__))
+    return config, scratch
+
+
 def test_wal_push_is_idempotent_and_refuses_different_content(sandbox, tmp_path):
-    config = sandbox.s.archive_config_file
+    config, loc = scratch_archive(sandbox, tmp_path)
     segment = tmp_path / "0000000100000000000000F0"
     segment.write_bytes(b"a" * 1024)
     cli = [sys.executable, "-m", "weltgewebe_ops.cli", "wal-push", "--config", str(config), "--deadline", "5"]
@@ -113,15 +123,12 @@ def test_wal_push_is_idempotent_and_refuses_different_content(sandbox, tmp_path)
     conflict = subprocess.run([*cli, str(segment)], capture_output=True, text=True)
     assert conflict.returncode == 3
     assert "REFUSING" in conflict.stderr and "Nothing was overwritten" in conflict.stderr
-    loc = sandbox.s.s3_location()
     body = sandbox.s3().get_object(Bucket=loc.bucket, Key=s3mod.wal_key(loc, segment.name))["Body"].read()
     assert body == b"a" * 1024
 
 
 def test_wal_push_fails_without_acknowledging_when_credentials_are_wrong(sandbox, tmp_path):
-    loc = sandbox.s.s3_location()
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({**loc.__dict__, "secret_key": "wrong"}))
+    bad, loc = scratch_archive(sandbox, tmp_path, secret_key="wrong")
     segment = tmp_path / "0000000100000000000000F1"
     segment.write_bytes(b"c" * 10)
     result = subprocess.run(
