@@ -469,8 +469,7 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     # WAL downloads start now, overlapping the base backup's download and extraction.
-    prefetcher = start_prefetcher(req, plan, client)
-    prefetcher.active_workers = min(req.prefetch_workers_during_base, req.prefetch_workers)
+    prefetcher = start_prefetcher(req, plan, client, active_workers=req.prefetch_workers_during_base)
     try:
         fetched = fetch_base_backup(client, req.loc, plan.backup, staging, req.download_workers)
         timings["base_backup_download_extract_seconds"] = fetched["seconds"]
@@ -505,7 +504,7 @@ def pg_owner(os_user: str | None) -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def start_prefetcher(req: RestoreRequest, plan: Plan, client) -> Prefetcher:
+def start_prefetcher(req: RestoreRequest, plan: Plan, client, active_workers: int) -> Prefetcher:
     spool = req.work / "spool"
     spool.mkdir(parents=True, exist_ok=True)
     prefetcher = Prefetcher(
@@ -517,6 +516,7 @@ def start_prefetcher(req: RestoreRequest, plan: Plan, client) -> Prefetcher:
         window=req.spool_segments,
         owner=pg_owner(pg.run_as_user(req.os_user)),
     )
+    prefetcher.active_workers = min(active_workers, req.prefetch_workers)
     prefetcher.start()
     return prefetcher
 
