@@ -37,7 +37,7 @@ sandbox-up: venv
 sandbox-down: venv
 	ansible-playbook playbooks/sandbox.yml -e sandbox_state=$(if $(PURGE),absent,stopped) $(ARGS)
 
-# Connection settings of the running sandbox, for `eval "$(make -s sandbox-env)"`.
+# Connection settings of the running sandbox as KEY=VALUE lines: `set -a; eval "$(make -s sandbox-env)"; set +a`.
 sandbox-env: venv
 	@wgops sandbox env --state-dir .sandbox
 
