@@ -79,6 +79,12 @@ options:
     description: Parallel WAL downloads ahead of replay.
     type: int
     default: 8
+  prefetch_workers_during_base:
+    description:
+      - WAL downloads that already run while the base backup streams; V(0) starts them after it
+        (faster with S3 on the same machine, see C(bench/restore.py)).
+    type: int
+    default: 0
   spool_segments:
     description: At most this many WAL segments wait in the spool (bounds disk use).
     type: int
@@ -194,8 +200,9 @@ def main():
             "action": {"type": "str", "default": "promote", "choices": ["promote", "pause", "shutdown"]},
             "timeline": {"type": "str", "default": "latest"},
             "backup_id": {"type": "str", "default": ""},
-            "download_workers": {"type": "int", "default": 8},
+            "download_workers": {"type": "int", "default": 1},
             "prefetch_workers": {"type": "int", "default": 8},
+            "prefetch_workers_during_base": {"type": "int", "default": 0},
             "spool_segments": {"type": "int", "default": 16},
             "timeout_seconds": {"type": "int", "default": 14400},
         },
@@ -227,6 +234,7 @@ def main():
             work_dir=Path(p["work_dir"]) if p["work_dir"] else None,
             download_workers=p["download_workers"],
             prefetch_workers=p["prefetch_workers"],
+            prefetch_workers_during_base=p["prefetch_workers_during_base"],
             spool_segments=p["spool_segments"],
             timeout_seconds=p["timeout_seconds"],
         )

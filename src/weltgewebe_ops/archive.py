@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from . import s3 as s3mod
 from .settings import S3Location
-from .wal import SEGMENT_RE, lsn_to_int, segment_name, segment_number, segment_of_lsn
+from .walnames import SEGMENT_RE, lsn_to_int, segment_name, segment_number, segment_of_lsn
 
 
 @dataclass

@@ -26,7 +26,7 @@ import psycopg
 
 from . import s3 as s3mod
 from .settings import S3Location
-from .wal import segment_of_lsn
+from .walnames import segment_of_lsn
 
 WANTED = ("backup_label", "backup_manifest")
 

@@ -11,6 +11,7 @@ copy of the tar); WAL is prefetched into a bounded spool by parallel downloads a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -31,7 +32,7 @@ import psycopg
 from . import archive, pg
 from . import s3 as s3mod
 from .settings import S3Location
-from .wal import lsn_to_int
+from .walnames import lsn_to_int
 
 TARGET_KINDS = ("latest", "time", "lsn", "xid", "name", "immediate")
 ACTIONS = ("promote", "pause", "shutdown")
@@ -275,6 +276,53 @@ class ParallelRangeReader:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+class StreamReader:
+    """Read one S3 object with a single GET, a thread keeping up to ``window`` chunks ahead of the
+    consumer (so the download and ``tar -x`` overlap), hashing it. The same interface as
+    ParallelRangeReader."""
+
+    def __init__(
+        self, client, bucket: str, key: str, *, version_id: str = "", chunk: int = 8 * 1024 * 1024, window: int = 8
+    ):
+        import queue
+
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=window)
+        self._stop = threading.Event()
+        version = {"VersionId": version_id} if version_id else {}
+
+        def pump() -> None:
+            try:
+                body = client.get_object(Bucket=bucket, Key=key, **version)["Body"]
+                for piece in body.iter_chunks(chunk):
+                    if self._stop.is_set():
+                        return
+                    self.sha256.update(piece)  # here, so hashing overlaps tar's writes
+                    self.bytes_read += len(piece)
+                    self._queue.put(piece)
+                self._queue.put(b"")
+            except Exception as exc:  # noqa: BLE001 - handed to the reader
+                self._queue.put(exc)
+
+        self._thread = threading.Thread(target=pump, daemon=True)
+        self._thread.start()
+
+    def read(self, n: int = -1) -> bytes:
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        if not item:
+            self._queue.put(b"")  # stay at the end for further reads
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            while True:
+                self._queue.get_nowait()
+
+
 class Prefetcher:
     """Downloads the planned WAL segments into ``spool`` ahead of replay, ``workers`` at a time,
     never holding more than ``window`` segments (downloaded or in flight) that replay has not taken."""
@@ -357,10 +405,13 @@ class RestoreRequest:
     target: Target = field(default_factory=Target)
     backup_id: str = ""
     work_dir: Path | None = None
-    download_workers: int = 8
+    # 1: one streaming GET (measured fastest against S3 on the same machine); more: parallel ranged
+    # GETs, for a remote S3 where one stream is held back by latency
+    download_workers: int = 1
     prefetch_workers: int = 8
-    # WAL downloads already running while the base backup streams (0: start them after it)
-    prefetch_workers_during_base: int = 2
+    # WAL downloads already running while the base backup streams; 0 (start them after it) was
+    # faster in bench/restore.py on 2 cores with S3 on the same machine
+    prefetch_workers_during_base: int = 0
     spool_segments: int = 16
     timeout_seconds: float = 4 * 3600
     verify: bool = True
@@ -371,23 +422,27 @@ class RestoreRequest:
 
 
 def fetch_base_backup(client, loc: S3Location, backup: dict, staging: Path, workers: int) -> dict[str, Any]:
-    """Stream base.tar from S3 into ``staging``: parallel ranged GETs, hashed here and fed to
-    ``tar -x`` as they arrive (no local copy of the tar; C does the extraction)."""
+    """Stream base.tar from S3 into ``staging``: one streaming GET or parallel ranged GETs, hashed
+    here and fed to ``tar -x`` as they arrive (no local copy of the tar; C does the extraction)."""
     key = s3mod.basebackup_prefix(loc, backup["backup_id"]) + "base.tar"
     version = {"VersionId": backup["tar_version_id"]} if backup.get("tar_version_id") else {}
     size = client.head_object(Bucket=loc.bucket, Key=key, **version)["ContentLength"]
-    reader = ParallelRangeReader(
-        client,
-        loc.bucket,
-        key,
-        size,
-        version_id=backup.get("tar_version_id", ""),
-        # ranges as large as the upload's parts (64 MiB): SeaweedFS serves an SSE-KMS object part by
-        # part, and smaller ranges made it read and decrypt the same part several times
-        part_size=64 * 1024 * 1024,
-        workers=workers,
-        window=workers,
-    )
+    version_id = backup.get("tar_version_id", "")
+    if workers > 1:
+        # ranges as large as the upload's parts (64 MiB): smaller ones made SeaweedFS read and
+        # decrypt the same SSE-KMS part several times
+        reader = ParallelRangeReader(
+            client,
+            loc.bucket,
+            key,
+            size,
+            version_id=version_id,
+            part_size=64 * 1024 * 1024,
+            workers=workers,
+            window=workers,
+        )
+    else:
+        reader = StreamReader(client, loc.bucket, key, version_id=version_id)
     started = time.monotonic()
     # GNU tar refuses absolute member names and names with "..", and --no-same-owner keeps
     # ownership ours (chowned to PostgreSQL's user afterwards).

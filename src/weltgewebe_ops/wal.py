@@ -8,7 +8,6 @@ ask twice after a crash); with different content it is a loud error that never o
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +15,7 @@ from pathlib import Path
 
 from . import s3 as s3mod
 from .settings import S3Location
-
-SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
-WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
+from .walnames import WAL_FILE_RE
 
 
 class WalPushError(RuntimeError):
@@ -42,33 +39,6 @@ class PushResult:
 def validate_wal_file_name(name: str) -> None:
     if not WAL_FILE_RE.match(name):
         raise WalPushError(f"{name!r} is not a WAL segment, .history, .partial or .backup file name")
-
-
-def segment_parts(name: str) -> tuple[int, int, int]:
-    """(timeline, log, seg) of a 24-hex-digit segment name."""
-    match = SEGMENT_RE.match(name[:24])
-    if not match:
-        raise ValueError(f"{name!r} is not a WAL segment name")
-    return tuple(int(part, 16) for part in match.groups())  # type: ignore[return-value]
-
-
-def segment_name(timeline: int, segno: int, segment_size: int = 16 * 1024 * 1024) -> str:
-    per_log = 0x100000000 // segment_size
-    return f"{timeline:08X}{segno // per_log:08X}{segno % per_log:08X}"
-
-
-def segment_number(name: str, segment_size: int = 16 * 1024 * 1024) -> int:
-    _, log, seg = segment_parts(name)
-    return log * (0x100000000 // segment_size) + seg
-
-
-def lsn_to_int(lsn: str) -> int:
-    hi, lo = lsn.split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
-def segment_of_lsn(timeline: int, lsn: str, segment_size: int = 16 * 1024 * 1024) -> str:
-    return segment_name(timeline, lsn_to_int(lsn) // segment_size, segment_size)
 
 
 def wal_push(

@@ -13,19 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import time
 from pathlib import Path
 
+from .walnames import SEGMENT_RE, segment_number
+
 GAP_EXIT_CODE = 126
-SEGMENT_RE = re.compile(r"^[0-9A-F]{24}$")
 WAIT_FOR_PREFETCH_SECONDS = 5.0
-
-
-def segment_number(name: str) -> int:
-    return int(name[8:16], 16) * 0x100 + int(name[16:24], 16)
 
 
 def deliver(source: Path, dest: Path) -> None:

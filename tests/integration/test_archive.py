@@ -13,7 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from weltgewebe_ops import s3 as s3mod
-from weltgewebe_ops import wal
+from weltgewebe_ops import walnames
 
 pytestmark = pytest.mark.integration
 
@@ -95,8 +95,8 @@ def test_archiving_waits_for_s3_and_catches_up(sandbox, db):
     latest = switch_wal(db)
     wait_for(lambda: archiver(db)["last_archived_wal"] == latest, 120, f"archiving to catch up to {latest}")
     names = archived_names(sandbox)
-    first = wal.segment_number(label["start_wal_file"])
-    expected = {wal.segment_name(1, n) for n in range(first, wal.segment_number(latest) + 1)}
+    first = walnames.segment_number(label["start_wal_file"])
+    expected = {walnames.segment_name(1, n) for n in range(first, walnames.segment_number(latest) + 1)}
     assert expected <= names, f"missing in S3: {sorted(expected - names)}"
     assert not list((sandbox.s.pg_data_dir / "pg_wal" / "archive_status").glob("*.ready"))
 

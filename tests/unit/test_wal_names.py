@@ -1,6 +1,6 @@
 import pytest
 
-from weltgewebe_ops import wal
+from weltgewebe_ops import wal, walnames
 
 
 @pytest.mark.parametrize(
@@ -14,9 +14,9 @@ from weltgewebe_ops import wal
     ],
 )
 def test_segment_name_round_trip(timeline, segno, name):
-    assert wal.segment_name(timeline, segno) == name
-    assert wal.segment_number(name) == segno
-    assert wal.segment_parts(name)[0] == timeline
+    assert walnames.segment_name(timeline, segno) == name
+    assert walnames.segment_number(name) == segno
+    assert walnames.segment_parts(name)[0] == timeline
 
 
 @pytest.mark.parametrize(
@@ -28,7 +28,7 @@ def test_segment_name_round_trip(timeline, segno, name):
     ],
 )
 def test_segment_of_lsn(lsn, segment):
-    assert wal.segment_of_lsn(1, lsn) == segment
+    assert walnames.segment_of_lsn(1, lsn) == segment
 
 
 @pytest.mark.parametrize(
