@@ -266,10 +266,6 @@ class ParallelRangeReader:
             out, self.buffer = self.buffer[:n], self.buffer[n:]
         return bytes(out)
 
-    def drain(self) -> None:
-        while self.read(1 << 24):
-            pass
-
     def close(self) -> None:
         for fut in self.pending:
             fut.cancel()
@@ -648,6 +644,8 @@ def recover(
         "wal_fetch_direct": sum(1 for e in fetched_log if e.get("source") == "s3"),
         "replay_seconds": replay_seconds,
         "wal_download_seconds": prefetcher.seconds() if prefetcher else 0.0,
+        # a failed prefetch is not fatal (wal-fetch then downloads the file itself), but it is said
+        "wal_prefetch_error": prefetcher.error if prefetcher else "",
     }
 
 
