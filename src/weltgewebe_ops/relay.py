@@ -142,6 +142,46 @@ class Relay:
     async def pending(self, conn: AsyncConnection) -> int:
         return (await (await conn.execute(self._pending)).fetchone())[0]
 
+    async def drain(self, timeout_seconds: float = 300.0) -> dict:
+        """Relay until nothing is pending (or ``timeout_seconds`` passed): the drill's "run the outbox
+        relay so unsent events reach JetStream". Waits out NATS outages: failed rows are retried after
+        their backoff, duplicate acks count as published, nothing is marked before its ack."""
+        started = time.monotonic()
+        deadline = started + timeout_seconds
+        nc = None
+        async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
+            try:
+                while time.monotonic() < deadline:
+                    if nc is None:
+                        try:
+                            nc = await asyncio.wait_for(connect_nats(self.config.nats_url), 5)
+                        except Exception:  # noqa: BLE001 - NATS not there yet: keep trying until the deadline
+                            await asyncio.sleep(0.5)
+                            continue
+                    js = nc.jetstream(publish_async_max_pending=self.config.max_in_flight)
+                    try:
+                        claimed = await self.run_batch(conn, js)
+                    except Exception:  # noqa: BLE001 - the batch rolled back (nothing marked): try again
+                        await asyncio.sleep(0.5)
+                        continue
+                    if claimed == 0:
+                        if await self.pending(conn) == 0:
+                            break
+                        await asyncio.sleep(self.config.poll_interval_seconds)  # rows waiting out a backoff
+                remaining = await self.pending(conn)
+            finally:
+                if nc is not None:
+                    await nc.close()
+        seconds = time.monotonic() - started
+        moved = self.stats.published + self.stats.duplicates
+        return {
+            **self.stats.as_dict(),
+            "remaining": remaining,
+            "seconds": round(seconds, 3),
+            "events_per_second": round(moved / seconds, 1) if seconds else 0.0,
+            "timed_out": remaining > 0,
+        }
+
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         """The long-running service: keeps relaying, reconnecting to PostgreSQL and NATS as needed."""
         stop = stop or asyncio.Event()

@@ -1,0 +1,188 @@
+#!/usr/bin/python
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
+"""Ansible module weltgewebe.ops.outbox_relay."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: outbox_relay
+short_description: Drain the Weltgewebe outbox into NATS JetStream, or report what is pending
+version_added: "0.1.0"
+description:
+  - O(state=drained) runs the outbox relay until nothing is pending or O(timeout_seconds) passed:
+    rows are claimed C(FOR UPDATE SKIP LOCKED) in batches, published with
+    C(Nats-Msg-Id: <msg_id_prefix><id>), and marked C(published_at) only after JetStream's ack; a
+    duplicate ack counts as published; failures are retried after a backoff and quarantined after
+    O(max_attempts). It waits out a NATS outage within the timeout.
+  - O(state=status) only reports the pending rows.
+  - Check mode reports the pending rows and changes nothing.
+  - C(started)/C(stopped) for the long-running relay service are not built yet.
+options:
+  state:
+    description: V(drained) relays until nothing is pending; V(status) only reports.
+    type: str
+    choices: [drained, status]
+    default: drained
+  dsn:
+    description: libpq connection string of the (restored) database. May hold a password.
+    type: str
+    required: true
+  nats_url:
+    description: The recovery site's NATS, e.g. V(nats://127.0.0.1:4222).
+    type: str
+    required: true
+  outbox_table:
+    description: The outbox table.
+    type: str
+    default: domain_outbox
+  subject_prefix:
+    description: Events are published to C(<subject_prefix>.<event_type>).
+    type: str
+    default: weltgewebe
+  msg_id_prefix:
+    description: C(Nats-Msg-Id) is this prefix plus the outbox id.
+    type: str
+    default: domain-outbox-
+  timeout_seconds:
+    description: Stop draining after this long (rows left are returned as RV(remaining)).
+    type: float
+    default: 300
+  batch_size:
+    description: Rows claimed per transaction.
+    type: int
+    default: 256
+  max_in_flight:
+    description: Unacknowledged publishes at most.
+    type: int
+    default: 1024
+  max_attempts:
+    description: Quarantine a row after this many failed publishes.
+    type: int
+    default: 10
+  fail_on_remaining:
+    description: Fail when rows are still pending at the timeout.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: A second drain finds nothing pending and reports no change.
+author:
+  - weltgewebe.ops developers
+"""
+
+EXAMPLES = r"""
+- name: Publish the restored outbox's unsent events to the recovery site's JetStream
+  weltgewebe.ops.outbox_relay:
+    dsn: "host=127.0.0.1 port={{ restored.port }} dbname=weltgewebe user=postgres"
+    nats_url: nats://127.0.0.1:4222
+    timeout_seconds: 600
+  register: relayed
+"""
+
+RETURN = r"""
+pending:
+  description: Rows pending when the module started.
+  returned: always
+  type: int
+published:
+  description: Rows JetStream acknowledged as new messages.
+  returned: state=drained and not check mode
+  type: int
+duplicates:
+  description: Rows JetStream acknowledged as duplicates of messages it already had (counted as published).
+  returned: state=drained and not check mode
+  type: int
+quarantined:
+  description: Rows quarantined after max_attempts failures.
+  returned: state=drained and not check mode
+  type: int
+remaining:
+  description: Rows still pending at the end.
+  returned: always
+  type: int
+seconds:
+  description: Duration of the drain.
+  returned: state=drained and not check mode
+  type: float
+events_per_second:
+  description: Published and duplicate rows per second.
+  returned: state=drained and not check mode
+  type: float
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "state": {"type": "str", "choices": ["drained", "status"], "default": "drained"},
+            "dsn": {"type": "str", "required": True, "no_log": True},
+            "nats_url": {"type": "str", "required": True},
+            "outbox_table": {"type": "str", "default": "domain_outbox"},
+            "subject_prefix": {"type": "str", "default": "weltgewebe"},
+            "msg_id_prefix": {"type": "str", "default": "domain-outbox-"},
+            "timeout_seconds": {"type": "float", "default": 300},
+            "batch_size": {"type": "int", "default": 256},
+            "max_in_flight": {"type": "int", "default": 1024},
+            "max_attempts": {"type": "int", "default": 10},
+            "fail_on_remaining": {"type": "bool", "default": True},
+        },
+        supports_check_mode=True,
+    )
+    ensure_library(module)
+    import asyncio
+
+    import psycopg
+
+    from weltgewebe_ops.relay import Relay, RelayConfig
+    from weltgewebe_ops.settings import ContractNames
+
+    p = module.params
+    names = ContractNames(
+        outbox_table=p["outbox_table"], subject_prefix=p["subject_prefix"], msg_id_prefix=p["msg_id_prefix"]
+    )
+    relay = Relay(
+        RelayConfig(
+            dsn=p["dsn"],
+            nats_url=p["nats_url"],
+            names=names,
+            batch_size=p["batch_size"],
+            max_in_flight=p["max_in_flight"],
+            max_attempts=p["max_attempts"],
+        )
+    )
+
+    async def pending() -> int:
+        async with await psycopg.AsyncConnection.connect(p["dsn"], autocommit=True) as conn:
+            return await relay.pending(conn)
+
+    try:
+        before = asyncio.run(pending())
+        if p["state"] == "status" or module.check_mode:
+            module.exit_json(changed=False, pending=before, remaining=before)
+        result = asyncio.run(relay.drain(p["timeout_seconds"]))
+    except psycopg.Error as exc:
+        module.fail_json(msg=f"cannot reach the outbox: {str(exc).strip()}")
+    moved = result["published"] + result["duplicates"] + result["quarantined"]
+    if result["remaining"] and p["fail_on_remaining"]:
+        module.fail_json(
+            msg=f"{result['remaining']} outbox rows still pending after {p['timeout_seconds']:g}s "
+            f"(is NATS at {p['nats_url']} up? see last_error in {p['outbox_table']})",
+            changed=moved > 0,
+            pending=before,
+            **result,
+        )
+    module.exit_json(changed=moved > 0, pending=before, **result)
+
+
+if __name__ == "__main__":
+    main()
