@@ -142,6 +142,26 @@ def cmd_projector(args) -> int:
     return _run_service(projector.run_forever)
 
 
+def cmd_projector_replay(args) -> int:
+    import asyncio
+
+    from . import sandbox
+    from .projector import Projection, Projector, ProjectorConfig
+
+    box = sandbox.load(args.state_dir)
+    projector = Projector(
+        ProjectorConfig(
+            dsn=box.s.dsn(),
+            nats_url=box.s.nats_url,
+            names=box.s.names,
+            projection=Projection.faden_view(box.s.names),
+            batch_size=args.batch_size,
+        )
+    )
+    print(json.dumps(asyncio.run(projector.replay(args.mode))))
+    return 0
+
+
 def cmd_kms(args) -> int:
     from . import kms, sandbox
 
@@ -206,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--count", type=int, default=0, help="stop after this many writes (0: no limit)")
     p.set_defaults(func=cmd_workload)
+
+    p = with_state(sub.add_parser("projector-replay", help="rebuild or catch up faden_view from the stream"))
+    p.add_argument("--mode", choices=("rebuild", "catch_up"), default="catch_up")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.set_defaults(func=cmd_projector_replay)
 
     p = with_state(sub.add_parser("service", help="run one of the sandbox's services in the foreground"))
     p.add_argument("name", choices=sorted(SERVICES))

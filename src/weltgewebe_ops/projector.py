@@ -10,6 +10,7 @@ already consumed is skipped, so each event takes effect once.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from psycopg import AsyncConnection, sql
@@ -47,6 +48,9 @@ class Projection:
         return cls(name=names.faden_view, table=names.faden_view, handlers=dict(FADEN_VIEW_HANDLERS))
 
 
+PROJECTIONS = {"faden_view": Projection.faden_view}
+
+
 @dataclass(frozen=True)
 class ProjectorConfig:
     dsn: str
@@ -62,6 +66,7 @@ class ProjectorStats:
     applied: int = 0
     skipped: int = 0
     ignored: int = 0
+    excluded: int = 0
     last_sequence: int = 0
     batches: int = 0
 
@@ -73,6 +78,7 @@ class Projector:
     def __init__(self, config: ProjectorConfig):
         self.config = config
         self.stats = ProjectorStats()
+        self.excluded_ids: set[int] = set()
         names = config.names
         view = sql.Identifier(config.projection.table)
         self._handlers = {etype: sql.SQL(text).format(view=view) for etype, text in config.projection.handlers.items()}
@@ -87,6 +93,18 @@ class Projector:
             "ON CONFLICT (projection) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, "
             "stream = EXCLUDED.stream, updated_at = now()"
         ).format(t=sql.Identifier(names.checkpoints_table))
+
+    async def load_exclusions(self, conn: AsyncConnection) -> set[int]:
+        from .audit import exclusions_table
+
+        table = exclusions_table(self.config.names)
+        exists = (await (await conn.execute("SELECT to_regclass(%s)", (table,))).fetchone())[0]
+        if not exists:
+            return set()
+        rows = await (
+            await conn.execute(sql.SQL("SELECT event_id FROM {t}").format(t=sql.Identifier(table)))
+        ).fetchall()
+        return {row[0] for row in rows}
 
     async def checkpoint(self, conn: AsyncConnection) -> int:
         row = await (await conn.execute(self._checkpoint_read, (self.config.projection.name,))).fetchone()
@@ -108,6 +126,9 @@ class Projector:
                 seq = msg.metadata.sequence.stream
                 last_seq = max(last_seq, seq)
                 event_id = self.event_id(msg)
+                if event_id in self.excluded_ids:  # lost in a restore (audit.remedy): never applied
+                    self.stats.excluded += 1
+                    continue
                 if event_id is not None:
                     cur = await conn.execute(self._consume, (consumer, event_id))
                     if cur.rowcount == 0:
@@ -136,17 +157,21 @@ class Projector:
         )
         return await js.pull_subscribe(self.config.names.stream_subjects, stream=self.config.names.stream, config=cfg)
 
-    async def run(self, stop: asyncio.Event | None = None, until_idle: bool = False) -> ProjectorStats:
-        """Consume from the checkpoint; forever, or until a fetch finds nothing (``until_idle``)."""
+    async def run(
+        self, stop: asyncio.Event | None = None, until_idle: bool = False, until_sequence: int = 0
+    ) -> ProjectorStats:
+        """Consume from the checkpoint: forever, until a fetch finds nothing (``until_idle``), or until
+        the checkpoint reaches ``until_sequence``."""
         import nats.errors
 
         stop = stop or asyncio.Event()
         async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
             self.stats.last_sequence = await self.checkpoint(conn)
+            self.excluded_ids = await self.load_exclusions(conn)
             nc = await connect_nats(self.config.nats_url)
             try:
                 sub = await self.subscribe(nc.jetstream(), self.stats.last_sequence)
-                while not stop.is_set():
+                while not stop.is_set() and not (until_sequence and self.stats.last_sequence >= until_sequence):
                     try:
                         msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout_seconds)
                     except (nats.errors.TimeoutError, TimeoutError):
@@ -158,6 +183,48 @@ class Projector:
             finally:
                 await nc.close()
         return self.stats
+
+    async def reset(self, conn: AsyncConnection) -> None:
+        """Empty the read model, its checkpoint and its consumed ids, in one transaction."""
+        names, name = self.config.names, self.config.projection.name
+        async with conn.transaction():
+            await conn.execute(sql.SQL("TRUNCATE {t}").format(t=sql.Identifier(self.config.projection.table)))
+            await conn.execute(
+                sql.SQL("DELETE FROM {t} WHERE projection = %s").format(t=sql.Identifier(names.checkpoints_table)),
+                (name,),
+            )
+            await conn.execute(
+                sql.SQL("DELETE FROM {t} WHERE consumer_name = %s").format(t=sql.Identifier(names.consumptions_table)),
+                (name,),
+            )
+
+    async def replay(self, mode: str = "catch_up") -> dict:
+        """``rebuild``: reset, then apply the stream from its first message; ``catch_up``: apply what
+        came after the checkpoint. Either way up to the stream's last message when it started; a
+        replay that was killed resumes from its last committed batch with ``catch_up``."""
+        from .natsio import stream_state
+
+        if mode not in ("rebuild", "catch_up"):
+            raise ValueError(f"mode must be rebuild or catch_up, not {mode!r}")
+        started = time.monotonic()
+        target = (await stream_state(self.config.nats_url, self.config.names))["last_seq"]
+        if mode == "rebuild":
+            async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
+                await self.reset(conn)
+        await self.run(until_idle=True, until_sequence=target)
+        seconds = time.monotonic() - started
+        return {
+            "projection": self.config.projection.name,
+            "mode": mode,
+            **self.stats.as_dict(),
+            "stream_last_sequence": target,
+            "seconds": round(seconds, 3),
+            "events_per_second": round(
+                (self.stats.applied + self.stats.skipped + self.stats.ignored + self.stats.excluded) / seconds, 1
+            )
+            if seconds
+            else 0.0,
+        }
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()

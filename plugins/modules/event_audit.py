@@ -1,0 +1,158 @@
+#!/usr/bin/python
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
+"""Ansible module weltgewebe.ops.event_audit."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: event_audit
+short_description: Compare the event stream with a restored outbox, and apply the remedy before the relay starts
+version_added: "0.1.0"
+description:
+  - After a point-in-time restore the database is rewound, the stream is not. Reports the events in
+    the stream that the restored outbox lacks (the data loss in events: count, id ranges, time
+    range) and outbox ids whose stream message differs (ids reused after the sequence rewound).
+  - With O(remedy=true) (before the relay and the apps start) moves the outbox id sequence past
+    every id the stream has seen, so new rows never reuse a C(Nats-Msg-Id) that JetStream would drop
+    as a duplicate, and records the lost ids in C(<consumptions_table>_excluded), which the
+    projector honours, so rebuilt read models leave them out.
+  - Check mode reports and changes nothing.
+options:
+  dsn:
+    description: libpq connection string of the restored database. May hold a password.
+    type: str
+    required: true
+  nats_url:
+    description: The NATS holding the stream.
+    type: str
+    required: true
+  remedy:
+    description: Apply the remedy (sequence past the stream's highest id, lost ids excluded from read models).
+    type: bool
+    default: false
+  outbox_table:
+    description: The outbox table.
+    type: str
+    default: domain_outbox
+  consumptions_table:
+    description: The consumed-events table; the exclusions go to C(<consumptions_table>_excluded).
+    type: str
+    default: domain_event_consumptions
+  stream:
+    description: The JetStream stream.
+    type: str
+    default: WELTGEWEBE_DOMAIN
+  subject_prefix:
+    description: Subjects are C(<subject_prefix>.domain.>).
+    type: str
+    default: weltgewebe
+  msg_id_prefix:
+    description: C(Nats-Msg-Id) prefix before the outbox id.
+    type: str
+    default: domain-outbox-
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details: A second remedy finds the sequence already moved and the lost ids already excluded.
+author:
+  - weltgewebe.ops developers
+"""
+
+EXAMPLES = r"""
+- name: Audit the event log against the restored outbox and fix the sequence before the relay starts
+  weltgewebe.ops.event_audit:
+    dsn: "host={{ restored.work_dir }}/socket port={{ restored.port }} dbname=weltgewebe user=postgres"
+    nats_url: nats://127.0.0.1:4222
+    remedy: true
+  register: event_log
+"""
+
+RETURN = r"""
+lost_events:
+  description: Events in the stream whose outbox rows the restored database does not have (the data loss).
+  returned: always
+  type: int
+lost_ids:
+  description: Their outbox ids as ranges.
+  returned: always
+  type: list
+  elements: str
+lost_first_time:
+  description: Stream time of the first lost event.
+  returned: always
+  type: str
+lost_last_time:
+  description: Stream time of the last lost event.
+  returned: always
+  type: str
+reused_ids:
+  description: Outbox ids whose stream message has a different event (reused after the sequence rewound).
+  returned: always
+  type: list
+  elements: int
+stream_max_id:
+  description: The highest outbox id the stream has seen.
+  returned: always
+  type: int
+remedy:
+  description: What the remedy did (sequence moved to, events excluded).
+  returned: when remedy is true and not check mode
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "dsn": {"type": "str", "required": True, "no_log": True},
+            "nats_url": {"type": "str", "required": True},
+            "remedy": {"type": "bool", "default": False},
+            "outbox_table": {"type": "str", "default": "domain_outbox"},
+            "consumptions_table": {"type": "str", "default": "domain_event_consumptions"},
+            "stream": {"type": "str", "default": "WELTGEWEBE_DOMAIN"},
+            "subject_prefix": {"type": "str", "default": "weltgewebe"},
+            "msg_id_prefix": {"type": "str", "default": "domain-outbox-"},
+        },
+        supports_check_mode=True,
+    )
+    ensure_library(module)
+    import asyncio
+
+    import psycopg
+
+    from weltgewebe_ops import audit
+    from weltgewebe_ops.settings import ContractNames
+
+    p = module.params
+    names = ContractNames(
+        outbox_table=p["outbox_table"],
+        consumptions_table=p["consumptions_table"],
+        stream=p["stream"],
+        subject_prefix=p["subject_prefix"],
+        msg_id_prefix=p["msg_id_prefix"],
+    )
+    try:
+        report = asyncio.run(audit.audit(p["dsn"], p["nats_url"], names))
+        fix = None
+        if p["remedy"] and not module.check_mode:
+            fix = asyncio.run(audit.remedy(p["dsn"], names, report))
+    except psycopg.Error as exc:
+        module.fail_json(msg=f"cannot read the restored outbox: {str(exc).strip()}")
+    except Exception as exc:  # noqa: BLE001 - NATS errors, reported in one line
+        module.fail_json(msg=f"cannot read the stream {p['stream']} at {p['nats_url']}: {type(exc).__name__}: {exc}")
+    report.pop("_lost")
+    changed = bool(fix and (fix["sequence_moved"] or fix["excluded_events"]))
+    module.exit_json(changed=changed, remedy=fix, **report)
+
+
+if __name__ == "__main__":
+    main()

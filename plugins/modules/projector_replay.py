@@ -1,0 +1,170 @@
+#!/usr/bin/python
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
+"""Ansible module weltgewebe.ops.projector_replay."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: projector_replay
+short_description: Rebuild or catch up Weltgewebe read models from NATS JetStream
+version_added: "0.1.0"
+description:
+  - For each projection, O(mode=rebuild) empties the read model, its checkpoint and its consumed
+    event ids in one transaction, then applies the stream from its first message;
+    O(mode=catch_up) applies what came after the checkpoint. Both stop at the stream's last message
+    as of the start.
+  - Each batch's read-model changes, consumed event ids and stream checkpoint commit in one
+    transaction, so a replay killed midway resumes with O(mode=catch_up) to the same result.
+  - Check mode reports each checkpoint and the stream's last sequence, and changes nothing.
+options:
+  dsn:
+    description: libpq connection string of the database holding the read models. May hold a password.
+    type: str
+    required: true
+  nats_url:
+    description: The NATS with the domain stream.
+    type: str
+    required: true
+  projections:
+    description: The read models to replay (their handlers are defined in the library).
+    type: list
+    elements: str
+    choices: [faden_view]
+    default: [faden_view]
+  mode:
+    description: V(rebuild) from the stream's first message, or V(catch_up) from the checkpoint.
+    type: str
+    choices: [rebuild, catch_up]
+    default: catch_up
+  stream:
+    description: The JetStream stream.
+    type: str
+    default: WELTGEWEBE_DOMAIN
+  subject_prefix:
+    description: Subjects are C(<subject_prefix>.domain.>).
+    type: str
+    default: weltgewebe
+  consumptions_table:
+    description: Table of consumed event ids per consumer.
+    type: str
+    default: domain_event_consumptions
+  checkpoints_table:
+    description: Table of stream checkpoints per projection.
+    type: str
+    default: projection_checkpoints
+  batch_size:
+    description: Messages applied per transaction.
+    type: int
+    default: 512
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: partial
+    details: V(catch_up) with nothing new changes nothing; V(rebuild) always rebuilds.
+author:
+  - weltgewebe.ops developers
+"""
+
+EXAMPLES = r"""
+- name: Rebuild faden_view from the recovery site's stream
+  weltgewebe.ops.projector_replay:
+    dsn: "host=127.0.0.1 port={{ restored.port }} dbname=weltgewebe user=postgres"
+    nats_url: nats://127.0.0.1:4222
+    mode: rebuild
+"""
+
+RETURN = r"""
+projections:
+  description:
+    - Per projection, applied, skipped (already consumed), ignored (no handler), last_sequence,
+      seconds, events_per_second.
+  returned: success and not check mode
+  type: list
+  elements: dict
+applied:
+  description: Events applied over all projections.
+  returned: success and not check mode
+  type: int
+checkpoints:
+  description: In check mode, each projection's checkpoint and the stream's last sequence.
+  returned: check mode
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "dsn": {"type": "str", "required": True, "no_log": True},
+            "nats_url": {"type": "str", "required": True},
+            "projections": {"type": "list", "elements": "str", "choices": ["faden_view"], "default": ["faden_view"]},
+            "mode": {"type": "str", "choices": ["rebuild", "catch_up"], "default": "catch_up"},
+            "stream": {"type": "str", "default": "WELTGEWEBE_DOMAIN"},
+            "subject_prefix": {"type": "str", "default": "weltgewebe"},
+            "consumptions_table": {"type": "str", "default": "domain_event_consumptions"},
+            "checkpoints_table": {"type": "str", "default": "projection_checkpoints"},
+            "batch_size": {"type": "int", "default": 512},
+        },
+        supports_check_mode=True,
+    )
+    ensure_library(module)
+    import asyncio
+
+    import psycopg
+
+    from weltgewebe_ops.natsio import stream_state
+    from weltgewebe_ops.projector import PROJECTIONS, Projector, ProjectorConfig
+    from weltgewebe_ops.settings import ContractNames
+
+    p = module.params
+    names = ContractNames(
+        stream=p["stream"],
+        subject_prefix=p["subject_prefix"],
+        consumptions_table=p["consumptions_table"],
+        checkpoints_table=p["checkpoints_table"],
+    )
+    projectors = [
+        Projector(
+            ProjectorConfig(
+                dsn=p["dsn"],
+                nats_url=p["nats_url"],
+                names=names,
+                projection=PROJECTIONS[name](names),
+                batch_size=p["batch_size"],
+            )
+        )
+        for name in p["projections"]
+    ]
+
+    async def checkpoints() -> dict:
+        last = (await stream_state(p["nats_url"], names))["last_seq"]
+        async with await psycopg.AsyncConnection.connect(p["dsn"], autocommit=True) as conn:
+            return {
+                pr.config.projection.name: {"checkpoint": await pr.checkpoint(conn), "stream_last_sequence": last}
+                for pr in projectors
+            }
+
+    try:
+        if module.check_mode:
+            found = asyncio.run(checkpoints())
+            behind = any(v["checkpoint"] < v["stream_last_sequence"] for v in found.values())
+            module.exit_json(changed=p["mode"] == "rebuild" or behind, checkpoints=found)
+        results = [asyncio.run(pr.replay(p["mode"])) for pr in projectors]
+    except psycopg.Error as exc:
+        module.fail_json(msg=f"cannot reach the read models' database: {str(exc).strip()}")
+    except Exception as exc:  # noqa: BLE001 - NATS errors, reported in one line
+        module.fail_json(msg=f"replay failed: {type(exc).__name__}: {exc} (is NATS at {p['nats_url']} up?)")
+    applied = sum(r["applied"] for r in results)
+    module.exit_json(changed=p["mode"] == "rebuild" or applied > 0, projections=results, applied=applied)
+
+
+if __name__ == "__main__":
+    main()

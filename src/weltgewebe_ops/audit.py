@@ -1,0 +1,168 @@
+"""The event-log audit after a point-in-time restore, and its remedy.
+
+A restore rewinds the database, not the stream. Two things follow (shared/UPSTREAM.md):
+- events in the stream whose outbox rows the restored database does not have: they are the data
+  loss (the RPO in events), and a rebuilt read model must not show them;
+- the outbox id sequence rewinds, so new rows reuse ids whose ``Nats-Msg-Id`` is already in the
+  stream: JetStream drops them as duplicates inside its window, or projectors misapply them.
+
+``audit`` compares the stream with the restored outbox. ``remedy`` (run before the relay and the
+API start) moves the outbox sequence past the highest id the stream has seen and records the lost
+ids in an exclusion table the projector honours, so rebuilt read models leave them out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from .natsio import connect
+from .settings import ContractNames
+
+EXCLUSIONS_DDL = """
+CREATE TABLE IF NOT EXISTS {t} (
+    event_id bigint PRIMARY KEY,
+    reason text NOT NULL,
+    stream_sequence bigint,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def exclusions_table(names: ContractNames) -> str:
+    return f"{names.consumptions_table}_excluded"
+
+
+def _digest(event_type: str, payload: Any) -> str:
+    data = payload if isinstance(payload, (dict, list)) else json.loads(payload)
+    return hashlib.sha256(f"{event_type}|{json.dumps(data, sort_keys=True)}".encode()).hexdigest()
+
+
+async def read_stream(nats_url: str, names: ContractNames, batch: int = 1000) -> dict[int, dict]:
+    """outbox id -> {seq, time, digest} for every message of the stream (ephemeral consumer)."""
+    import nats.errors
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    nc = await connect(nats_url)
+    out: dict[int, dict] = {}
+    try:
+        js = nc.jetstream()
+        last = (await js.stream_info(names.stream)).state.last_seq
+        if last == 0:
+            return out
+        sub = await js.pull_subscribe(
+            names.stream_subjects,
+            stream=names.stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=30.0),
+        )
+        seen = 0
+        while seen < last:
+            try:
+                msgs = await sub.fetch(batch, timeout=2)
+            except (nats.errors.TimeoutError, TimeoutError):
+                break
+            for msg in msgs:
+                meta = msg.metadata
+                seen = max(seen, meta.sequence.stream)
+                msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+                if not msg_id.startswith(names.msg_id_prefix):
+                    continue
+                event_type = msg.subject.split(".", 1)[1] if "." in msg.subject else msg.subject
+                out[int(msg_id[len(names.msg_id_prefix) :])] = {
+                    "seq": meta.sequence.stream,
+                    "time": meta.timestamp,
+                    "digest": _digest(event_type, msg.data),
+                }
+    finally:
+        await nc.close()
+    return out
+
+
+async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]:
+    stream = await read_stream(nats_url, names)
+    async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+        rows = await (
+            await conn.execute(
+                sql.SQL("SELECT id, event_type, payload FROM {t}").format(t=sql.Identifier(names.outbox_table))
+            )
+        ).fetchall()
+        seq_value = (
+            await (
+                await conn.execute(
+                    "SELECT last_value FROM pg_sequences WHERE sequencename = %s", (f"{names.outbox_table}_id_seq",)
+                )
+            ).fetchone()
+            or [None]
+        )[0]
+    db = {row[0]: _digest(row[1], row[2]) for row in rows}
+    lost = sorted(set(stream) - set(db))
+    reused = sorted(i for i in set(stream) & set(db) if stream[i]["digest"] != db[i])
+    lost_times = [stream[i]["time"] for i in lost if stream[i]["time"]]
+    return {
+        "stream_events": len(stream),
+        "outbox_rows": len(db),
+        "stream_max_id": max(stream, default=0),
+        "outbox_max_id": max(db, default=0),
+        "outbox_sequence_last_value": seq_value,
+        "lost_events": len(lost),
+        "lost_ids": _ranges(lost),
+        "lost_first_time": _iso(min(lost_times)) if lost_times else None,
+        "lost_last_time": _iso(max(lost_times)) if lost_times else None,
+        "reused_ids": reused,
+        "reused_count": len(reused),
+        "_lost": {i: stream[i]["seq"] for i in lost},
+    }
+
+
+async def remedy(dsn: str, names: ContractNames, report: dict[str, Any]) -> dict[str, Any]:
+    """Move the outbox sequence past every id the stream has seen; exclude lost events from read models."""
+    table = sql.Identifier(exclusions_table(names))
+    target = max(report["stream_max_id"], report["outbox_max_id"])
+    async with await AsyncConnection.connect(dsn, autocommit=True) as conn, conn.transaction():
+        await conn.execute(sql.SQL(EXCLUSIONS_DDL).format(t=table))
+        before = (
+            await (
+                await conn.execute(
+                    "SELECT last_value FROM pg_sequences WHERE sequencename = %s", (f"{names.outbox_table}_id_seq",)
+                )
+            ).fetchone()
+            or [0]
+        )[0] or 0
+        moved = target > before
+        if moved:
+            await conn.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)", (names.outbox_table, target))
+        excluded = 0
+        for event_id, seq in report["_lost"].items():
+            cur = await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {t} (event_id, reason, stream_sequence) VALUES (%s, 'lost in restore', %s) "
+                    "ON CONFLICT DO NOTHING"
+                ).format(t=table),
+                (event_id, seq),
+            )
+            excluded += cur.rowcount
+    return {"sequence_moved_to": target if moved else before, "sequence_moved": moved, "excluded_events": excluded}
+
+
+def _ranges(ids: list[int]) -> list[str]:
+    out: list[str] = []
+    start = prev = None
+    for i in ids:
+        if start is None:
+            start = prev = i
+        elif i == prev + 1:
+            prev = i
+        else:
+            out.append(f"{start}-{prev}" if start != prev else str(start))
+            start = prev = i
+    if start is not None:
+        out.append(f"{start}-{prev}" if start != prev else str(start))
+    return out
+
+
+def _iso(value) -> str:
+    return value.isoformat() if isinstance(value, dt.datetime) else str(value)
