@@ -82,9 +82,11 @@ class Projector:
         names = config.names
         view = sql.Identifier(config.projection.table)
         self._handlers = {etype: sql.SQL(text).format(view=view) for etype, text in config.projection.handlers.items()}
-        self._consume = sql.SQL(
-            "INSERT INTO {t} (consumer_name, event_id) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+        self._consume_many = sql.SQL(
+            "INSERT INTO {t} (consumer_name, event_id) SELECT %s, unnest(%s::bigint[]) "
+            "ON CONFLICT DO NOTHING RETURNING event_id"
         ).format(t=sql.Identifier(names.consumptions_table))
+
         self._checkpoint_read = sql.SQL("SELECT last_sequence FROM {t} WHERE projection = %s").format(
             t=sql.Identifier(names.checkpoints_table)
         )
@@ -118,29 +120,46 @@ class Projector:
         return None
 
     async def apply_batch(self, conn: AsyncConnection, msgs: list) -> None:
-        """Apply messages in one transaction with the consumed ids and the checkpoint."""
+        """Apply messages in one transaction with the consumed ids and the checkpoint.
+
+        The consumed ids are recorded with one statement; the handlers run in stream order, runs of
+        the same event type sent together (executemany, pipelined)."""
         consumer = self.config.projection.name
+        last_seq = max([self.stats.last_sequence] + [m.metadata.sequence.stream for m in msgs])
+        events = []  # (event_id or None, event_type, data, seq)
+        for msg in msgs:
+            event_id = self.event_id(msg)
+            if event_id in self.excluded_ids:  # lost in a restore (audit.remedy): never applied
+                self.stats.excluded += 1
+                continue
+            event_type = msg.subject.split(".", 1)[1] if "." in msg.subject else msg.subject
+            events.append((event_id, event_type, msg.data, msg.metadata.sequence.stream))
         async with conn.transaction():
-            last_seq = self.stats.last_sequence
-            for msg in msgs:
-                seq = msg.metadata.sequence.stream
-                last_seq = max(last_seq, seq)
-                event_id = self.event_id(msg)
-                if event_id in self.excluded_ids:  # lost in a restore (audit.remedy): never applied
-                    self.stats.excluded += 1
-                    continue
+            ids = [e[0] for e in events if e[0] is not None]
+            fresh: set[int] = set()
+            if ids:
+                cur = await conn.execute(self._consume_many, (consumer, ids))
+                fresh = {row[0] for row in await cur.fetchall()}
+            runs: list[tuple[str, list[dict]]] = []
+            for event_id, event_type, data, seq in events:
                 if event_id is not None:
-                    cur = await conn.execute(self._consume, (consumer, event_id))
-                    if cur.rowcount == 0:
+                    if event_id not in fresh:
                         self.stats.skipped += 1
                         continue
-                event_type = msg.subject.split(".", 1)[1] if "." in msg.subject else msg.subject
+                    fresh.discard(event_id)  # a second copy in the same batch is skipped too
                 handler = self._handlers.get(event_type)
                 if handler is None:
                     self.stats.ignored += 1
                     continue
-                await conn.execute(handler, {"payload": msg.data.decode(), "event_id": event_id or seq})
+                params = {"payload": data.decode(), "event_id": event_id or seq}
+                if runs and runs[-1][0] == event_type:
+                    runs[-1][1].append(params)
+                else:
+                    runs.append((event_type, [params]))
                 self.stats.applied += 1
+            async with conn.cursor() as cur:
+                for event_type, params in runs:
+                    await cur.executemany(self._handlers[event_type], params)
             await conn.execute(self._checkpoint_write, (consumer, self.config.names.stream, last_seq))
         self.stats.last_sequence = last_seq
         self.stats.batches += 1

@@ -1,0 +1,49 @@
+"""Shared set-up of bench/relay.py and bench/projector.py: a sandbox (S3, PostgreSQL, NATS) on free
+loopback ports with N outbox rows shaped like real `domain.edge.created` events."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from weltgewebe_ops import sandbox as sb
+
+PORTS = dict.fromkeys(("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "postgres", "nats", "api"), 0)
+
+FILL = """
+INSERT INTO domain_outbox (aggregate_type, aggregate_id, event_type, payload)
+SELECT 'edge', id, 'domain.edge.created',
+       jsonb_build_object('id', id, 'source_id', gen_random_uuid(), 'target_id', gen_random_uuid(),
+                          'kind', 'faden', 'note', repeat('n', 120), 'created_at', now(), 'updated_at', now())
+FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, %s)) g
+"""
+
+
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+@contextmanager
+def sandbox_with_events(count: int):
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    root = Path(tempfile.mkdtemp(prefix="wgops-bench-events-", dir="/var/tmp"))
+    root.chmod(0o755)
+    box = sb.Sandbox(sb.prepare({"state_dir": str(root / "sandbox"), "ports": PORTS}))
+    try:
+        for component in ("s3", "postgres", "schema", "nats"):
+            say(box.up(component).line)
+        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+            conn.execute(FILL, (count,))
+        say(f"{count} outbox rows (domain.edge.created, ~300 bytes each)")
+        yield box
+    finally:
+        box.down()
+        shutil.rmtree(root, ignore_errors=True)

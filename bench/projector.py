@@ -1,0 +1,87 @@
+"""Benchmark: the projector vs a raw read of the same stream, one run.
+
+    (a) raw:       nats-py pull consumer reading every message of the stream, no database
+    (b) projector: weltgewebe_ops.projector rebuild of faden_view (handlers, consumed ids and the
+                   checkpoint in one transaction per batch)
+
+Usage: .venv/bin/python bench/projector.py [--events 200000]
+Targets: projector >= 30 % of raw and >= 10,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from _events import sandbox_with_events, say
+
+from weltgewebe_ops import natsio
+from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
+from weltgewebe_ops.relay import Relay, RelayConfig
+
+
+async def raw_read(box, expected: int, batch: int = 512) -> float:
+    import nats.errors
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    nc = await natsio.connect(box.s.nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.pull_subscribe(
+            box.s.names.stream_subjects,
+            stream=box.s.names.stream,
+            config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
+        )
+        started, seen = time.monotonic(), 0
+        while seen < expected:
+            try:
+                seen += len(await sub.fetch(batch, timeout=2))
+            except (nats.errors.TimeoutError, TimeoutError):
+                break
+        return time.monotonic() - started
+    finally:
+        await nc.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    with sandbox_with_events(args.events) as box:
+        relayed = asyncio.run(
+            Relay(RelayConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names)).drain(1800)
+        )
+        say(f"stream filled by the relay: {relayed['published']} events")
+        raw_seconds = asyncio.run(raw_read(box, args.events))
+        projector = Projector(
+            ProjectorConfig(
+                dsn=box.s.dsn(),
+                nats_url=box.s.nats_url,
+                names=box.s.names,
+                projection=Projection.faden_view(box.s.names),
+            )
+        )
+        result = asyncio.run(projector.replay("rebuild"))
+        assert result["applied"] == args.events, result
+        raw_rate = args.events / raw_seconds
+        print()
+        print(f"{args.events} events, on this machine")
+        print(f"{'method':<34} {'seconds':>8} {'events/s':>10} {'vs raw':>7}")
+        print(f"{'(a) raw stream read (nats-py)':<34} {raw_seconds:8.2f} {raw_rate:10.0f} {1:6.2f}x")
+        print(
+            f"{'(b) projector rebuild (faden_view)':<34} {result['seconds']:8.2f} "
+            f"{result['events_per_second']:10.0f} {result['events_per_second'] / raw_rate:6.2f}x"
+        )
+        print("targets: projector >= 0.30x raw and >= 10,000 events/s")
+    say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Benchmark: the outbox relay vs a raw nats-py async publish of the same messages, one run.
+
+    (a) raw:   nats-py publish_async of the N messages (with Nats-Msg-Id) into a stream, no database
+    (b) relay: weltgewebe_ops.relay drain (claim FOR UPDATE SKIP LOCKED, publish, mark after the ack)
+
+Usage: .venv/bin/python bench/relay.py [--events 200000]
+Targets: relay >= 50 % of raw and >= 10,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from _events import sandbox_with_events, say
+
+from weltgewebe_ops import natsio
+from weltgewebe_ops.relay import Relay, RelayConfig
+
+
+async def raw_publish(box, rows, in_flight: int = 1024) -> float:
+    from nats.js.api import StreamConfig
+
+    nc = await natsio.connect(box.s.nats_url)
+    try:
+        js = nc.jetstream(publish_async_max_pending=in_flight)
+        await js.add_stream(StreamConfig(name="BENCH_RAW", subjects=["bench.raw.>"], duplicate_window=120.0))
+        started = time.monotonic()
+        futures = [
+            await js.publish_async(f"bench.raw.{etype}", payload.encode(), headers={"Nats-Msg-Id": f"raw-{oid}"})
+            for oid, etype, payload in rows
+        ]
+        await asyncio.gather(*futures)
+        return time.monotonic() - started
+    finally:
+        await nc.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    with sandbox_with_events(args.events) as box:
+        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+            rows = conn.execute("SELECT id, event_type, payload::text FROM domain_outbox ORDER BY id").fetchall()
+        raw_seconds = asyncio.run(raw_publish(box, rows))
+        relay = Relay(RelayConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names))
+        result = asyncio.run(relay.drain(timeout_seconds=1800))
+        assert result["remaining"] == 0, result
+        raw_rate = args.events / raw_seconds
+        print()
+        print(f"{args.events} events, on this machine")
+        print(f"{'method':<34} {'seconds':>8} {'events/s':>10} {'vs raw':>7}")
+        print(f"{'(a) raw nats-py publish_async':<34} {raw_seconds:8.2f} {raw_rate:10.0f} {1:6.2f}x")
+        print(
+            f"{'(b) relay drain (outbox -> stream)':<34} {result['seconds']:8.2f} "
+            f"{result['events_per_second']:10.0f} {result['events_per_second'] / raw_rate:6.2f}x"
+        )
+        print("targets: relay >= 0.50x raw and >= 10,000 events/s")
+    say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
