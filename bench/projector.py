@@ -26,7 +26,7 @@ from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
 from weltgewebe_ops.relay import Relay, RelayConfig
 
 
-async def raw_read(box, expected: int, batch: int = 512) -> float:
+async def raw_read(box, expected: int, batch: int = 2000) -> float:  # the projector fetches 2000 too
     import nats.errors
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 

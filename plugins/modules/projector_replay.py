@@ -57,7 +57,7 @@ options:
   batch_size:
     description: Messages applied per transaction.
     type: int
-    default: 512
+    default: 2000
 attributes:
   check_mode:
     support: full
@@ -111,7 +111,7 @@ def main():
             "subject_prefix": {"type": "str", "default": "weltgewebe"},
             "consumptions_table": {"type": "str", "default": "domain_event_consumptions"},
             "checkpoints_table": {"type": "str", "default": "projection_checkpoints"},
-            "batch_size": {"type": "int", "default": 512},
+            "batch_size": {"type": "int", "default": 2000},
         },
         supports_check_mode=True,
     )

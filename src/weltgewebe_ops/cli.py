@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_state(sub.add_parser("projector-replay", help="rebuild or catch up faden_view from the stream"))
     p.add_argument("--mode", choices=("rebuild", "catch_up"), default="catch_up")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=2000)
     p.set_defaults(func=cmd_projector_replay)
 
     p = with_state(sub.add_parser("service", help="run one of the sandbox's services in the foreground"))

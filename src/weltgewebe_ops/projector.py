@@ -57,7 +57,7 @@ class ProjectorConfig:
     nats_url: str
     projection: Projection
     names: ContractNames = field(default_factory=ContractNames)
-    batch_size: int = 512
+    batch_size: int = 2000
     fetch_timeout_seconds: float = 1.0
 
 
