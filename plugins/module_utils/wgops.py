@@ -64,3 +64,30 @@ def s3_error_message(exc) -> str:
     }
     hint = hints.get(code, "")
     return f"{type(exc).__name__}: {exc}" + (f" ({hint})" if hint else "")
+
+
+# Names of the Weltgewebe data contract, as the event modules take them (ContractNames' defaults).
+CONTRACT_DEFAULTS = {
+    "outbox_table": "domain_outbox",
+    "consumptions_table": "domain_event_consumptions",
+    "checkpoints_table": "projection_checkpoints",
+    "stream": "WELTGEWEBE_DOMAIN",
+    "subject_prefix": "weltgewebe",
+    "msg_id_prefix": "domain-outbox-",
+}
+
+
+def events_argument_spec(*contract_options: str) -> dict:
+    """dsn (secret) and nats_url, plus the named contract options with their defaults."""
+    spec = {
+        "dsn": {"type": "str", "required": True, "no_log": True},
+        "nats_url": {"type": "str", "required": True},
+    }
+    spec.update({name: {"type": "str", "default": CONTRACT_DEFAULTS[name]} for name in contract_options})
+    return spec
+
+
+def contract_names(params: dict):
+    from weltgewebe_ops.settings import ContractNames
+
+    return ContractNames(**{name: params[name] for name in CONTRACT_DEFAULTS if name in params})

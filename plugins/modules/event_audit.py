@@ -107,20 +107,18 @@ remedy:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+    contract_names,
+    ensure_library,
+    events_argument_spec,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "dsn": {"type": "str", "required": True, "no_log": True},
-            "nats_url": {"type": "str", "required": True},
+            **events_argument_spec("outbox_table", "consumptions_table", "stream", "subject_prefix", "msg_id_prefix"),
             "remedy": {"type": "bool", "default": False},
-            "outbox_table": {"type": "str", "default": "domain_outbox"},
-            "consumptions_table": {"type": "str", "default": "domain_event_consumptions"},
-            "stream": {"type": "str", "default": "WELTGEWEBE_DOMAIN"},
-            "subject_prefix": {"type": "str", "default": "weltgewebe"},
-            "msg_id_prefix": {"type": "str", "default": "domain-outbox-"},
         },
         supports_check_mode=True,
     )
@@ -130,16 +128,9 @@ def main():
     import psycopg
 
     from weltgewebe_ops import audit
-    from weltgewebe_ops.settings import ContractNames
 
     p = module.params
-    names = ContractNames(
-        outbox_table=p["outbox_table"],
-        consumptions_table=p["consumptions_table"],
-        stream=p["stream"],
-        subject_prefix=p["subject_prefix"],
-        msg_id_prefix=p["msg_id_prefix"],
-    )
+    names = contract_names(p)
     try:
         report = asyncio.run(audit.audit(p["dsn"], p["nats_url"], names))
         fix = None

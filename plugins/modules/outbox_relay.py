@@ -52,7 +52,7 @@ options:
   batch_size:
     description: Rows claimed per transaction.
     type: int
-    default: 256
+    default: 1000
   max_in_flight:
     description: Unacknowledged publishes at most.
     type: int
@@ -118,20 +118,20 @@ events_per_second:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+    contract_names,
+    ensure_library,
+    events_argument_spec,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
+            **events_argument_spec("outbox_table", "subject_prefix", "msg_id_prefix"),
             "state": {"type": "str", "choices": ["drained", "status"], "default": "drained"},
-            "dsn": {"type": "str", "required": True, "no_log": True},
-            "nats_url": {"type": "str", "required": True},
-            "outbox_table": {"type": "str", "default": "domain_outbox"},
-            "subject_prefix": {"type": "str", "default": "weltgewebe"},
-            "msg_id_prefix": {"type": "str", "default": "domain-outbox-"},
             "timeout_seconds": {"type": "float", "default": 300},
-            "batch_size": {"type": "int", "default": 256},
+            "batch_size": {"type": "int", "default": 1000},
             "max_in_flight": {"type": "int", "default": 1024},
             "max_attempts": {"type": "int", "default": 10},
             "fail_on_remaining": {"type": "bool", "default": True},
@@ -144,12 +144,9 @@ def main():
     import psycopg
 
     from weltgewebe_ops.relay import Relay, RelayConfig
-    from weltgewebe_ops.settings import ContractNames
 
     p = module.params
-    names = ContractNames(
-        outbox_table=p["outbox_table"], subject_prefix=p["subject_prefix"], msg_id_prefix=p["msg_id_prefix"]
-    )
+    names = contract_names(p)
     relay = Relay(
         RelayConfig(
             dsn=p["dsn"],

@@ -97,20 +97,19 @@ checkpoints:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+    contract_names,
+    ensure_library,
+    events_argument_spec,
+)
 
 
 def main():
     module = AnsibleModule(
         argument_spec={
-            "dsn": {"type": "str", "required": True, "no_log": True},
-            "nats_url": {"type": "str", "required": True},
+            **events_argument_spec("stream", "subject_prefix", "consumptions_table", "checkpoints_table"),
             "projections": {"type": "list", "elements": "str", "choices": ["faden_view"], "default": ["faden_view"]},
             "mode": {"type": "str", "choices": ["rebuild", "catch_up"], "default": "catch_up"},
-            "stream": {"type": "str", "default": "WELTGEWEBE_DOMAIN"},
-            "subject_prefix": {"type": "str", "default": "weltgewebe"},
-            "consumptions_table": {"type": "str", "default": "domain_event_consumptions"},
-            "checkpoints_table": {"type": "str", "default": "projection_checkpoints"},
             "batch_size": {"type": "int", "default": 2000},
         },
         supports_check_mode=True,
@@ -122,15 +121,9 @@ def main():
 
     from weltgewebe_ops.natsio import stream_state
     from weltgewebe_ops.projector import PROJECTIONS, Projector, ProjectorConfig
-    from weltgewebe_ops.settings import ContractNames
 
     p = module.params
-    names = ContractNames(
-        stream=p["stream"],
-        subject_prefix=p["subject_prefix"],
-        consumptions_table=p["consumptions_table"],
-        checkpoints_table=p["checkpoints_table"],
-    )
+    names = contract_names(p)
     projectors = [
         Projector(
             ProjectorConfig(
