@@ -47,3 +47,16 @@ def sandbox_with_events(count: int):
     finally:
         box.down()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def print_table(
+    events: int, raw_name: str, raw_seconds: float, ours_name: str, ours_seconds: float, ours_rate: float, target: str
+) -> None:
+    """The two figures side by side, ours as a ratio of the raw baseline."""
+    raw_rate = events / raw_seconds
+    print()
+    print(f"{events} events, on this machine")
+    print(f"{'method':<34} {'seconds':>8} {'events/s':>10} {'vs raw':>7}")
+    print(f"{raw_name:<34} {raw_seconds:8.2f} {raw_rate:10.0f} {1:6.2f}x")
+    print(f"{ours_name:<34} {ours_seconds:8.2f} {ours_rate:10.0f} {ours_rate / raw_rate:6.2f}x")
+    print(f"targets: {target}")

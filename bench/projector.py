@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from _events import sandbox_with_events, say
+from _events import print_table, sandbox_with_events, say
 
 from weltgewebe_ops import natsio
 from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
@@ -69,16 +69,15 @@ def main() -> int:
         )
         result = asyncio.run(projector.replay("rebuild"))
         assert result["applied"] == args.events, result
-        raw_rate = args.events / raw_seconds
-        print()
-        print(f"{args.events} events, on this machine")
-        print(f"{'method':<34} {'seconds':>8} {'events/s':>10} {'vs raw':>7}")
-        print(f"{'(a) raw stream read (nats-py)':<34} {raw_seconds:8.2f} {raw_rate:10.0f} {1:6.2f}x")
-        print(
-            f"{'(b) projector rebuild (faden_view)':<34} {result['seconds']:8.2f} "
-            f"{result['events_per_second']:10.0f} {result['events_per_second'] / raw_rate:6.2f}x"
+        print_table(
+            args.events,
+            "(a) raw stream read (nats-py)",
+            raw_seconds,
+            "(b) projector rebuild (faden_view)",
+            result["seconds"],
+            result["events_per_second"],
+            "projector >= 0.30x raw and >= 10,000 events/s",
         )
-        print("targets: projector >= 0.30x raw and >= 10,000 events/s")
     say("done")
     return 0
 

@@ -20,7 +20,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from _events import sandbox_with_events, say
+from _events import print_table, sandbox_with_events, say
 
 from weltgewebe_ops import natsio
 from weltgewebe_ops.relay import Relay, RelayConfig
@@ -55,16 +55,15 @@ def main() -> int:
         relay = Relay(RelayConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names))
         result = asyncio.run(relay.drain(timeout_seconds=1800))
         assert result["remaining"] == 0, result
-        raw_rate = args.events / raw_seconds
-        print()
-        print(f"{args.events} events, on this machine")
-        print(f"{'method':<34} {'seconds':>8} {'events/s':>10} {'vs raw':>7}")
-        print(f"{'(a) raw nats-py publish_async':<34} {raw_seconds:8.2f} {raw_rate:10.0f} {1:6.2f}x")
-        print(
-            f"{'(b) relay drain (outbox -> stream)':<34} {result['seconds']:8.2f} "
-            f"{result['events_per_second']:10.0f} {result['events_per_second'] / raw_rate:6.2f}x"
+        print_table(
+            args.events,
+            "(a) raw nats-py publish_async",
+            raw_seconds,
+            "(b) relay drain (outbox -> stream)",
+            result["seconds"],
+            result["events_per_second"],
+            "relay >= 0.50x raw and >= 10,000 events/s",
         )
-        print("targets: relay >= 0.50x raw and >= 10,000 events/s")
     say("done")
     return 0
 

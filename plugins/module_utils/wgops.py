@@ -77,17 +77,17 @@ CONTRACT_DEFAULTS = {
 }
 
 
-def events_argument_spec(*contract_options: str) -> dict:
-    """dsn (secret) and nats_url, plus the named contract options with their defaults."""
+def events_argument_spec() -> dict:
+    """dsn (secret), nats_url and the contract's names, as documented by the fragment weltgewebe.ops.events."""
     spec = {
         "dsn": {"type": "str", "required": True, "no_log": True},
         "nats_url": {"type": "str", "required": True},
     }
-    spec.update({name: {"type": "str", "default": CONTRACT_DEFAULTS[name]} for name in contract_options})
+    spec.update({name: {"type": "str", "default": default} for name, default in CONTRACT_DEFAULTS.items()})
     return spec
 
 
 def contract_names(params: dict):
     from weltgewebe_ops.settings import ContractNames
 
-    return ContractNames(**{name: params[name] for name in CONTRACT_DEFAULTS if name in params})
+    return ContractNames(**{name: params[name] for name in CONTRACT_DEFAULTS})

@@ -19,39 +19,13 @@ description:
     as a duplicate, and records the lost ids in C(<consumptions_table>_excluded), which the
     projector honours, so rebuilt read models leave them out.
   - Check mode reports and changes nothing.
+extends_documentation_fragment:
+  - weltgewebe.ops.events
 options:
-  dsn:
-    description: libpq connection string of the restored database. May hold a password.
-    type: str
-    required: true
-  nats_url:
-    description: The NATS holding the stream.
-    type: str
-    required: true
   remedy:
     description: Apply the remedy (sequence past the stream's highest id, lost ids excluded from read models).
     type: bool
     default: false
-  outbox_table:
-    description: The outbox table.
-    type: str
-    default: domain_outbox
-  consumptions_table:
-    description: The consumed-events table; the exclusions go to C(<consumptions_table>_excluded).
-    type: str
-    default: domain_event_consumptions
-  stream:
-    description: The JetStream stream.
-    type: str
-    default: WELTGEWEBE_DOMAIN
-  subject_prefix:
-    description: Subjects are C(<subject_prefix>.domain.>).
-    type: str
-    default: weltgewebe
-  msg_id_prefix:
-    description: C(Nats-Msg-Id) prefix before the outbox id.
-    type: str
-    default: domain-outbox-
 attributes:
   check_mode:
     support: full
@@ -117,7 +91,7 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
 def main():
     module = AnsibleModule(
         argument_spec={
-            **events_argument_spec("outbox_table", "consumptions_table", "stream", "subject_prefix", "msg_id_prefix"),
+            **events_argument_spec(),
             "remedy": {"type": "bool", "default": False},
         },
         supports_check_mode=True,

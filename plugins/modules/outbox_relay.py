@@ -19,32 +19,14 @@ description:
   - O(state=status) only reports the pending rows.
   - Check mode reports the pending rows and changes nothing.
   - C(started)/C(stopped) for the long-running relay service are not built yet.
+extends_documentation_fragment:
+  - weltgewebe.ops.events
 options:
   state:
     description: V(drained) relays until nothing is pending; V(status) only reports.
     type: str
     choices: [drained, status]
     default: drained
-  dsn:
-    description: libpq connection string of the (restored) database. May hold a password.
-    type: str
-    required: true
-  nats_url:
-    description: The recovery site's NATS, e.g. V(nats://127.0.0.1:4222).
-    type: str
-    required: true
-  outbox_table:
-    description: The outbox table.
-    type: str
-    default: domain_outbox
-  subject_prefix:
-    description: Events are published to C(<subject_prefix>.<event_type>).
-    type: str
-    default: weltgewebe
-  msg_id_prefix:
-    description: C(Nats-Msg-Id) is this prefix plus the outbox id.
-    type: str
-    default: domain-outbox-
   timeout_seconds:
     description: Stop draining after this long (rows left are returned as RV(remaining)).
     type: float
@@ -128,7 +110,7 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
 def main():
     module = AnsibleModule(
         argument_spec={
-            **events_argument_spec("outbox_table", "subject_prefix", "msg_id_prefix"),
+            **events_argument_spec(),
             "state": {"type": "str", "choices": ["drained", "status"], "default": "drained"},
             "timeout_seconds": {"type": "float", "default": 300},
             "batch_size": {"type": "int", "default": 1000},

@@ -18,15 +18,9 @@ description:
   - Each batch's read-model changes, consumed event ids and stream checkpoint commit in one
     transaction, so a replay killed midway resumes with O(mode=catch_up) to the same result.
   - Check mode reports each checkpoint and the stream's last sequence, and changes nothing.
+extends_documentation_fragment:
+  - weltgewebe.ops.events
 options:
-  dsn:
-    description: libpq connection string of the database holding the read models. May hold a password.
-    type: str
-    required: true
-  nats_url:
-    description: The NATS with the domain stream.
-    type: str
-    required: true
   projections:
     description: The read models to replay (their handlers are defined in the library).
     type: list
@@ -38,22 +32,6 @@ options:
     type: str
     choices: [rebuild, catch_up]
     default: catch_up
-  stream:
-    description: The JetStream stream.
-    type: str
-    default: WELTGEWEBE_DOMAIN
-  subject_prefix:
-    description: Subjects are C(<subject_prefix>.domain.>).
-    type: str
-    default: weltgewebe
-  consumptions_table:
-    description: Table of consumed event ids per consumer.
-    type: str
-    default: domain_event_consumptions
-  checkpoints_table:
-    description: Table of stream checkpoints per projection.
-    type: str
-    default: projection_checkpoints
   batch_size:
     description: Messages applied per transaction.
     type: int
@@ -107,7 +85,7 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
 def main():
     module = AnsibleModule(
         argument_spec={
-            **events_argument_spec("stream", "subject_prefix", "consumptions_table", "checkpoints_table"),
+            **events_argument_spec(),
             "projections": {"type": "list", "elements": "str", "choices": ["faden_view"], "default": ["faden_view"]},
             "mode": {"type": "str", "choices": ["rebuild", "catch_up"], "default": "catch_up"},
             "batch_size": {"type": "int", "default": 2000},

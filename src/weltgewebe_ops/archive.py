@@ -283,8 +283,10 @@ def backup_info(
     inv = list_inventory(client, loc)
     newest = inv.newest_segment()
     backups = []
+    needed_by_backup: dict[str, list[str]] = {}  # kept for the object checks: no second pass over history files
     for label in inv.labels:
         cont = continuity(client, loc, inv, label)
+        needed_by_backup[label["backup_id"]] = cont["needed"]
         backups.append(
             {
                 **label,
@@ -316,8 +318,7 @@ def backup_info(
                 )
             )
         if check_objects:
-            label = next(lb for lb in inv.labels if lb["backup_id"] == chosen["backup_id"])
-            needed = continuity(client, loc, inv, label)["needed"]
+            needed = needed_by_backup[chosen["backup_id"]]
             keys = [
                 s3mod.basebackup_prefix(loc, chosen["backup_id"]) + name
                 for name in ("base.tar", "backup_manifest", "label.json")

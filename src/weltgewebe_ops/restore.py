@@ -31,6 +31,7 @@ import psycopg
 
 from . import archive, pg
 from . import s3 as s3mod
+from .procs import free_port
 from .settings import S3Location
 from .walnames import lsn_to_int
 
@@ -610,7 +611,7 @@ def recover(
             },
             fh,
         )
-    port = req.port or _free_port()
+    port = req.port or free_port()
     command = restore_command or f"'{wrapper}' wal-fetch --config '{fetch_config}' %f %p"
     write_recovery_config(req, command, port)
     pg.chown_tree(req.data_dir, os_user)
@@ -710,9 +711,3 @@ def _read_fetch_log(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _free_port() -> int:
-    from .procs import free_port
-
-    return free_port()
