@@ -23,7 +23,9 @@ extends_documentation_fragment:
   - weltgewebe.ops.events
 options:
   remedy:
-    description: Apply the remedy (sequence past the stream's highest id, lost ids excluded from read models).
+    description: >-
+      Apply the remedy (sequence past the stream's highest id, lost ids excluded from read models,
+      published rows the stream lacks marked pending again).
     type: bool
     default: false
 attributes:
@@ -70,6 +72,17 @@ reused_ids:
   returned: always
   type: list
   elements: int
+unstreamed_events:
+  description: >-
+    Outbox rows marked published that the stream does not have (the stream was lost, or the
+    recovery site has its own); the remedy marks them pending so the relay publishes them again.
+  returned: always
+  type: int
+unstreamed_ids:
+  description: Their ids, as ranges.
+  returned: always
+  type: list
+  elements: str
 stream_max_id:
   description: The highest outbox id the stream has seen.
   returned: always
@@ -115,7 +128,8 @@ def main():
     except Exception as exc:  # noqa: BLE001 - NATS errors, reported in one line
         module.fail_json(msg=f"cannot read the stream {p['stream']} at {p['nats_url']}: {type(exc).__name__}: {exc}")
     report.pop("_lost")
-    changed = bool(fix and (fix["sequence_moved"] or fix["excluded_events"]))
+    report.pop("_unstreamed")
+    changed = bool(fix and (fix["sequence_moved"] or fix["excluded_events"] or fix["republished_events"]))
     module.exit_json(changed=changed, remedy=fix, **report)
 
 

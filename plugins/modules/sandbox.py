@@ -27,8 +27,10 @@ options:
     description:
       - V(started) brings O(component) up; V(stopped) stops every service the sandbox started
         (recorded PIDs only); V(absent) stops them and removes O(state_dir).
+      - V(prepared) chooses the ports and saves the settings without starting anything (the DR
+        drill's recovery environment, whose PostgreSQL comes from the restore).
     type: str
-    choices: [started, stopped, absent]
+    choices: [prepared, started, stopped, absent]
     default: started
   component:
     description: The part to bring up with O(state=started); V(all) for every part in order.
@@ -49,6 +51,12 @@ options:
         RV(drifted_settings).
     type: dict
     default: {}
+  pg_password:
+    description:
+      - Password of the C(postgres) role when the sandbox is created (generated when empty). The
+        drill's recovery environment passes the source's, since the restore brings its roles back.
+    type: str
+    default: ""
 attributes:
   check_mode:
     support: full
@@ -111,7 +119,7 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure
 def main():
     module = AnsibleModule(
         argument_spec={
-            "state": {"type": "str", "choices": ["started", "stopped", "absent"], "default": "started"},
+            "state": {"type": "str", "choices": ["prepared", "started", "stopped", "absent"], "default": "started"},
             "component": {
                 "type": "str",
                 "default": "all",
@@ -119,6 +127,7 @@ def main():
             },
             "state_dir": {"type": "path", "required": True},
             "settings": {"type": "dict", "default": {}},
+            "pg_password": {"type": "str", "default": "", "no_log": True},
         },
         supports_check_mode=True,
     )
@@ -128,11 +137,18 @@ def main():
 
     params = module.params
     requested = {**params["settings"], "state_dir": params["state_dir"]}
+    if params["pg_password"]:
+        requested["pg_password"] = params["pg_password"]
     try:
         settings = sb.prepare(requested)
         box = sb.Sandbox(settings)
         drift = sb.drifted_settings(requested, settings) if settings.settings_file.exists() else []
-        if params["state"] == "started":
+        if params["state"] == "prepared":
+            exists = settings.settings_file.exists()
+            if not exists and not module.check_mode:
+                settings.save()
+            results = [sb.Result("settings", not exists, f"settings in {settings.settings_file}")]
+        elif params["state"] == "started":
             components = sb.COMPONENTS if params["component"] == "all" else (params["component"],)
             results = [box.up(c, check_mode=module.check_mode) for c in components]
         else:
@@ -144,6 +160,10 @@ def main():
         "nats_url": settings.nats_url,
         "api_url": settings.api_url,
         "postgres": f"127.0.0.1:{settings.ports.postgres}",
+        "postgres_port": settings.ports.postgres,
+        "pg_data_dir": str(settings.pg_data_dir),
+        "database": settings.database,
+        "kms_key_arn": box.kms_key_arn(),
         "state_dir": str(settings.root),
     }
     module.exit_json(

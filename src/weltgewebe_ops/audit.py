@@ -6,9 +6,13 @@ A restore rewinds the database, not the stream. Two things follow (shared/UPSTRE
 - the outbox id sequence rewinds, so new rows reuse ids whose ``Nats-Msg-Id`` is already in the
   stream: JetStream drops them as duplicates inside its window, or projectors misapply them.
 
+And when the stream itself was lost (or the recovery site has a stream of its own), outbox rows
+marked published are in no stream at all: rebuilt read models would miss them.
+
 ``audit`` compares the stream with the restored outbox. ``remedy`` (run before the relay and the
-API start) moves the outbox sequence past the highest id the stream has seen and records the lost
-ids in an exclusion table the projector honours, so rebuilt read models leave them out.
+API start) moves the outbox sequence past the highest id the stream has seen, records the lost
+ids in an exclusion table the projector honours, so rebuilt read models leave them out, and marks
+published rows the stream lacks as pending again, so the relay publishes them (once: Nats-Msg-Id).
 """
 
 from __future__ import annotations
@@ -87,7 +91,9 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
         rows = await (
             await conn.execute(
-                sql.SQL("SELECT id, event_type, payload FROM {t}").format(t=sql.Identifier(names.outbox_table))
+                sql.SQL("SELECT id, event_type, payload, published_at IS NOT NULL FROM {t}").format(
+                    t=sql.Identifier(names.outbox_table)
+                )
             )
         ).fetchall()
         seq_value = (
@@ -98,9 +104,21 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
             ).fetchone()
             or [None]
         )[0]
+        excluded_before: set[int] = set()
+        if (await (await conn.execute("SELECT to_regclass(%s)", (exclusions_table(names),))).fetchone())[0]:
+            excluded_before = {
+                r[0]
+                for r in await (
+                    await conn.execute(
+                        sql.SQL("SELECT event_id FROM {t}").format(t=sql.Identifier(exclusions_table(names)))
+                    )
+                ).fetchall()
+            }
     db = {row[0]: _digest(row[1], row[2]) for row in rows}
-    lost = sorted(set(stream) - set(db))
+    # ids excluded before this restore (an earlier database's events) are not lost by it
+    lost = sorted(set(stream) - set(db) - excluded_before)
     reused = sorted(i for i in set(stream) & set(db) if stream[i]["digest"] != db[i])
+    unstreamed = sorted(row[0] for row in rows if row[3] and row[0] not in stream)
     lost_times = [stream[i]["time"] for i in lost if stream[i]["time"]]
     return {
         "stream_events": len(stream),
@@ -109,11 +127,15 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
         "outbox_max_id": max(db, default=0),
         "outbox_sequence_last_value": seq_value,
         "lost_events": len(lost),
+        "excluded_before": len(excluded_before),
         "lost_ids": _ranges(lost),
         "lost_first_time": _iso(min(lost_times)) if lost_times else None,
         "lost_last_time": _iso(max(lost_times)) if lost_times else None,
         "reused_ids": reused,
         "reused_count": len(reused),
+        "unstreamed_events": len(unstreamed),
+        "unstreamed_ids": _ranges(unstreamed),
+        "_unstreamed": unstreamed,
         "_lost": {i: stream[i]["seq"] for i in lost},
     }
 
@@ -145,7 +167,20 @@ async def remedy(dsn: str, names: ContractNames, report: dict[str, Any]) -> dict
                 (event_id, seq),
             )
             excluded += cur.rowcount
-    return {"sequence_moved_to": target if moved else before, "sequence_moved": moved, "excluded_events": excluded}
+        republish = report.get("_unstreamed") or []
+        if republish:
+            await conn.execute(
+                sql.SQL(
+                    "UPDATE {t} SET published_at = NULL, attempt_count = 0, available_at = now() WHERE id = ANY(%s)"
+                ).format(t=sql.Identifier(names.outbox_table)),
+                (republish,),
+            )
+    return {
+        "sequence_moved_to": target if moved else before,
+        "sequence_moved": moved,
+        "excluded_events": excluded,
+        "republished_events": len(republish),
+    }
 
 
 def _ranges(ids: list[int]) -> list[str]:

@@ -5,9 +5,11 @@ Components, in start order (each idempotent: starting what runs already changes 
 ``s3``         SeaweedFS (``weed mini``): WAL bucket with versioning, Object Lock (COMPLIANCE,
                default retention) and default SSE-KMS through SeaweedFS's local KMS provider.
 ``postgres``   the primary, archive_mode=on, archive_command = ``wgops wal-push``.
-``schema``     the Weltgewebe contract: domain tables, trigger-written outbox, faden_view.
-``basebackup`` a base backup in S3 when the cluster has none yet.
 ``nats``       nats-server with JetStream and the stream ``WELTGEWEBE_DOMAIN``.
+``schema``     the Weltgewebe contract: domain tables, trigger-written outbox, faden_view; a new
+               database next to an older stream (the primary re-created after a drill) gets the
+               event-log remedy first, so its outbox ids never collide with the stream's.
+``basebackup`` a base backup in S3 when the cluster has none yet.
 ``relay``, ``projector``, ``api``  the long-running services.
 
 State lives under ``state_dir``; ``down`` stops only what the sandbox started (recorded PIDs) and
@@ -20,6 +22,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -32,12 +35,12 @@ from typing import Any
 
 import psycopg
 
-from . import basebackup, natsio, pg, procs
+from . import audit, basebackup, natsio, pg, procs
 from . import s3 as s3mod
 from . import schema as schemamod
 from .settings import Ports, SandboxSettings, SettingsError
 
-COMPONENTS = ("s3", "postgres", "schema", "basebackup", "nats", "relay", "projector", "api")
+COMPONENTS = ("s3", "postgres", "nats", "schema", "basebackup", "relay", "projector", "api")
 SERVICES_STOP_ORDER = ("api", "projector", "relay", "nats", "postgres", "s3", "kms")
 
 
@@ -148,6 +151,16 @@ class Sandbox:
             "nats_url": self.s.nats_url,
             "api_url": self.s.api_url,
         }
+
+    def kms_key_arn(self) -> str:
+        """The ARN objects report for the sandbox's KMS key alias ("" before the KMS first ran)."""
+        from . import kms
+
+        key_file = self.s.root / "kms" / "keys.json"
+        if not key_file.exists():
+            return ""
+        store = kms.KeyStore(key_file, self.s.kms_key_id, self.s.region)
+        return store.arn(store.resolve(self.s.kms_key_id))
 
     def env_lines(self) -> list[str]:
         s = self.s
@@ -342,13 +355,24 @@ class Sandbox:
             return (not running), "running" if running else "would initialise/start PostgreSQL"
         os_user = self._pg_user()
         wrapper = pg.write_hook_wrapper(self.s.root / "bin", os_user)
-        self._write_archive_config(os_user)
         created = not (data / "PG_VERSION").exists()
+        detail = []
+        if created:
+            # the ground truth of an earlier cluster (wiped by a drill) says nothing about this one
+            truth = self.s.ground_truth_dir
+            if truth.exists() and any(truth.iterdir()):
+                truth.rename(truth.with_name(f"{truth.name}-before-{time.strftime('%Y%m%dT%H%M%S')}"))
+                detail.append(f"earlier ground truth kept in {truth.name}-before-*")
+            prefix = self._archive_prefix_for_new_cluster()
+            if prefix != self.s.archive_prefix:
+                detail.append(f"{self.s.archive_prefix} holds an earlier cluster's archive: archiving to {prefix}")
+                self.s = dataclasses.replace(self.s, archive_prefix=prefix)
+                self.s.save()
+        self._write_archive_config(os_user)
         if created:
             self.s.pg_socket_dir.mkdir(parents=True, exist_ok=True)
             pg.initdb(bindir, data, self.s.pg_password, os_user)
         conf_changed = pg.write_config(data, self._pg_settings(wrapper), os_user)
-        detail = []
         if running and conf_changed:
             pg.stop(bindir, data, os_user, "fast")
             running = False
@@ -367,12 +391,27 @@ class Sandbox:
         changed = created or not running or bool(detail)
         return changed, "; ".join(detail) or "running"
 
+    def _archive_prefix_for_new_cluster(self) -> str:
+        """A new cluster (first start, or after a drill wiped the primary) must not archive into an
+        earlier cluster's prefix: its WAL names would collide with locked objects of other content.
+        The earlier archive stays where it is (Object Lock); the new one gets the next generation."""
+        client, bucket = self.s3(), self.s.bucket
+        base = re.sub(r"-gen\d+$", "", self.s.archive_prefix)
+        prefix, generation = self.s.archive_prefix, 1
+        while client.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/", MaxKeys=1).get("KeyCount"):
+            generation += 1
+            prefix = f"{base}-gen{generation}"
+        return prefix
+
     def _up_schema(self, check_mode: bool) -> tuple[bool, str]:
         if check_mode:
             return False, "schema is checked when applied"
         with psycopg.connect(self.s.dsn(), autocommit=True) as conn:
             changed = schemamod.apply(conn, self.s.names)
-        return changed, "created the Weltgewebe schema" if changed else "schema present"
+        if not changed:
+            return False, "schema present"
+        reconciled = self._reconcile_outbox_with_stream()
+        return True, "; ".join(filter(None, ("created the Weltgewebe schema", reconciled)))
 
     def _up_basebackup(self, check_mode: bool) -> tuple[bool, str]:
         loc = self.s.s3_location()
@@ -429,6 +468,20 @@ class Sandbox:
 
     def _up_relay(self, check_mode: bool) -> tuple[bool, str]:
         return self._up_service("relay", check_mode)
+
+    def _reconcile_outbox_with_stream(self) -> str:
+        """A new database next to an older stream (the primary re-created after a drill): the
+        event-log remedy, so new rows never reuse ids the stream has seen and the old events stay
+        out of its read models."""
+        report = asyncio.run(audit.audit(self.s.dsn(), self.s.nats_url, self.s.names))
+        behind = report["stream_max_id"] > (report["outbox_sequence_last_value"] or 0)
+        if not (behind or report["lost_events"] or report["unstreamed_events"]):
+            return ""
+        fix = asyncio.run(audit.remedy(self.s.dsn(), self.s.names, report))
+        return (
+            f"outbox reconciled with the stream: sequence at {fix['sequence_moved_to']}, "
+            f"{fix['excluded_events']} events of an earlier database excluded, {fix['republished_events']} to republish"
+        )
 
     def _up_projector(self, check_mode: bool) -> tuple[bool, str]:
         return self._up_service("projector", check_mode)

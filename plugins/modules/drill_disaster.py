@@ -1,0 +1,109 @@
+#!/usr/bin/python
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
+"""Ansible module weltgewebe.ops.drill_disaster."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: drill_disaster
+short_description: Destroy the sandbox's primary site for a DR drill (sandbox mode only)
+version_added: "0.2.0"
+description:
+  - Records the failure instant, kills the sandbox's API, projector, relay and PostgreSQL with
+    SIGKILL and wipes the primary's data directory; WAL not yet archived is lost, as in a real
+    disaster. With O(lose_jetstream) NATS and its JetStream store go too.
+  - The S3 archive (the off-site backup) is not touched. Refuses any state directory that is not
+    a sandbox's (no C(sandbox.json)).
+  - Check mode says what would be destroyed and destroys nothing.
+options:
+  state_dir:
+    description: The sandbox's state directory.
+    type: path
+    required: true
+  lose_jetstream:
+    description: Lose the event stream as well (the recovery site then starts with an empty stream).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+author:
+  - weltgewebe.ops developers
+"""
+
+EXAMPLES = r"""
+- name: The primary site is gone
+  weltgewebe.ops.drill_disaster:
+    state_dir: .sandbox
+    lose_jetstream: false
+"""
+
+RETURN = r"""
+failure_at:
+  description: The failure instant (UTC, ISO 8601), taken right before PostgreSQL was killed.
+  returned: always
+  type: str
+failure_monotonic:
+  description: The failure instant on this machine's monotonic clock (RTO is measured with it).
+  returned: always
+  type: float
+killed:
+  description: What was killed.
+  returned: always
+  type: list
+  elements: str
+wiped:
+  description: Directories removed.
+  returned: always
+  type: list
+  elements: str
+archive:
+  description: Where the lost primary archived (bucket, prefix, endpoint_url).
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "state_dir": {"type": "path", "required": True},
+            "lose_jetstream": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    ensure_library(module)
+    from weltgewebe_ops import drill, sandbox
+
+    p = module.params
+    try:
+        box = sandbox.load(p["state_dir"])
+        if module.check_mode:
+            module.exit_json(
+                changed=True,
+                failure_at=None,
+                killed=[
+                    name
+                    for name, running in box.status()["running"].items()
+                    if running and name not in ("s3", "kms") and (name != "nats" or p["lose_jetstream"])
+                ],
+                wiped=[str(box.s.pg_data_dir)],
+                archive={"bucket": box.s.bucket, "prefix": box.s.archive_prefix, "endpoint_url": box.s.s3_endpoint},
+            )
+        result = drill.inject_disaster(box, p["lose_jetstream"])
+    except (sandbox.SandboxError, drill.DrillError, OSError, RuntimeError) as exc:
+        module.fail_json(msg=f"disaster not injected: {exc}")
+    module.exit_json(changed=True, **result)
+
+
+if __name__ == "__main__":
+    main()

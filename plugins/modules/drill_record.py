@@ -1,0 +1,166 @@
+#!/usr/bin/python
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
+"""Ansible module weltgewebe.ops.drill_record."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: drill_record
+short_description: Keep the DR drill's record (phases with their times, and what each phase found)
+version_added: "0.2.0"
+description:
+  - Each drill has a directory C(<reports_dir>/<drill_id>/) whose C(record.json) this module
+    updates, so a phase can run alone later (C(--tags)) and the report can be written again.
+  - V(begin) starts the record (a begun drill keeps its start); V(phase) records a phase's start
+    (O(phase_status=started)) or its end (V(passed) or V(failed), with its seconds);
+    V(facts) merges O(facts) into the record.
+  - O(drill_id=latest) names the newest drill in O(reports_dir).
+options:
+  reports_dir:
+    description: Where drills are recorded (C(reports/drills)).
+    type: path
+    required: true
+  drill_id:
+    description: The drill's id (letters, digits, C(.), C(_), C(-)), or V(latest).
+    type: str
+    required: true
+  action:
+    description: What to record.
+    type: str
+    choices: [begin, phase, facts]
+    required: true
+  mode:
+    description: With V(begin), V(sandbox) or V(live).
+    type: str
+    choices: [sandbox, live]
+    default: sandbox
+  rto_objective_seconds:
+    description: With V(begin), the recovery time objective.
+    type: float
+    default: 14400
+  rpo_objective_seconds:
+    description: With V(begin), the recovery point objective.
+    type: float
+    default: 300
+  settings:
+    description: With V(begin), the drill's settings worth keeping in the report (no secrets).
+    type: dict
+    default: {}
+  phase:
+    description: With V(phase), its name.
+    type: str
+    choices: [disaster, preflight, provision, restore, replay, verify, report]
+  phase_status:
+    description: With V(phase), V(started) at its start, V(passed) or V(failed) at its end.
+    type: str
+    choices: [started, passed, failed]
+    default: started
+  detail:
+    description: With V(phase), a line on how it ended (the error, when it failed).
+    type: str
+    default: ""
+  facts:
+    description: With V(facts), what to merge into the record (no secrets).
+    type: dict
+    default: {}
+attributes:
+  check_mode:
+    support: none
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Records times; every call is a new entry.
+author:
+  - weltgewebe.ops developers
+"""
+
+EXAMPLES = r"""
+- name: Begin a drill
+  weltgewebe.ops.drill_record:
+    reports_dir: reports/drills
+    drill_id: 20261127T030000Z
+    action: begin
+    mode: sandbox
+
+- name: The restore phase starts
+  weltgewebe.ops.drill_record:
+    reports_dir: reports/drills
+    drill_id: latest
+    action: phase
+    phase: restore
+    phase_status: started
+"""
+
+RETURN = r"""
+drill_id:
+  description: The drill's id (resolved when V(latest) was given).
+  returned: always
+  type: str
+directory:
+  description: The drill's directory.
+  returned: always
+  type: str
+phase:
+  description: With V(phase), the phase's entry (name, started_at, ended_at, seconds, status, detail).
+  returned: when action is phase
+  type: dict
+record:
+  description: The whole record after the update.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "reports_dir": {"type": "path", "required": True},
+            "drill_id": {"type": "str", "required": True},
+            "action": {"type": "str", "required": True, "choices": ["begin", "phase", "facts"]},
+            "mode": {"type": "str", "default": "sandbox", "choices": ["sandbox", "live"]},
+            "rto_objective_seconds": {"type": "float", "default": 14400},
+            "rpo_objective_seconds": {"type": "float", "default": 300},
+            "settings": {"type": "dict", "default": {}},
+            "phase": {
+                "type": "str",
+                "choices": ["disaster", "preflight", "provision", "restore", "replay", "verify", "report"],
+            },
+            "phase_status": {"type": "str", "default": "started", "choices": ["started", "passed", "failed"]},
+            "detail": {"type": "str", "default": ""},
+            "facts": {"type": "dict", "default": {}},
+        },
+        required_if=[("action", "phase", ["phase"])],
+    )
+    ensure_library(module)
+    from weltgewebe_ops import drill
+
+    p = module.params
+    result = {}
+    try:
+        record = drill.Record.open(p["reports_dir"], p["drill_id"])
+        if p["action"] == "begin":
+            changed = record.begin(
+                p["mode"], {"rto": p["rto_objective_seconds"], "rpo": p["rpo_objective_seconds"]}, p["settings"]
+            )
+        elif p["action"] == "phase":
+            if p["phase_status"] == "started":
+                result["phase"] = record.phase_started(p["phase"])
+            else:
+                result["phase"] = record.phase_finished(p["phase"], p["phase_status"], p["detail"])
+            changed = True
+        else:
+            record.put(p["facts"])
+            changed = True
+    except (drill.DrillError, OSError, ValueError) as exc:
+        module.fail_json(msg=f"drill record: {exc}")
+    module.exit_json(changed=changed, drill_id=record.drill_id, directory=str(record.dir), record=record.data, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+#!/usr/bin/python
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
+"""Ansible module weltgewebe.ops.drill_report."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: drill_report
+short_description: Measure RTO and RPO of a DR drill and write its report
+version_added: "0.2.0"
+description:
+  - From the drill's record, measures RTO (failure instant to the end of C(verify)) and RPO
+    (newest event the stream has that the restored database lacks, minus the last restored
+    commit; without a surviving stream, the upper bound failure instant minus last restored
+    commit, said as such) and compares them with the objectives.
+  - Writes C(report.json), C(report.md) (the runbook's table, the figures, a phase timeline
+    C(timeline.svg) and the RTO/RPO trend over earlier drills) and C(junit.xml) (a testcase per
+    check, per objective and per phase) into the drill's directory, and puts the drill's line into
+    C(<reports_dir>/history.jsonl) (replacing an earlier line of the same drill).
+  - Never fails because an objective was missed; the playbook decides (C(drill_fail_on_objectives)).
+options:
+  reports_dir:
+    description: Where drills are recorded.
+    type: path
+    required: true
+  drill_id:
+    description: The drill, or V(latest).
+    type: str
+    default: latest
+attributes:
+  check_mode:
+    support: none
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details: Rewrites the report from the record each time.
+author:
+  - weltgewebe.ops developers
+"""
+
+EXAMPLES = r"""
+- name: Write the report of the newest drill
+  weltgewebe.ops.drill_report:
+    reports_dir: reports/drills
+"""
+
+RETURN = r"""
+report:
+  description: >-
+    The report (drill_id, started_at, failure_at, ended_at, restored_to, rto_seconds,
+    rto_objective_seconds, rto_met, rpo_seconds, rpo_objective_seconds, rpo_met, rpo_method,
+    lost_events, phases, checks, passed, failures, files, table, ...).
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "reports_dir": {"type": "path", "required": True},
+            "drill_id": {"type": "str", "default": "latest"},
+        },
+    )
+    ensure_library(module)
+    from weltgewebe_ops import drill
+
+    p = module.params
+    try:
+        record = drill.Record.open(p["reports_dir"], p["drill_id"])
+        record.require_begun()
+        report = drill.write_report(record)
+    except (drill.DrillError, OSError, ValueError, KeyError) as exc:
+        module.fail_json(msg=f"drill report: {type(exc).__name__}: {exc}")
+    module.exit_json(changed=True, report=report)
+
+
+if __name__ == "__main__":
+    main()
