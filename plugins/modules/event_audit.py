@@ -12,7 +12,7 @@ short_description: Compare the event stream with a restored outbox, and apply th
 version_added: "0.1.0"
 description:
   - After a point-in-time restore the database is rewound, the stream is not. Reports the events in
-    the stream that the restored outbox lacks (the data loss in events: count, id ranges, time
+    the stream that the restored outbox lacks (the data loss in events - count, id ranges, time
     range) and outbox ids whose stream message differs (ids reused after the sequence rewound).
   - With O(remedy=true) (before the relay and the apps start) moves the outbox id sequence past
     every id the stream has seen, so new rows never reuse a C(Nats-Msg-Id) that JetStream would drop

@@ -8,25 +8,33 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: outbox_relay
-short_description: Drain the Weltgewebe outbox into NATS JetStream, or report what is pending
+short_description: Drain the Weltgewebe outbox into NATS JetStream, run the relay as a service, or report
 version_added: "0.1.0"
 description:
-  - O(state=drained) runs the outbox relay until nothing is pending or O(timeout_seconds) passed:
-    rows are claimed C(FOR UPDATE SKIP LOCKED) in batches, published with
-    C(Nats-Msg-Id: <msg_id_prefix><id>), and marked C(published_at) only after JetStream's ack; a
+  - O(state=drained) runs the outbox relay until nothing is pending or O(timeout_seconds) passed -
+    rows are claimed C(FOR UPDATE SKIP LOCKED) in batches, published with the message id
+    C(<msg_id_prefix><id>), and marked C(published_at) only after JetStream's ack; a
     duplicate ack counts as published; failures are retried after a backoff and quarantined after
     O(max_attempts). It waits out a NATS outage within the timeout.
-  - O(state=status) only reports the pending rows.
-  - Check mode reports the pending rows and changes nothing.
-  - C(started)/C(stopped) for the long-running relay service are not built yet.
+  - O(state=started) runs the same relay as a long-running service in O(service_dir) (PID file,
+    log, and its settings in a 0600 file, since the DSN may hold a password); a running service
+    with the same settings is left alone, one with other settings is restarted.
+    O(state=stopped) stops it.
+  - O(state=status) reports the pending rows and whether the service runs.
+  - Check mode reports the pending rows and what would change, and changes nothing.
 extends_documentation_fragment:
   - weltgewebe.ops.events
 options:
   state:
-    description: V(drained) relays until nothing is pending; V(status) only reports.
+    description: >-
+      V(drained) relays until nothing is pending; V(started)/V(stopped) control the service;
+      V(status) only reports.
     type: str
-    choices: [drained, status]
+    choices: [drained, started, stopped, status]
     default: drained
+  service_dir:
+    description: Where the service keeps its PID file, log and settings (required for V(started) and V(stopped)).
+    type: path
   timeout_seconds:
     description: Stop draining after this long (rows left are returned as RV(remaining)).
     type: float
@@ -66,6 +74,13 @@ EXAMPLES = r"""
     nats_url: nats://127.0.0.1:4222
     timeout_seconds: 600
   register: relayed
+
+- name: Keep relaying as a service (the apps write again)
+  weltgewebe.ops.outbox_relay:
+    state: started
+    service_dir: /var/lib/wgops/recovery
+    dsn: "{{ recovered_dsn }}"
+    nats_url: nats://127.0.0.1:4222
 """
 
 RETURN = r"""
@@ -93,6 +108,14 @@ seconds:
   description: Duration of the drain.
   returned: state=drained and not check mode
   type: float
+running:
+  description: Whether the relay service of O(service_dir) runs (V(started), V(stopped), V(status)).
+  returned: when service_dir is given or state is started/stopped
+  type: bool
+service:
+  description: What V(started)/V(stopped) did (started with pid, running, stopped, not running).
+  returned: when state is started or stopped
+  type: str
 events_per_second:
   description: Published and duplicate rows per second.
   returned: state=drained and not check mode
@@ -111,7 +134,8 @@ def main():
     module = AnsibleModule(
         argument_spec={
             **events_argument_spec(),
-            "state": {"type": "str", "choices": ["drained", "status"], "default": "drained"},
+            "state": {"type": "str", "choices": ["drained", "started", "stopped", "status"], "default": "drained"},
+            "service_dir": {"type": "path"},
             "timeout_seconds": {"type": "float", "default": 300},
             "batch_size": {"type": "int", "default": 1000},
             "max_in_flight": {"type": "int", "default": 1024},
@@ -119,12 +143,15 @@ def main():
             "fail_on_remaining": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
+        required_if=[("state", "started", ["service_dir"]), ("state", "stopped", ["service_dir"])],
     )
     ensure_library(module)
     import asyncio
+    from pathlib import Path
 
     import psycopg
 
+    from weltgewebe_ops import relay as relaymod
     from weltgewebe_ops.relay import Relay, RelayConfig
 
     p = module.params
@@ -144,10 +171,18 @@ def main():
         async with await psycopg.AsyncConnection.connect(p["dsn"], autocommit=True) as conn:
             return await relay.pending(conn)
 
+    service_dir = Path(p["service_dir"]) if p["service_dir"] else None
+    if p["state"] == "stopped":
+        changed, detail = relaymod.stop_service(service_dir, module.check_mode)
+        module.exit_json(changed=changed, service=detail, running=False)
     try:
         before = asyncio.run(pending())
+        running = bool(service_dir) and relaymod.service(service_dir).running()
+        if p["state"] == "started":
+            changed, detail = relaymod.start_service(service_dir, relay.config, module.check_mode)
+            module.exit_json(changed=changed, service=detail, running=not module.check_mode or running, pending=before)
         if p["state"] == "status" or module.check_mode:
-            module.exit_json(changed=False, pending=before, remaining=before)
+            module.exit_json(changed=False, pending=before, remaining=before, running=running)
         result = asyncio.run(relay.drain(p["timeout_seconds"]))
     except psycopg.Error as exc:
         module.fail_json(msg=f"cannot reach the outbox: {str(exc).strip()}")

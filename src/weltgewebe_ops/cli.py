@@ -5,6 +5,7 @@ wgops sandbox up|down|status|env      the embedded sandbox
 wgops base-backup --state-dir D       a base backup of the sandbox primary into S3
 wgops workload --state-dir D          Fäden at a rate, recorded as ground truth
 wgops service relay|projector|api|kms --state-dir D   the sandbox's long-running services
+wgops relay --config FILE             the outbox relay as a service (weltgewebe.ops.outbox_relay)
 """
 
 from __future__ import annotations
@@ -128,6 +129,14 @@ def cmd_relay(args) -> int:
     return _run_service(relay.run_forever)
 
 
+def cmd_relay_config(args) -> int:
+    from .relay import Relay, config_from_file
+
+    config = config_from_file(Path(args.config))
+    print(f"relay: {config.names.outbox_table} -> {config.nats_url} stream {config.names.stream}", flush=True)
+    return _run_service(Relay(config).run_forever)
+
+
 def cmd_projector(args) -> int:
     from . import sandbox
     from .projector import Projection, Projector, ProjectorConfig
@@ -207,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", help="%%p: where to put it")
     p.set_defaults(func=cmd_wal_fetch)
 
+    p = sub.add_parser("relay", help="run the outbox relay in the foreground (weltgewebe.ops.outbox_relay starts it)")
+    p.add_argument("--config", required=True, help="JSON file with the relay's settings (mode 0600: the DSN)")
+    p.set_defaults(func=cmd_relay_config)
+
     def with_state(p):
         p.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the sandbox's state directory")
         return p
@@ -243,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:
-        if args.command == "service":
+        if args.command in ("service", "relay"):
             raise
         _stderr(f"wgops {args.command}: {type(exc).__name__}: {exc}")
         return 1

@@ -518,7 +518,7 @@ def timeline_svg(report: dict[str, Any]) -> str:
     for i, (start, p) in enumerate(zip(starts, phases, strict=True)):
         y = 24 + i * row
         x = left + max(0.0, start) / span * width
-        w = max(1.5, p["seconds"] / span * width)
+        w = max(1.5, (start + p["seconds"] - max(0.0, start)) / span * width)
         out.append(f'<text x="4" y="{y + 14}">{escape(p["name"])}</text>')
         out.append(
             f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 8}" '

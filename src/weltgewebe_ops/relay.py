@@ -214,3 +214,59 @@ class Relay:
             except Exception as exc:  # noqa: BLE001 - a service keeps going; the log says why
                 print(f"relay: {type(exc).__name__}: {exc}; retrying in 1s", flush=True)
                 await sleep_or_stop(stop, 1.0)
+
+
+# ---------------------------------------------------------------------------------- the service
+SERVICE_CONFIG = "relay.json"
+
+
+def service(service_dir: Path):
+    """The long-running relay of ``service_dir`` (PID in ``run/relay.pid``, log in ``logs/relay.log``)."""
+    from .procs import Service
+
+    return Service("relay", service_dir / "run", service_dir / "logs", marker=str(service_dir))
+
+
+def config_to_json(config: RelayConfig) -> str:
+    data = {k: v for k, v in config.__dict__.items() if k != "names"}
+    data["names"] = dict(config.names.__dict__)
+    return json.dumps(data, sort_keys=True)
+
+
+def config_from_file(path: Path) -> RelayConfig:
+    data = json.loads(path.read_text())
+    return RelayConfig(**{**data, "names": ContractNames(**data["names"])})
+
+
+def start_service(service_dir: Path, config: RelayConfig, check_mode: bool = False) -> tuple[bool, str]:
+    """Start (or, when its configuration changed, restart) the relay service; (changed, detail)."""
+    import os
+    import sys
+
+    svc, config_file = service(service_dir), service_dir / SERVICE_CONFIG
+    wanted = config_to_json(config)
+    same = config_file.exists() and config_file.read_text() == wanted
+    if svc.running() and same:
+        return False, f"running (pid {svc.pid()})"
+    if check_mode:
+        return True, "would (re)start the relay"
+    if svc.running():
+        svc.stop()
+    service_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the DSN may hold a password
+    with os.fdopen(fd, "w") as fh:
+        fh.write(wanted)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
+    pid = svc.start([sys.executable, "-m", "weltgewebe_ops.cli", "relay", "--config", str(config_file)], env=env)
+    return True, f"started (pid {pid}, log {svc.log_file})"
+
+
+def stop_service(service_dir: Path, check_mode: bool = False) -> tuple[bool, str]:
+    svc = service(service_dir)
+    if not svc.running():
+        return False, "not running"
+    if check_mode:
+        return True, f"would stop pid {svc.pid()}"
+    pid = svc.pid()
+    svc.stop()
+    return True, f"stopped pid {pid}"
