@@ -46,6 +46,8 @@ def drill_stats(runner) -> dict:
 def run(extravars: dict, inventory: str, artifacts: Path | None, quiet: bool = False) -> tuple[int, dict]:
     import ansible_runner
 
+    # ansible-runner starts `ansible-playbook` from PATH: the one next to this Python (the venv)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     private = Path(tempfile.mkdtemp(prefix="wgops-drill-runner-"))
     try:
         runner = ansible_runner.run(
@@ -84,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="do not stream the playbook's output")
     args = parser.parse_args(argv)
     os.chdir(REPO)
-    # ansible-runner starts `ansible-playbook` from PATH: the one next to this Python (the venv)
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     code, _ = run(parse_extravars(args.extra_vars), args.inventory, args.artifacts, args.quiet)
     return code
 

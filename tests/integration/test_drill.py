@@ -1,0 +1,226 @@
+"""The DR drill end to end (playbooks/drill.yml) against real SeaweedFS, PostgreSQL and NATS:
+sandbox mode through ansible-runner (ci/drill.py), a missed RPO objective, a phase run alone, and
+live mode with the read-only identity against a running "production" it must not change."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import psycopg
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.conftest import FREE_PORTS, REPO, new_state_dir
+from tests.integration.test_event_audit import wait_published
+from tests.integration.test_pitr import archive_now
+from weltgewebe_ops import natsio, sandbox, workload
+
+pytestmark = pytest.mark.integration
+
+REPORT_KEYS = {
+    "drill_id",
+    "started_at",
+    "failure_at",
+    "ended_at",
+    "restored_to",
+    "rto_seconds",
+    "rto_objective_seconds",
+    "rto_met",
+    "rpo_seconds",
+    "rpo_objective_seconds",
+    "rpo_met",
+    "lost_events",
+    "phases",
+    "checks",
+}
+
+
+def load_ci_drill():
+    spec = importlib.util.spec_from_file_location("ci_drill", REPO / "ci" / "drill.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def drill_dirs():
+    root = new_state_dir("wgops-test-drill-")
+    dirs = {"state": root / "sandbox", "reports": root / "reports", "recovery": root / "recovery"}
+    yield dirs
+    for state_dir in (dirs["state"], *sorted(dirs["recovery"].glob("*"))):
+        if (state_dir / "sandbox.json").exists():
+            sandbox.load(state_dir).down()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def sandbox_vars(dirs: dict, archive_timeout: int, workload_seconds: float, **extra) -> dict:
+    return {
+        "drill_sandbox_state_dir": str(dirs["state"]),
+        "drill_reports_dir": str(dirs["reports"]),
+        "drill_recovery_root": str(dirs["recovery"]),
+        "drill_sandbox_archive_timeout_seconds": archive_timeout,
+        "drill_workload_seconds": workload_seconds,
+        "sandbox_ports": FREE_PORTS,
+        "sandbox_wal_push_deadline_seconds": 5,
+        **extra,
+    }
+
+
+def ansible_playbook(extra_vars: dict, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    return subprocess.run(
+        ["ansible-playbook", "playbooks/drill.yml", "-e", json.dumps(extra_vars), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def latest_report(reports: Path) -> dict:
+    drill_id = (reports / "LATEST").read_text().strip()
+    return json.loads((reports / drill_id / "report.json").read_text())
+
+
+def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path):
+    ci_drill = load_ci_drill()
+    code, stats = ci_drill.run(
+        sandbox_vars(drill_dirs, archive_timeout=5, workload_seconds=12),
+        str(REPO / "inventories" / "sandbox"),
+        tmp_path / "artifacts",
+        quiet=True,
+    )
+    report = latest_report(drill_dirs["reports"])
+    assert code == 0, report.get("failures")
+    # the ansible-runner entry exposes the set_stats data
+    assert stats["drill_id"] == report["drill_id"] and stats["passed"] is True
+    assert stats["rto_seconds"] == report["rto_seconds"] and stats["rpo_seconds"] == report["rpo_seconds"]
+    assert (tmp_path / "artifacts" / report["drill_id"] / "junit.xml").exists()
+
+    assert set(report) >= REPORT_KEYS
+    assert [p["name"] for p in report["phases"]] == [
+        "disaster",
+        "preflight",
+        "provision",
+        "restore",
+        "replay",
+        "verify",
+    ]
+    assert all(p["status"] == "passed" for p in report["phases"])
+    assert {c["name"]: c["status"] for c in report["checks"]} == {
+        "sql_smoke": "passed",
+        "api_ready": "passed",
+        "api_create_and_read_faden": "passed",
+        "faden_view_matches_domain_edges": "passed",
+        "stream_matches_outbox": "passed",
+    }
+    # RTO: the failure instant to the end of verify, and the recovery phases add up to it
+    assert 0 < report["rto_seconds"] < 600
+    assert abs(report["rto_seconds"] - report["rto_phase_seconds"]) < 1.0
+    # RPO and lost events agree with the ground truth the workload and the relay wrote
+    truth = report["ground_truth"]
+    assert truth["lost_writes"] > 0 and report["lost_events"] > 0, "the disaster must have lost something"
+    assert report["lost_events"] == truth["lost_events"]
+    assert abs(report["rpo_seconds"] - truth["rpo_seconds"]) <= 1.0, (report["rpo_seconds"], truth)
+    assert report["rpo_method"].startswith("stream")
+
+    drill_dir = drill_dirs["reports"] / report["drill_id"]
+    markdown = (drill_dir / "report.md").read_text()
+    assert "| Startzeit | Endzeit | RTO erreicht? | RPO erreicht? |" in markdown
+    assert "timeline.svg" in markdown and (drill_dir / "timeline.svg").read_text().startswith("<svg")
+    suite = ET.parse(drill_dir / "junit.xml").getroot()
+    names = {case.get("name") for case in suite.iter("testcase")}
+    assert {"RTO", "RPO", "api_create_and_read_faden", "restore"} <= names
+    assert suite.get("failures") == "0"
+    history = [json.loads(line) for line in (drill_dirs["reports"] / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["drill_id"] == report["drill_id"] and history[-1]["passed"] is True
+
+    # the drill read the archive with the read-only identity; that identity cannot write
+    box = sandbox.load(drill_dirs["state"])
+    with pytest.raises(ClientError) as refused:
+        box.s3(readonly=True).put_object(Bucket=box.s.bucket, Key="drill-write-probe", Body=b"x")
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert box.s.s3_secret_key not in (drill_dir / "record.json").read_text()
+
+    # a phase alone: the report of the newest drill, written again from its record
+    again = ansible_playbook(sandbox_vars(drill_dirs, 5, 12), "--tags", "report")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert latest_report(drill_dirs["reports"])["rto_seconds"] == report["rto_seconds"]
+    assert len((drill_dirs["reports"] / "history.jsonl").read_text().splitlines()) == 1
+
+
+def test_missed_rpo_objective_fails_the_drill(drill_dirs):
+    # archive_timeout 60 s: nothing written in the 4 s of workload reaches the archive
+    proc = ansible_playbook(
+        sandbox_vars(drill_dirs, archive_timeout=60, workload_seconds=4, drill_rpo_objective_seconds=1)
+    )
+    report = latest_report(drill_dirs["reports"])
+    assert proc.returncode != 0
+    assert report["rpo_met"] is False and report["rto_met"] is True
+    assert report["rpo_seconds"] > 1 and report["passed"] is False
+    assert any(f.startswith("RPO") for f in report["failures"])
+    assert "The drill failed: RPO" in proc.stdout
+    suite = ET.parse(drill_dirs["reports"] / report["drill_id"] / "junit.xml").getroot()
+    failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["RPO"]
+
+
+def test_live_mode_reads_only(sandbox, drill_dirs):
+    box = sandbox
+    client = box.s3()
+
+    def versions() -> set[tuple[str, str]]:
+        pages = client.get_paginator("list_object_versions").paginate(Bucket=box.s.bucket)
+        return {(v["Key"], v["VersionId"]) for page in pages for v in page.get("Versions", [])}
+
+    def outbox_rows() -> int:
+        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM domain_outbox").fetchone()[0]
+
+    workload.run(workload.WorkloadConfig(dsn=box.s.dsn(), names=box.s.names, rate_per_second=0, max_writes=20))
+    wait_published(box)
+    with psycopg.connect(box.s.dsn(), autocommit=True) as db:
+        archive_now(box, db)
+    before_objects, before_rows = versions(), outbox_rows()
+    before_stream = asyncio.run(natsio.stream_state(box.s.nats_url, box.s.names))["last_seq"]
+    ro = box.s.s3_location(readonly=True)
+    proc = ansible_playbook(
+        {
+            "drill_mode": "live",
+            "drill_reports_dir": str(drill_dirs["reports"]),
+            "drill_recovery_root": str(drill_dirs["recovery"]),
+            "drill_s3_endpoint_url": ro.endpoint_url,
+            "drill_s3_bucket": ro.bucket,
+            "drill_s3_prefix": box.s.archive_prefix,
+            "drill_s3_access_key": ro.access_key,
+            "drill_s3_secret_key": ro.secret_key,
+            "drill_s3_kms_key_id": box.kms_key_arn(),
+            "drill_pg_password": box.s.pg_password,
+        }
+    )
+    report = latest_report(drill_dirs["reports"])
+    assert proc.returncode == 0, (report.get("failures"), proc.stdout[-3000:])
+    assert report["mode"] == "live" and report["passed"]
+    assert report["rpo_method"].startswith("upper bound"), "no surviving stream: the RPO is a bound, said so"
+    assert "ground_truth" not in report
+    # production untouched: no object version gone, the source database and its stream unchanged
+    assert before_objects <= versions()
+    assert outbox_rows() == before_rows
+    assert asyncio.run(natsio.stream_state(box.s.nats_url, box.s.names))["last_seq"] == before_stream
+    # the recovery had its own NATS, and the restored outbox reached it (republished)
+    assert report["event_log"]["unstreamed_events"] == before_rows > 0
+    for secret in (ro.secret_key, box.s.pg_password, box.s.s3_secret_key):
+        assert secret not in proc.stdout
