@@ -38,7 +38,7 @@ def sandbox_with_events(count: int):
     root.chmod(0o755)
     box = sb.Sandbox(sb.prepare({"state_dir": str(root / "sandbox"), "ports": PORTS}))
     try:
-        for component in ("s3", "postgres", "schema", "nats"):
+        for component in ("s3", "postgres", "nats", "schema"):
             say(box.up(component).line)
         with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
             conn.execute(FILL, (count,))

@@ -10,6 +10,7 @@ already consumed is skipped, so each event takes effect once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -19,16 +20,24 @@ from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
 from .settings import ContractNames
 
-# Handlers for faden_view. {view} is the read-model table; parameters: payload (jsonb), event_id.
+# Handlers for faden_view, set-based: each takes %(batch)s, a JSON array of {"ord", "event_id",
+# "payload"} for a run of events of one type in stream order, and applies the run in one statement.
+# Payloads are whole rows (the outbox trigger's to_jsonb(NEW)), so within a run the last event of
+# a Faden decides its row: DISTINCT ON keeps it (ON CONFLICT may not touch a row twice).
 FADEN_VIEW_UPSERT = """
 INSERT INTO {view} (id, source_id, target_id, kind, note, created_at, updated_at, last_event_id)
-SELECT r.id, r.source_id, r.target_id, r.kind, r.note, r.created_at, r.updated_at, %(event_id)s
-FROM jsonb_populate_record(NULL::{view}, %(payload)s::jsonb) AS r
+SELECT DISTINCT ON (r.id) r.id, r.source_id, r.target_id, r.kind, r.note, r.created_at, r.updated_at, e.event_id
+FROM jsonb_to_recordset(%(batch)s::jsonb) AS e(ord int, event_id bigint, payload jsonb),
+     LATERAL jsonb_populate_record(NULL::{view}, e.payload) AS r
+ORDER BY r.id, e.ord DESC
 ON CONFLICT (id) DO UPDATE SET source_id = EXCLUDED.source_id, target_id = EXCLUDED.target_id,
     kind = EXCLUDED.kind, note = EXCLUDED.note, updated_at = EXCLUDED.updated_at,
     last_event_id = EXCLUDED.last_event_id
 """
-FADEN_VIEW_DELETE = "DELETE FROM {view} WHERE id = (%(payload)s::jsonb ->> 'id')::uuid"
+FADEN_VIEW_DELETE = """
+DELETE FROM {view} v USING jsonb_to_recordset(%(batch)s::jsonb) AS e(payload jsonb)
+WHERE v.id = (e.payload ->> 'id')::uuid
+"""
 
 FADEN_VIEW_HANDLERS = {
     "domain.edge.created": FADEN_VIEW_UPSERT,
@@ -122,8 +131,8 @@ class Projector:
     async def apply_batch(self, conn: AsyncConnection, msgs: list) -> None:
         """Apply messages in one transaction with the consumed ids and the checkpoint.
 
-        The consumed ids are recorded with one statement; the handlers run in stream order, runs of
-        the same event type sent together (executemany, pipelined)."""
+        The consumed ids are recorded with one statement; the handlers run in stream order, one
+        statement per run of events of the same type (the run passed as one JSON array)."""
         consumer = self.config.projection.name
         last_seq = max([self.stats.last_sequence] + [m.metadata.sequence.stream for m in msgs])
         events = []  # (event_id or None, event_type, data, seq)
@@ -140,26 +149,25 @@ class Projector:
             if ids:
                 cur = await conn.execute(self._consume_many, (consumer, ids))
                 fresh = {row[0] for row in await cur.fetchall()}
-            runs: list[tuple[str, list[dict]]] = []
+            runs: list[tuple[str, list[bytes]]] = []
             for event_id, event_type, data, seq in events:
                 if event_id is not None:
                     if event_id not in fresh:
                         self.stats.skipped += 1
                         continue
                     fresh.discard(event_id)  # a second copy in the same batch is skipped too
-                handler = self._handlers.get(event_type)
-                if handler is None:
+                if event_type not in self._handlers:
                     self.stats.ignored += 1
                     continue
-                params = {"payload": data.decode(), "event_id": event_id or seq}
+                # the payload is JSON already: the run's array is put together without parsing it
+                item = b'{"ord":%d,"event_id":%d,"payload":%s}' % (seq, event_id or seq, data)
                 if runs and runs[-1][0] == event_type:
-                    runs[-1][1].append(params)
+                    runs[-1][1].append(item)
                 else:
-                    runs.append((event_type, [params]))
+                    runs.append((event_type, [item]))
                 self.stats.applied += 1
-            async with conn.cursor() as cur:
-                for event_type, params in runs:
-                    await cur.executemany(self._handlers[event_type], params)
+            for event_type, items in runs:
+                await conn.execute(self._handlers[event_type], {"batch": (b"[" + b",".join(items) + b"]").decode()})
             await conn.execute(self._checkpoint_write, (consumer, self.config.names.stream, last_seq))
         self.stats.last_sequence = last_seq
         self.stats.batches += 1
@@ -188,18 +196,29 @@ class Projector:
             self.stats.last_sequence = await self.checkpoint(conn)
             self.excluded_ids = await self.load_exclusions(conn)
             nc = await connect_nats(self.config.nats_url)
+            sub = await self.subscribe(nc.jetstream(), self.stats.last_sequence)
+
+            async def fetch() -> list:
+                try:
+                    return await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout_seconds)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    return []
+
+            # the next batch is fetched while this one is applied (NATS client and PostgreSQL overlap);
+            # a batch fetched but not applied is simply fetched again from the checkpoint next time
+            upcoming = asyncio.ensure_future(fetch())
             try:
-                sub = await self.subscribe(nc.jetstream(), self.stats.last_sequence)
                 while not stop.is_set() and not (until_sequence and self.stats.last_sequence >= until_sequence):
-                    try:
-                        msgs = await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout_seconds)
-                    except (nats.errors.TimeoutError, TimeoutError):
-                        msgs = []
+                    msgs = await upcoming
+                    upcoming = asyncio.ensure_future(fetch())
                     if msgs:
                         await self.apply_batch(conn, msgs)
                     elif until_idle:
                         break
             finally:
+                upcoming.cancel()
+                with contextlib.suppress(BaseException):
+                    await upcoming
                 await nc.close()
         return self.stats
 

@@ -30,6 +30,9 @@ class RelayConfig:
     names: ContractNames = field(default_factory=ContractNames)
     batch_size: int = 1000
     max_in_flight: int = 1024
+    # drain: batches in flight at once, each on its own database connection (2: one claims and marks
+    # while the other waits for its acks); publishing stays in id order across them
+    workers: int = 2
     max_attempts: int = 10
     backoff_base_seconds: float = 1.0
     backoff_max_seconds: float = 300.0
@@ -89,6 +92,8 @@ class Relay:
         self._mark_failed = sql.SQL(MARK_FAILED).format(outbox=outbox)
         self._pending = sql.SQL(PENDING).format(outbox=outbox)
         self._truth = Path(config.ground_truth_file) if config.ground_truth_file else None
+        # held while a batch is sent: batches claimed later are published later (id order)
+        self._publishing = asyncio.Lock()
 
     async def run_batch(self, conn: AsyncConnection, js) -> int:
         """Claim, publish and mark one batch; returns how many rows it claimed."""
@@ -98,14 +103,15 @@ class Relay:
             if not rows:
                 return 0
             futures = []
-            for outbox_id, event_type, payload, _attempts in rows:
-                futures.append(
-                    await js.publish_async(
-                        cfg.names.subject_for(event_type),
-                        payload.encode(),
-                        headers={"Nats-Msg-Id": cfg.names.msg_id(outbox_id)},
+            async with self._publishing:
+                for outbox_id, event_type, payload, _attempts in rows:
+                    futures.append(
+                        await js.publish_async(
+                            cfg.names.subject_for(event_type),
+                            payload.encode(),
+                            headers={"Nats-Msg-Id": cfg.names.msg_id(outbox_id)},
+                        )
                     )
-                )
             # one wait for the whole batch (not a timer per message); what is not acked by then failed
             await asyncio.wait(futures, timeout=cfg.publish_timeout_seconds)
             results = [_outcome(f) for f in futures]
@@ -163,17 +169,23 @@ class Relay:
         their backoff, duplicate acks count as published, nothing is marked before its ack."""
         started = time.monotonic()
         deadline = started + timeout_seconds
-        nc = None
-        async with await self.connect_db() as conn:
-            try:
+        nats_conn: list = []  # shared by the workers, made by the first that needs it
+        connecting = asyncio.Lock()
+
+        async def jetstream():
+            async with connecting:
+                if not nats_conn:
+                    nats_conn.append(await asyncio.wait_for(connect_nats(self.config.nats_url), 5))
+            return nats_conn[0].jetstream(publish_async_max_pending=self.config.max_in_flight)
+
+        async def worker() -> None:
+            async with await self.connect_db() as conn:
                 while time.monotonic() < deadline:
-                    if nc is None:
-                        try:
-                            nc = await asyncio.wait_for(connect_nats(self.config.nats_url), 5)
-                        except Exception:  # noqa: BLE001 - NATS not there yet: keep trying until the deadline
-                            await asyncio.sleep(0.5)
-                            continue
-                    js = nc.jetstream(publish_async_max_pending=self.config.max_in_flight)
+                    try:
+                        js = await jetstream()
+                    except Exception:  # noqa: BLE001 - NATS not there yet: keep trying until the deadline
+                        await asyncio.sleep(0.5)
+                        continue
                     try:
                         claimed = await self.run_batch(conn, js)
                     except Exception:  # noqa: BLE001 - the batch rolled back (nothing marked): try again
@@ -181,12 +193,16 @@ class Relay:
                         continue
                     if claimed == 0:
                         if await self.pending(conn) == 0:
-                            break
+                            return
                         await asyncio.sleep(self.config.poll_interval_seconds)  # rows waiting out a backoff
-                remaining = await self.pending(conn)
-            finally:
-                if nc is not None:
-                    await nc.close()
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(max(1, self.config.workers))))
+        finally:
+            if nats_conn:
+                await nats_conn[0].close()
+        async with await self.connect_db() as conn:
+            remaining = await self.pending(conn)
         seconds = time.monotonic() - started
         moved = self.stats.published + self.stats.duplicates
         return {
