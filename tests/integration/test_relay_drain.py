@@ -238,3 +238,94 @@ def test_replay_roles_audit_drain_and_rebuild(relay_paused):
         assert result["applied"] > 0
     finally:
         box.up("projector")
+
+
+def test_a_row_that_cannot_be_published_is_retried_then_quarantined(relay_paused):
+    box = relay_paused
+    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        # no stream takes this subject: every publish of it fails (no responders)
+        bad = conn.execute(
+            "INSERT INTO domain_outbox (aggregate_type, aggregate_id, event_type, payload) "
+            "VALUES ('edge', gen_random_uuid(), 'bogus.event', '{}') RETURNING id"
+        ).fetchone()[0]
+    write_faeden(box, 5)
+    relay = Relay(
+        RelayConfig(
+            dsn=box.s.dsn(),
+            nats_url=box.s.nats_url,
+            names=box.s.names,
+            publish_timeout_seconds=1,
+            backoff_base_seconds=0.2,
+            backoff_max_seconds=0.5,
+            max_attempts=3,
+        )
+    )
+    result = asyncio.run(relay.drain(60))
+    assert result["quarantined"] == 1 and result["failed"] == 3
+    assert result["remaining"] == 0 and result["published"] >= 5 * 3
+    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        attempts, quarantined, error, published = conn.execute(
+            "SELECT attempt_count, quarantined_at IS NOT NULL, last_error, published_at IS NOT NULL "
+            "FROM domain_outbox WHERE id = %s",
+            (bad,),
+        ).fetchone()
+    assert (attempts, quarantined, published) == (3, True, False) and error
+    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:  # the test's bogus row goes again
+        conn.execute("DELETE FROM domain_outbox WHERE id = %s", (bad,))
+
+
+def test_outbox_relay_service_started_status_stopped(relay_paused, tmp_path):
+    import json
+    import os
+    import stat
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import REPO
+
+    box = relay_paused
+    service_dir = tmp_path / "relay-service"
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+
+    def module(state: str) -> dict:
+        args = {"state": state, "service_dir": str(service_dir), "dsn": box.s.dsn(), "nats_url": box.s.nats_url}
+        proc = subprocess.run(
+            ["ansible", "sandbox-local", "-m", "weltgewebe.ops.outbox_relay", "-a", json.dumps(args)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert box.s.pg_password not in proc.stdout
+        doc, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{") :])
+        return doc["plays"][0]["tasks"][0]["hosts"]["sandbox-local"]
+
+    try:
+        started = module("started")
+        assert started["changed"] and started["running"], started
+        config = service_dir / "relay.json"
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600, "the DSN's password is in there"
+        write_faeden(box, 10)
+        deadline = time.monotonic() + 30
+        while pending_ids(box):
+            assert time.monotonic() < deadline, "the relay service did not publish"
+            time.sleep(0.2)
+        again = module("started")
+        assert not again["changed"] and again["running"]
+        assert module("status")["running"]
+        stopped = module("stopped")
+        assert stopped["changed"] and not stopped["running"]
+        assert not module("status")["running"] and not module("stopped")["changed"]
+    finally:
+        from weltgewebe_ops.relay import stop_service
+
+        stop_service(service_dir)
