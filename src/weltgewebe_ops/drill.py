@@ -400,7 +400,8 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
     restored_to = parse_iso(facts.get("restored_to"))
     audit = facts.get("audit") or {}
     out["restored_to"] = iso(restored_to)
-    out["lost_events"] = audit.get("lost_events")
+    # without a surviving stream nobody can count the lost events: None, not 0
+    out["lost_events"] = audit.get("lost_events") if facts.get("stream_survived") else None
     newest_lost = parse_iso(audit.get("lost_last_time"))
     if facts.get("stream_survived") and audit:
         if newest_lost and restored_to:
@@ -569,7 +570,8 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         f"- RTO: {_dur(report['rto_seconds'])} (sum of the recovery phases {_dur(report['rto_phase_seconds'])})",
         f"- Restored to (last replayed commit): {report['restored_to']}",
         f"- RPO: {_dur(report['rpo_seconds'])} — {report['rpo_method']}",
-        f"- Lost events (in the stream, not in the restored database): {report['lost_events']}",
+        "- Lost events (in the stream, not in the restored database): "
+        + (str(report["lost_events"]) if report["lost_events"] is not None else "not measurable (no surviving stream)"),
         f"- Base backup: {restore.get('base_backup', '—')}, "
         f"WAL segments replayed: {restore.get('wal_segments_fetched', '—')}",
     ]

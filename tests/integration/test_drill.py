@@ -95,10 +95,34 @@ def latest_report(reports: Path) -> dict:
     return json.loads((reports / drill_id / "report.json").read_text())
 
 
-def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path):
+@pytest.fixture()
+def webhook():
+    """A loopback HTTP endpoint that records the JSON bodies POSTed to it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks/drill?token=s3cr3t-hook-token", received
+    server.shutdown()
+
+
+def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
+    hook_url, hook_calls = webhook
     ci_drill = load_ci_drill()
     code, stats = ci_drill.run(
-        sandbox_vars(drill_dirs, archive_timeout=5, workload_seconds=12),
+        sandbox_vars(drill_dirs, archive_timeout=5, workload_seconds=12, drill_webhook_url=hook_url),
         str(REPO / "inventories" / "sandbox"),
         tmp_path / "artifacts",
         quiet=True,
@@ -148,6 +172,11 @@ def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path):
     history = [json.loads(line) for line in (drill_dirs["reports"] / "history.jsonl").read_text().splitlines()]
     assert history[-1]["drill_id"] == report["drill_id"] and history[-1]["passed"] is True
 
+    # the webhook heard the start and the result
+    assert [c["event"] for c in hook_calls] == ["drill_started", "drill_finished"]
+    assert hook_calls[1]["drill_id"] == report["drill_id"] and hook_calls[1]["passed"] is True
+    assert "s3cr3t-hook-token" not in (drill_dir / "record.json").read_text()
+
     # the drill read the archive with the read-only identity; that identity cannot write
     box = sandbox.load(drill_dirs["state"])
     with pytest.raises(ClientError) as refused:
@@ -163,15 +192,25 @@ def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path):
 
 
 def test_missed_rpo_objective_fails_the_drill(drill_dirs):
-    # archive_timeout 60 s: nothing written in the 4 s of workload reaches the archive
+    # archive_timeout 60 s: nothing written in the 4 s of workload reaches the archive; the stream
+    # is lost too, so the recovery republishes the restored outbox into a stream of its own
     proc = ansible_playbook(
-        sandbox_vars(drill_dirs, archive_timeout=60, workload_seconds=4, drill_rpo_objective_seconds=1)
+        sandbox_vars(
+            drill_dirs,
+            archive_timeout=60,
+            workload_seconds=4,
+            drill_rpo_objective_seconds=1,
+            drill_lose_jetstream=True,
+        )
     )
     report = latest_report(drill_dirs["reports"])
     assert proc.returncode != 0
     assert report["rpo_met"] is False and report["rto_met"] is True
     assert report["rpo_seconds"] > 1 and report["passed"] is False
     assert any(f.startswith("RPO") for f in report["failures"])
+    assert report["rpo_method"].startswith("upper bound"), "no surviving stream: a bound, and it says so"
+    assert report["ground_truth"]["rpo_seconds"] <= report["rpo_seconds"] + 1.0, "the bound is not below the truth"
+    assert all(c["status"] == "passed" for c in report["checks"]), report["checks"]
     assert "The drill failed: RPO" in proc.stdout
     suite = ET.parse(drill_dirs["reports"] / report["drill_id"] / "junit.xml").getroot()
     failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
