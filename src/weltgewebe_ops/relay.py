@@ -92,18 +92,20 @@ class Relay:
         self._mark_failed = sql.SQL(MARK_FAILED).format(outbox=outbox)
         self._pending = sql.SQL(PENDING).format(outbox=outbox)
         self._truth = Path(config.ground_truth_file) if config.ground_truth_file else None
-        # held while a batch is sent: batches claimed later are published later (id order)
+        # held while a batch is claimed and sent: batches claimed later are published later (id order)
         self._publishing = asyncio.Lock()
 
     async def run_batch(self, conn: AsyncConnection, js) -> int:
         """Claim, publish and mark one batch; returns how many rows it claimed."""
         cfg = self.config
         async with conn.transaction():
-            rows = await (await conn.execute(self._claim, (cfg.batch_size,))).fetchall()
-            if not rows:
-                return 0
             futures = []
+            # claim and send under one lock: with several workers, a batch claimed later holds
+            # higher ids and is sent after; only the ack waits and the marks overlap
             async with self._publishing:
+                rows = await (await conn.execute(self._claim, (cfg.batch_size,))).fetchall()
+                if not rows:
+                    return 0
                 for outbox_id, event_type, payload, _attempts in rows:
                     futures.append(
                         await js.publish_async(

@@ -473,6 +473,8 @@ class Sandbox:
         """A new database next to an older stream (the primary re-created after a drill): the
         event-log remedy, so new rows never reuse ids the stream has seen and the old events stay
         out of its read models."""
+        if not procs.port_open(self.s.ports.nats):
+            return "stream not compared (NATS is not running: bring the nats component up first)"
         report = asyncio.run(audit.audit(self.s.dsn(), self.s.nats_url, self.s.names))
         behind = report["stream_max_id"] > (report["outbox_sequence_last_value"] or 0)
         if not (behind or report["lost_events"] or report["unstreamed_events"]):
