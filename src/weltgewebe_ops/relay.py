@@ -55,9 +55,15 @@ class RelayStats:
 
 CLAIM = """
 SELECT id, event_type, payload::text, attempt_count FROM {outbox}
-WHERE published_at IS NULL AND quarantined_at IS NULL AND available_at <= now()
+WHERE published_at IS NULL AND quarantined_at IS NULL AND available_at <= now() AND id >= %s
 ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 """
+# The claim starts at a floor (the next id after the last claimed batch) instead of the start of
+# the pending index: rows just marked published stay in that index as dead entries until vacuum,
+# and scanning past all of them on every claim made a long drain quadratic (measured: 200k rows
+# at half the rate of 100k). The floor drops back to 0 when a claim comes back short (caught up,
+# so rows waiting out a backoff are found) and every FLOOR_RESET_BATCHES batches.
+FLOOR_RESET_BATCHES = 50
 MARK_PUBLISHED = "UPDATE {outbox} SET published_at = now(), last_error = NULL WHERE id = ANY(%s)"
 MARK_FAILED = """
 UPDATE {outbox} SET attempt_count = attempt_count + 1, last_error = %(error)s,
@@ -94,6 +100,7 @@ class Relay:
         self._truth = Path(config.ground_truth_file) if config.ground_truth_file else None
         # held while a batch is claimed and sent: batches claimed later are published later (id order)
         self._publishing = asyncio.Lock()
+        self._floor = 0
 
     async def run_batch(self, conn: AsyncConnection, js) -> int:
         """Claim, publish and mark one batch; returns how many rows it claimed."""
@@ -103,7 +110,14 @@ class Relay:
             # claim and send under one lock: with several workers, a batch claimed later holds
             # higher ids and is sent after; only the ack waits and the marks overlap
             async with self._publishing:
-                rows = await (await conn.execute(self._claim, (cfg.batch_size,))).fetchall()
+                rows = await (await conn.execute(self._claim, (self._floor, cfg.batch_size))).fetchall()
+                if not rows and self._floor:  # nothing above the floor: look from the start at once
+                    self._floor = 0
+                    rows = await (await conn.execute(self._claim, (0, cfg.batch_size))).fetchall()
+                if len(rows) < cfg.batch_size or self.stats.batches % FLOOR_RESET_BATCHES == 0:
+                    self._floor = 0
+                elif rows:
+                    self._floor = rows[-1][0] + 1
                 if not rows:
                     return 0
                 for outbox_id, event_type, payload, _attempts in rows:
@@ -121,6 +135,7 @@ class Relay:
             for (outbox_id, _type, _payload, attempts), result in zip(rows, results, strict=False):
                 if isinstance(result, BaseException):
                     self.stats.failed += 1
+                    self._floor = 0  # it comes back after its backoff: claims look from the start again
                     delay = backoff_seconds(attempts + 1, cfg.backoff_base_seconds, cfg.backoff_max_seconds)
                     cur = await conn.execute(
                         self._mark_failed,

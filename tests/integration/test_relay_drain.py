@@ -60,12 +60,13 @@ async def last_seq(box) -> int:
     return (await natsio.stream_state(box.s.nats_url, box.s.names))["last_seq"]
 
 
-def drain(box, timeout: float = 60) -> dict:
+def drain(box, timeout: float = 60, batch_size: int = 1000) -> dict:
     relay = Relay(
         RelayConfig(
             dsn=box.s.dsn(),
             nats_url=box.s.nats_url,
             names=box.s.names,
+            batch_size=batch_size,
             publish_timeout_seconds=2,
             backoff_base_seconds=0.5,
             backoff_max_seconds=2,
@@ -80,12 +81,13 @@ def test_drain_publishes_every_pending_row_exactly_once(relay_paused):
     waiting = pending_ids(box)
     assert len(waiting) >= 600  # two nodes and an edge per Faden
     start = asyncio.run(last_seq(box)) + 1
-    result = drain(box)
-    assert result["remaining"] == 0 and not result["timed_out"]
+    result = drain(box, batch_size=64)  # many batches, two workers
+    assert result["remaining"] == 0 and not result["timed_out"] and result["batches"] >= 10
     assert result["published"] + result["duplicates"] == len(waiting)
     assert pending_ids(box) == []
     ids = asyncio.run(stream_msg_ids(box, start))
     assert sorted(ids) == sorted(f"domain-outbox-{i}" for i in waiting), "each row once, none missing"
+    assert ids == [f"domain-outbox-{i}" for i in waiting], "in id order, across batches and workers"
     again = drain(box, 5)
     assert again["published"] == again["duplicates"] == 0
 
