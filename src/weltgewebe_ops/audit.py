@@ -41,6 +41,15 @@ def exclusions_table(names: ContractNames) -> str:
     return f"{names.consumptions_table}_excluded"
 
 
+async def read_exclusions(conn: AsyncConnection, names: ContractNames) -> set[int]:
+    """Event ids a remedy excluded from read models (empty before the first remedy made the table)."""
+    table = exclusions_table(names)
+    if not (await (await conn.execute("SELECT to_regclass(%s)", (table,))).fetchone())[0]:
+        return set()
+    rows = await (await conn.execute(sql.SQL("SELECT event_id FROM {t}").format(t=sql.Identifier(table)))).fetchall()
+    return {row[0] for row in rows}
+
+
 def _digest(event_type: str, payload: Any) -> str:
     data = payload if isinstance(payload, (dict, list)) else json.loads(payload)
     return hashlib.sha256(f"{event_type}|{json.dumps(data, sort_keys=True)}".encode()).hexdigest()
@@ -104,16 +113,7 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
             ).fetchone()
             or [None]
         )[0]
-        excluded_before: set[int] = set()
-        if (await (await conn.execute("SELECT to_regclass(%s)", (exclusions_table(names),))).fetchone())[0]:
-            excluded_before = {
-                r[0]
-                for r in await (
-                    await conn.execute(
-                        sql.SQL("SELECT event_id FROM {t}").format(t=sql.Identifier(exclusions_table(names)))
-                    )
-                ).fetchall()
-            }
+        excluded_before = await read_exclusions(conn, names)
     db = {row[0]: _digest(row[1], row[2]) for row in rows}
     # ids excluded before this restore (an earlier database's events) are not lost by it
     lost = sorted(set(stream) - set(db) - excluded_before)

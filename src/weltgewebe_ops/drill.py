@@ -32,7 +32,6 @@ from psycopg import sql
 from . import pg, procs
 from .settings import ContractNames
 
-PHASES = ("disaster", "preflight", "provision", "restore", "replay", "verify", "report")
 RTO_PHASES = ("preflight", "provision", "restore", "replay", "verify")
 # a recovery phase starting within this long after the previous one (or the failure) continues it
 CHAIN_SECONDS = 300
@@ -58,10 +57,6 @@ def parse_iso(text: str | None) -> dt.datetime | None:
     if moment.tzinfo is None:
         raise DrillError(f"time {text!r} has no timezone; write it as e.g. 2026-11-27T03:00:00+00:00")
     return moment
-
-
-def new_drill_id(moment: dt.datetime | None = None) -> str:
-    return (moment or now()).strftime("%Y%m%dT%H%M%SZ")
 
 
 # ---------------------------------------------------------------------------------- the record
@@ -418,7 +413,7 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_report(record: dict[str, Any], ended_at: dt.datetime | None = None) -> dict[str, Any]:
+def build_report(record: dict[str, Any]) -> dict[str, Any]:
     m = measure(record)
     rto_objective = float(record["rto_objective_seconds"])
     rpo_objective = float(record["rpo_objective_seconds"])
@@ -452,7 +447,7 @@ def build_report(record: dict[str, Any], ended_at: dt.datetime | None = None) ->
         "event_log": facts.get("audit"),
         "replay": facts.get("replay"),
         "disaster": facts.get("disaster"),
-        "report_written_at": iso(ended_at or now()),
+        "report_written_at": iso(now()),
     }
     if "ground_truth" in facts:
         report["ground_truth"] = facts["ground_truth"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from psycopg import AsyncConnection, sql
 
+from .audit import read_exclusions
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
 from .settings import ContractNames
@@ -105,18 +106,6 @@ class Projector:
             "stream = EXCLUDED.stream, updated_at = now()"
         ).format(t=sql.Identifier(names.checkpoints_table))
 
-    async def load_exclusions(self, conn: AsyncConnection) -> set[int]:
-        from .audit import exclusions_table
-
-        table = exclusions_table(self.config.names)
-        exists = (await (await conn.execute("SELECT to_regclass(%s)", (table,))).fetchone())[0]
-        if not exists:
-            return set()
-        rows = await (
-            await conn.execute(sql.SQL("SELECT event_id FROM {t}").format(t=sql.Identifier(table)))
-        ).fetchall()
-        return {row[0] for row in rows}
-
     async def checkpoint(self, conn: AsyncConnection) -> int:
         row = await (await conn.execute(self._checkpoint_read, (self.config.projection.name,))).fetchone()
         return row[0] if row else 0
@@ -194,7 +183,7 @@ class Projector:
         stop = stop or asyncio.Event()
         async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
             self.stats.last_sequence = await self.checkpoint(conn)
-            self.excluded_ids = await self.load_exclusions(conn)
+            self.excluded_ids = await read_exclusions(conn, self.config.names)
             nc = await connect_nats(self.config.nats_url)
             sub = await self.subscribe(nc.jetstream(), self.stats.last_sequence)
 
