@@ -3,8 +3,11 @@ loopback ports in a throw-away state directory."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +22,37 @@ def new_state_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("WGOPS_TEST_TMP", "/var/tmp")))
     path.chmod(0o755)
     return path
+
+
+def ansible_env(json_output: bool = False) -> dict[str, str]:
+    """Environment for ``ansible``/``ansible-playbook`` run by a test: this repository's ansible.cfg,
+    the venv's executables first; ``json_output``: the json callback, whose output is one document."""
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    if json_output:
+        env.update(
+            ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+            ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
+            ANSIBLE_CALLBACKS_ENABLED="ansible.posix.timer",
+        )
+    return env
+
+
+def ansible_module(module: str, args: dict, *extra: str) -> tuple[int, dict, str]:
+    """Run one module ad hoc on sandbox-local: (exit code, the module's result, the whole output)."""
+    proc = subprocess.run(
+        ["ansible", "sandbox-local", "-m", module, "-a", json.dumps(args), *extra],
+        cwd=REPO,
+        env=ansible_env(json_output=True),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    doc, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{") :])
+    return proc.returncode, doc["plays"][0]["tasks"][0]["hosts"]["sandbox-local"], proc.stdout
 
 
 FREE_PORTS = {

@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import FREE_PORTS, REPO, new_state_dir
+from tests.conftest import FREE_PORTS, REPO, ansible_env, new_state_dir
 from tests.integration.test_event_audit import wait_published
 from tests.integration.test_pitr import archive_now
 from weltgewebe_ops import natsio, sandbox, workload
@@ -75,15 +73,10 @@ def sandbox_vars(dirs: dict, archive_timeout: int, workload_seconds: float, **ex
 
 
 def ansible_playbook(extra_vars: dict, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
     return subprocess.run(
         ["ansible-playbook", "playbooks/drill.yml", "-e", json.dumps(extra_vars), *args],
         cwd=REPO,
-        env=env,
+        env=ansible_env(),
         capture_output=True,
         text=True,
         timeout=900,

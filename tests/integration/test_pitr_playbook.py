@@ -4,15 +4,13 @@ restores, and the credentials never appear in the output."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, new_state_dir
+from tests.conftest import REPO, ansible_env, new_state_dir
 from weltgewebe_ops import pg
 
 pytestmark = pytest.mark.integration
@@ -28,17 +26,10 @@ def run(sandbox, data_dir: Path, *extra: str) -> tuple[subprocess.CompletedProce
         "pg_pitr_s3_secret_key": loc.secret_key,
         "pg_pitr_data_dir": str(data_dir),
     }
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
     proc = subprocess.run(
         ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars), *extra],
         cwd=REPO,
-        env=env,
+        env=ansible_env(json_output=True),
         capture_output=True,
         text=True,
         timeout=600,

@@ -113,38 +113,15 @@ def test_drain_waits_out_a_nats_outage(relay_paused):
 
 
 def test_outbox_relay_module_check_mode_then_drain(relay_paused):
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.conftest import REPO
+    from tests.conftest import ansible_module
 
     box = relay_paused
     write_faeden(box, 20)
     waiting = len(pending_ids(box))
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
 
     def module(*extra: str) -> tuple[int, dict, str]:
-        args = json.dumps({"dsn": box.s.dsn(), "nats_url": box.s.nats_url, "timeout_seconds": 30})
-        proc = subprocess.run(
-            ["ansible", "sandbox-local", "-m", "weltgewebe.ops.outbox_relay", "-a", args, *extra],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        doc, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{") :])
-        return proc.returncode, doc["plays"][0]["tasks"][0]["hosts"]["sandbox-local"], proc.stdout
+        args = {"dsn": box.s.dsn(), "nats_url": box.s.nats_url, "timeout_seconds": 30}
+        return ansible_module("weltgewebe.ops.outbox_relay", args, *extra)
 
     rc, planned, out = module("--check")
     assert rc == 0 and planned["pending"] == waiting and not planned["changed"]
@@ -192,12 +169,9 @@ def test_a_relay_dying_between_publish_and_mark_republishes_and_the_read_model_s
 
 def test_replay_roles_audit_drain_and_rebuild(relay_paused):
     import json
-    import os
     import subprocess
-    import sys
-    from pathlib import Path
 
-    from tests.conftest import REPO
+    from tests.conftest import REPO, ansible_env
     from tests.integration.test_pitr_playbook import report
 
     box = relay_paused
@@ -211,17 +185,10 @@ def test_replay_roles_audit_drain_and_rebuild(relay_paused):
             "projectors_dsn": box.s.dsn(),
             "projectors_nats_url": box.s.nats_url,
         }
-        env = {
-            **os.environ,
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-            "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer",
-            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        }
         proc = subprocess.run(
             ["ansible-playbook", "tests/playbooks/replay.yml", "-e", json.dumps(extra)],
             cwd=REPO,
-            env=env,
+            env=ansible_env(json_output=True),
             capture_output=True,
             text=True,
             timeout=600,
@@ -277,39 +244,18 @@ def test_a_row_that_cannot_be_published_is_retried_then_quarantined(relay_paused
 
 
 def test_outbox_relay_service_started_status_stopped(relay_paused, tmp_path):
-    import json
-    import os
     import stat
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    from tests.conftest import REPO
+    from tests.conftest import ansible_module
 
     box = relay_paused
     service_dir = tmp_path / "relay-service"
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
-        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
 
     def module(state: str) -> dict:
         args = {"state": state, "service_dir": str(service_dir), "dsn": box.s.dsn(), "nats_url": box.s.nats_url}
-        proc = subprocess.run(
-            ["ansible", "sandbox-local", "-m", "weltgewebe.ops.outbox_relay", "-a", json.dumps(args)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert box.s.pg_password not in proc.stdout
-        doc, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{") :])
-        return doc["plays"][0]["tasks"][0]["hosts"]["sandbox-local"]
+        _, result, out = ansible_module("weltgewebe.ops.outbox_relay", args)
+        assert box.s.pg_password not in out
+        return result
 
     try:
         started = module("started")

@@ -3,27 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FREE_PORTS, REPO, new_state_dir
+from tests.conftest import FREE_PORTS, REPO, ansible_env, new_state_dir
 
 pytestmark = pytest.mark.integration
 
 
 def playbook(*extra: str, state_dir: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_FORCE_COLOR": "0",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
+    env = {**ansible_env(), "ANSIBLE_FORCE_COLOR": "0"}
     extra_vars = json.dumps({"sandbox_state_dir": str(state_dir), "sandbox_ports": FREE_PORTS})
     return subprocess.run(
         ["ansible-playbook", "playbooks/sandbox.yml", "-e", extra_vars, *extra],
