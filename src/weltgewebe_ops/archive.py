@@ -35,17 +35,22 @@ class Segment:
     segno: int
     size: int
     last_modified: dt.datetime
+    version_id: str = ""
 
 
 @dataclass
 class Inventory:
-    """The archive as listed: base backups (labels) and WAL files by timeline."""
+    """The archive as listed, version by version: base backups (labels) and WAL files by timeline,
+    each file as the version the archive wrote (the oldest; see ``s3.KeyHistory``)."""
 
     labels: list[dict] = field(default_factory=list)
     segments: dict[int, dict[int, Segment]] = field(default_factory=dict)  # timeline -> segno -> Segment
     histories: dict[int, str] = field(default_factory=dict)  # timeline -> key
     partials: list[str] = field(default_factory=list)
     tar_sizes: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)  # key -> the archived version's id
+    # keys with versions or delete markers written after the archived version
+    rewritten: list[s3mod.KeyHistory] = field(default_factory=list)
 
     def newest_segment(self) -> Segment | None:
         candidates = [seg for by_no in self.segments.values() for seg in by_no.values()]
@@ -54,28 +59,71 @@ class Inventory:
     def has(self, timeline: int, segno: int) -> bool:
         return segno in self.segments.get(timeline, {})
 
+    def read(self, client, loc: S3Location, key: str) -> bytes:
+        """The archived version of ``key``."""
+        version = self.versions.get(key, "")
+        return client.get_object(Bucket=loc.bucket, Key=key, **({"VersionId": version} if version else {}))[
+            "Body"
+        ].read()
+
 
 def list_inventory(client, loc: S3Location) -> Inventory:
     inv = Inventory()
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=loc.bucket, Prefix=s3mod.wal_prefix(loc)):
-        for obj in page.get("Contents", []):
-            name = obj["Key"].rsplit("/", 1)[1]
-            if SEGMENT_RE.match(name):
-                tli, segno = int(name[:8], 16), segment_number(name)
-                inv.segments.setdefault(tli, {})[segno] = Segment(name, tli, segno, obj["Size"], obj["LastModified"])
-            elif name.endswith(".history"):
-                inv.histories[int(name[:8], 16)] = obj["Key"]
-            elif name.endswith(".partial"):
-                inv.partials.append(name)
-    for page in paginator.paginate(Bucket=loc.bucket, Prefix=s3mod.basebackup_prefix(loc)):
-        for obj in page.get("Contents", []):
-            if obj["Key"].endswith("/base.tar"):
-                inv.tar_sizes[obj["Key"].split("/")[-2]] = obj["Size"]
-            elif obj["Key"].endswith("/label.json"):
-                inv.labels.append(json.loads(client.get_object(Bucket=loc.bucket, Key=obj["Key"])["Body"].read()))
+    listed = s3mod.list_versions(client, loc.bucket, s3mod.wal_prefix(loc))
+    listed.update(s3mod.list_versions(client, loc.bucket, s3mod.basebackup_prefix(loc)))
+    for key, history in sorted(listed.items()):
+        original = history.original
+        if original is None:  # only delete markers: nothing was ever archived under this key
+            continue
+        inv.versions[key] = original.version_id
+        if history.later:
+            inv.rewritten.append(history)
+        name = key.rsplit("/", 1)[1]
+        if key.startswith(s3mod.basebackup_prefix(loc)):
+            if name == "base.tar":
+                inv.tar_sizes[key.split("/")[-2]] = original.size
+            elif name == "label.json":
+                inv.labels.append(json.loads(inv.read(client, loc, key)))
+        elif SEGMENT_RE.match(name):
+            tli, segno = int(name[:8], 16), segment_number(name)
+            inv.segments.setdefault(tli, {})[segno] = Segment(
+                name, tli, segno, original.size, original.last_modified, original.version_id
+            )
+        elif name.endswith(".history"):
+            inv.histories[int(name[:8], 16)] = key
+        elif name.endswith(".partial"):
+            inv.partials.append(name)
     inv.labels.sort(key=lambda label: label["backup_id"])
     return inv
+
+
+def rewritten_problems(inv: Inventory) -> list[Problem]:
+    """Each archived file that someone wrote over or hid with a delete marker, with the version a
+    restore uses instead (the archived one, which Object Lock keeps)."""
+    problems = []
+    for history in inv.rewritten:
+        original = history.original
+        used = f"the restore uses the archived version {original.version_id} of {original.last_modified.isoformat()}"
+        if history.hidden_by_delete_marker:
+            problems.append(
+                Problem(
+                    "hidden_by_delete_marker",
+                    f"{history.key} is hidden by a delete marker of {history.versions[-1].last_modified.isoformat()}; "
+                    f"its archived version is still in the bucket and {used}. Find out who deleted it "
+                    f"(the archive never deletes).",
+                )
+            )
+        newer = [v for v in history.later if not v.delete_marker]
+        if newer:
+            problems.append(
+                Problem(
+                    "rewritten_after_archiving",
+                    f"{history.key} has {len(newer)} version(s) written after it was archived (newest "
+                    f"{newer[-1].version_id}, {newer[-1].last_modified.isoformat()}, {newer[-1].size} bytes); "
+                    f"{used}. The archive never rewrites a file: find out who wrote to it.",
+                )
+            )
+    return problems
 
 
 def parse_history(text: str) -> list[tuple[int, str]]:
@@ -92,7 +140,7 @@ def timeline_path(client, loc: S3Location, inv: Inventory, target_tli: int) -> l
     """[(timeline, switch LSN as int or None for the last)] from the oldest ancestor to ``target_tli``."""
     if target_tli not in inv.histories:
         return [(target_tli, None)]
-    body = client.get_object(Bucket=loc.bucket, Key=inv.histories[target_tli])["Body"].read().decode()
+    body = inv.read(client, loc, inv.histories[target_tli]).decode()
     entries = parse_history(body)
     return [(tli, lsn_to_int(lsn)) for tli, lsn in entries] + [(target_tli, None)]
 
@@ -154,7 +202,7 @@ def key_matches(actual: str, expected: str) -> bool:
 def object_compliance(
     client,
     loc: S3Location,
-    keys: list[str],
+    keys: dict[str, str],
     expected_kms_key: str,
     min_retention_days: float,
     lock_modes: tuple[str, ...] = ("COMPLIANCE",),
@@ -164,7 +212,8 @@ def object_compliance(
     now = now or dt.datetime.now(dt.UTC)
     horizon = now + dt.timedelta(days=min_retention_days)
     with ThreadPoolExecutor(workers) as pool:
-        heads = list(pool.map(lambda key: (key, s3mod.head(client, loc.bucket, key)), keys))
+        # the versions a restore reads (key -> version id), not whatever was written over them
+        heads = list(pool.map(lambda key: (key, s3mod.head(client, loc.bucket, key, keys[key])), keys))
     counts = {"checked": 0, "sse_kms": 0, "locked": 0}
     problems: list[Problem] = []
     for key, head in heads:
@@ -281,6 +330,7 @@ def backup_info(
     now = now or dt.datetime.now(dt.UTC)
     facts, problems, warnings = bucket_facts(client, loc)
     inv = list_inventory(client, loc)
+    problems += rewritten_problems(inv)
     newest = inv.newest_segment()
     backups = []
     needed_by_backup: dict[str, list[str]] = {}  # kept for the object checks: no second pass over history files
@@ -324,6 +374,7 @@ def backup_info(
                 for name in ("base.tar", "backup_manifest", "label.json")
             ]
             keys += [s3mod.wal_key(loc, name) for name in needed if inv.has(int(name[:8], 16), segment_number(name))]
+            keys = {key: inv.versions.get(key, "") for key in keys}
             counts, object_problems = object_compliance(
                 client, loc, keys, expected_kms_key, min_retention_days, now=now
             )

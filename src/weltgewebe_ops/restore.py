@@ -33,7 +33,7 @@ from . import archive, pg
 from . import s3 as s3mod
 from .procs import free_port
 from .settings import S3Location
-from .walnames import lsn_to_int
+from .walnames import WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int, segment_number
 
 TARGET_KINDS = ("latest", "time", "lsn", "xid", "name", "immediate")
 ACTIONS = ("promote", "pause", "shutdown")
@@ -152,11 +152,50 @@ def choose_backup(labels: list[dict], target: Target, backup_id: str = "") -> di
     return candidates[-1]
 
 
+INCOMPLETE_MARKER = "WGOPS_RESTORE_INCOMPLETE"
+
+
 def check_empty_dir(path: Path) -> None:
+    marker = path / INCOMPLETE_MARKER
+    if marker.exists():
+        try:
+            reason = json.loads(marker.read_text()).get("reason") or "interrupted"
+        except (OSError, ValueError):
+            reason = "unknown"
+        work = path.with_name(path.name + ".wgops")
+        raise RestoreError(
+            f"data_dir {path} holds an INCOMPLETE restore (marker {marker}; it failed: {reason}). It must never "
+            f"be started. Remove it and its work directory (rm -rf '{path}' '{work}'), fix the cause, and run "
+            f"the restore again."
+        )
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RestoreError(
             f"data_dir {path} is not empty: a restore never overwrites data. Choose a new directory, "
             f"or move this one away if you are sure it is not needed."
+        )
+
+
+def free_space_needed(plan: Plan, spool_segments: int) -> dict[str, int]:
+    """Bytes a restore needs on the data directory's file system: the base backup extracted, the
+    WAL PostgreSQL keeps in pg_wal between restartpoints (about max_wal_size; at most what is
+    replayed), the spool, and a margin for logs and the first WAL after promotion."""
+    base = int(plan.backup.get("tar_size") or 0)
+    wal = min(plan.wal_bytes, 2 * 1024**3)
+    spool = spool_segments * WAL_SEGMENT_SIZE
+    margin = base // 10 + 128 * 1024**2
+    return {"base_backup": base, "wal_in_pg_wal": wal, "spool": spool, "margin": margin}
+
+
+def check_free_space(path: Path, plan: Plan, spool_segments: int) -> None:
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    needed = free_space_needed(plan, spool_segments)
+    if free < sum(needed.values()):
+        parts = ", ".join(f"{name.replace('_', ' ')} {size / 1e6:,.0f} MB" for name, size in needed.items())
+        raise RestoreError(
+            f"not enough free space for the restore at {existing}: {free / 1e6:,.0f} MB free, about "
+            f"{sum(needed.values()) / 1e6:,.0f} MB needed ({parts}). Nothing was changed; free space or choose "
+            f"a data_dir on a larger file system (check_free_space: false skips this check)."
         )
 
 
@@ -169,6 +208,12 @@ class Plan:
     newest_by_timeline: dict[int, int]
     missing: list[str]
     archived: set[str] = field(default_factory=set)
+    # file name -> the archived version's id: a version written over it later is never read
+    versions: dict[str, str] = field(default_factory=dict)
+    # newest archive time of the planned WAL: no commit after it can be in the archive
+    archive_end_time: dt.datetime | None = None
+    # files someone wrote over or hid after archiving (the restore reads the archived versions)
+    rewritten: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -186,7 +231,16 @@ class Plan:
             "wal_bytes": self.wal_bytes,
             "first_segment": self.segments[0] if self.segments else None,
             "last_segment": self.segments[-1] if self.segments else None,
+            "archive_end_time": self.archive_end_time.isoformat() if self.archive_end_time else None,
+            # xid and restore point targets are found only by replaying: the plan cannot prove them
+            "target_checked_against_archive": self.target.kind in ("latest", "immediate", "time", "lsn"),
+            "rewritten_files": self.rewritten,
         }
+
+    @property
+    def end_lsn(self) -> int | None:
+        """The first LSN after the newest planned segment."""
+        return (segment_number(self.segments[-1]) + 1) * WAL_SEGMENT_SIZE if self.segments else None
 
 
 def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> Plan:
@@ -212,7 +266,42 @@ def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> P
     newest = {tli: max(by_no) for tli, by_no in inv.segments.items() if by_no}
     archived = {seg.name for by_no in inv.segments.values() for seg in by_no.values()}
     archived |= {key.rsplit("/", 1)[1] for key in inv.histories.values()} | set(inv.partials)
-    return Plan(backup, target, cont["needed"], cont["bytes"], newest, missing, archived)
+    versions = {key.rsplit("/", 1)[1]: version for key, version in inv.versions.items() if "/wal/" in key}
+    planned = [inv.segments[int(name[:8], 16)][segment_number(name)] for name in cont["needed"]]
+    plan = Plan(
+        backup,
+        target,
+        cont["needed"],
+        cont["bytes"],
+        newest,
+        missing,
+        archived,
+        versions,
+        archive_end_time=max((seg.last_modified for seg in planned), default=None),
+        rewritten=[history.key for history in inv.rewritten],
+    )
+    check_target_within_archive(plan)
+    return plan
+
+
+def check_target_within_archive(plan: Plan) -> None:
+    """Refuse, before anything is touched, a time or LSN target the archive cannot reach: recovery
+    would replay everything and then fail (PostgreSQL ends with "recovery ended before configured
+    recovery target was reached")."""
+    target = plan.target
+    if target.kind == "time" and plan.archive_end_time and target.moment > plan.archive_end_time:
+        raise RestoreError(
+            f"target time {target.value} is after the newest archived WAL ({plan.segments[-1]}, archived at "
+            f"{plan.archive_end_time.isoformat()}): no commit after it is in the archive, so recovery cannot reach "
+            f"the target. Restore to target latest for everything archived, or choose a time before "
+            f"{plan.archive_end_time.isoformat()}."
+        )
+    if target.kind == "lsn" and plan.end_lsn is not None and lsn_to_int(target.value) >= plan.end_lsn:
+        raise RestoreError(
+            f"target LSN {target.value} is beyond the newest archived WAL ({plan.segments[-1]} ends at "
+            f"{int_to_lsn(plan.end_lsn)}): recovery cannot reach it. Restore to target latest, or choose an LSN "
+            f"before {int_to_lsn(plan.end_lsn)}."
+        )
 
 
 class ParallelRangeReader:
@@ -321,8 +410,12 @@ class StreamReader:
 
 
 class Prefetcher:
-    """Downloads the planned WAL segments into ``spool`` ahead of replay, ``workers`` at a time,
-    never holding more than ``window`` segments (downloaded or in flight) that replay has not taken."""
+    """Downloads the planned WAL segments (their archived versions) into ``spool`` ahead of replay,
+    ``workers`` at a time, never holding more than ``window`` segments (downloaded or in flight)
+    that replay has not taken. Each file is checked against its archived SHA-256 before it enters
+    the spool. A transient failure (S3 or KMS away) is retried until ``deadline_seconds``; a segment
+    that cannot be had leaves ``.<name>.failed`` with the reason, which makes wal-fetch abort
+    recovery instead of ending it early."""
 
     def __init__(
         self,
@@ -331,30 +424,52 @@ class Prefetcher:
         names: list[str],
         spool: Path,
         *,
+        versions: dict[str, str] | None = None,
         workers: int = 8,
         window: int = 16,
         owner: tuple[int, int] | None = None,
+        deadline_seconds: float = 300.0,
     ):
         self.client, self.loc, self.names, self.spool = client, loc, names, spool
+        self.versions = versions or {}
         self.owner = owner  # PostgreSQL's uid/gid when we run as root: it opens restored WAL read-write
         self.workers, self.window = workers, window
+        self.deadline_seconds = deadline_seconds
         # fewer downloads at once while the base backup streams (they share CPU and network)
         self.active_workers = workers
         self.stop = threading.Event()
         self.bytes = 0
         self.downloaded = 0
+        self.retries = 0
         self.first_start: float | None = None
         self.last_end: float | None = None
-        self.error: str = ""
+        self.errors: list[str] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def error(self) -> str:
+        return "; ".join(self.errors)
 
     def start(self) -> None:
         self._thread.start()
 
+    def _note_retry(self, _message: str) -> None:
+        with self._lock:
+            self.retries += 1
+
     def _download(self, name: str) -> None:
+        key = s3mod.wal_key(self.loc, name)
         try:
-            body = self.client.get_object(Bucket=self.loc.bucket, Key=s3mod.wal_key(self.loc, name))["Body"].read()
+            body = s3mod.with_retries(
+                lambda: s3mod.get_verified(self.client, self.loc.bucket, key, self.versions.get(name, "")),
+                name,
+                deadline_seconds=self.deadline_seconds,
+                cancelled=self.stop.is_set,
+                log=self._note_retry,
+            )
+            if body is None:  # closing
+                return
             tmp = self.spool / f".{name}.tmp"
             tmp.write_bytes(body)
             if self.owner:
@@ -364,8 +479,14 @@ class Prefetcher:
                 self.bytes += len(body)
                 self.downloaded += 1
                 self.last_end = time.monotonic()
-        except Exception as exc:  # noqa: BLE001 - wal-fetch falls back to a direct download
-            self.error = f"{name}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - handed to wal-fetch, which aborts recovery with it
+            reason = str(exc) if isinstance(exc, s3mod.IntegrityError | s3mod.FetchError) else f"{name}: {exc}"
+            failed = self.spool / f".{name}.failed"
+            failed.write_text(reason)
+            if self.owner:
+                os.chown(failed, *self.owner)
+            with self._lock:
+                self.errors.append(reason)
 
     def _run(self) -> None:
         in_flight: set[Future] = set()
@@ -412,6 +533,10 @@ class RestoreRequest:
     spool_segments: int = 16
     timeout_seconds: float = 4 * 3600
     verify: bool = True
+    # how long one WAL file may take to fetch while S3 or its KMS do not answer, before recovery is
+    # aborted (never ended early: a fetch that failed is not the end of the archive)
+    fetch_deadline_seconds: float = 300.0
+    check_free_space: bool = True
 
     @property
     def work(self) -> Path:
@@ -515,6 +640,8 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
         f"plan: base backup {plan.backup['backup_id']}, "
         f"{len(plan.segments)} WAL segments ({plan.wal_bytes / 1e6:.0f} MB)"
     )
+    if req.check_free_space:
+        check_free_space(req.data_dir, plan, req.spool_segments)
     timings: dict[str, float] = {}
     staging = staging_dir(req.data_dir)
     if staging.exists():
@@ -564,9 +691,11 @@ def start_prefetcher(req: RestoreRequest, plan: Plan, client, active_workers: in
         req.loc,
         plan.segments,
         spool,
+        versions=plan.versions,
         workers=req.prefetch_workers,
         window=req.spool_segments,
         owner=pg_owner(pg.run_as_user(req.os_user)),
+        deadline_seconds=req.fetch_deadline_seconds,
     )
     prefetcher.active_workers = min(active_workers, req.prefetch_workers)
     prefetcher.start()
@@ -584,11 +713,16 @@ def recover(
 ) -> dict[str, Any]:
     """Move the verified base backup from ``staging`` into ``data_dir`` and replay WAL to the target.
 
+    From the moment ``data_dir`` exists until the restore is proven complete, it carries
+    ``INCOMPLETE_MARKER``; whatever goes wrong (PostgreSQL stops, a fetch aborts, recovery ends
+    short of the plan, an interrupt) stops PostgreSQL, keeps the marker with the reason and raises.
+    The file holding the S3 credentials is removed either way.
+
     ``restore_command`` replaces ``wgops wal-fetch`` (the benchmark's baselines, without a prefetcher).
     """
     bindir = pg.resolve_bindir(req.pg_bindir)
     os_user = pg.run_as_user(req.os_user)
-    # From here on the new data directory exists (it did not, or was empty, before).
+    write_marker(staging, plan, reason="")
     if req.data_dir.exists():
         req.data_dir.rmdir()
     os.replace(staging, req.data_dir)
@@ -607,6 +741,8 @@ def recover(
                 "planned": plan.segments,
                 "newest_by_timeline": {str(k): v for k, v in plan.newest_by_timeline.items()},
                 "archived": sorted(plan.archived),
+                "versions": plan.versions,
+                "fetch_deadline_seconds": req.fetch_deadline_seconds,
                 "log": str(req.work / "fetched.jsonl"),
             },
             fh,
@@ -618,36 +754,122 @@ def recover(
     pg.chown_tree(req.work, os_user)
     replay_started = time.monotonic()
     log_file = req.work / "postgres.log"
+    fetched_log: list[dict] = []
     try:
         pg.run([str(bindir / "pg_ctl"), "start", "-D", str(req.data_dir), "-l", str(log_file), "-W"], os_user)
-        reached = follow_recovery(req, port, log_file, log)
+        try:
+            reached = follow_recovery(req, port, log_file, log)
+        finally:
+            fetched_log = _read_fetch_log(req.work / "fetched.jsonl")
+        check_reached(plan, reached, fetched_log)
+    except BaseException as exc:
+        reason = failure_reason(exc, fetched_log, log_file, plan.target)
+        if pg.postmaster_pid(req.data_dir) is not None:
+            pg.stop(bindir, req.data_dir, os_user, "immediate")
+        write_marker(req.data_dir, plan, reason)
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: cleaned up, passed on
+            raise
+        raise RestoreError(
+            f"{reason}\nThe new data directory {req.data_dir} is INCOMPLETE and marked so "
+            f"({req.data_dir / INCOMPLETE_MARKER}); PostgreSQL was stopped. Do not start it (nor remove "
+            f"backup_label, as PostgreSQL's log may suggest: that starts a corrupt cluster). Fix the cause, "
+            f"remove '{req.data_dir}' and '{req.work}', and restore again. Kept for diagnosis: {log_file}, "
+            f"{req.work / 'fetched.jsonl'}."
+        ) from exc
     finally:
         if prefetcher:
             prefetcher.close()
+        fetch_config.unlink(missing_ok=True)  # it holds the S3 secret
+        for leftover in spool.iterdir():
+            leftover.unlink()
+    (req.data_dir / INCOMPLETE_MARKER).unlink()
     replay_seconds = round(time.monotonic() - replay_started, 3)
-    fetched_log = _read_fetch_log(req.work / "fetched.jsonl")
-    gaps = [entry["name"] for entry in fetched_log if entry.get("gap")]
-    if gaps:
-        raise RestoreError(
-            f"recovery aborted at a gap in the WAL archive: {', '.join(gaps)} is missing "
-            f"(see {log_file}). The new data directory {req.data_dir} is incomplete."
-        )
-    for leftover in spool.iterdir():
-        leftover.unlink()
     return {
         **plan.as_dict(),
         **reached,
         "port": port,
         "data_dir": str(req.data_dir),
-        "wal_segments_fetched": sum(1 for e in fetched_log if not e.get("missing")),
+        "wal_segments_fetched": sum(1 for e in fetched_log if e.get("source")),
         "wal_bytes_fetched": sum(e.get("size", 0) for e in fetched_log),
         "wal_segments_prefetched": prefetcher.downloaded if prefetcher else 0,
         "wal_fetch_direct": sum(1 for e in fetched_log if e.get("source") == "s3"),
+        "wal_fetch_retries": sum(e.get("retries", 0) for e in fetched_log) + (prefetcher.retries if prefetcher else 0),
         "replay_seconds": replay_seconds,
         "wal_download_seconds": prefetcher.seconds() if prefetcher else 0.0,
-        # a failed prefetch is not fatal (wal-fetch then downloads the file itself), but it is said
+        # every planned segment reached PostgreSQL (check_reached), so a prefetch error here was
+        # overcome by wal-fetch's own download; it is still said
         "wal_prefetch_error": prefetcher.error if prefetcher else "",
     }
+
+
+def write_marker(data_dir: Path, plan: Plan, reason: str) -> None:
+    (data_dir / INCOMPLETE_MARKER).write_text(
+        json.dumps(
+            {
+                "what": "an incomplete weltgewebe.ops restore: never start this cluster",
+                "written_at": dt.datetime.now(dt.UTC).isoformat(),
+                "base_backup": plan.backup["backup_id"],
+                "target": plan.as_dict()["target"],
+                "reason": reason,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def check_reached(plan: Plan, reached: dict[str, Any], fetched_log: list[dict]) -> None:
+    """A recovery to ``latest`` must have replayed every planned segment: PostgreSQL ends recovery
+    at the first file it cannot get, so ending early looks like success from its side."""
+    if plan.target.kind != "latest" or not plan.segments or reached.get("reached_lsn") is None:
+        return
+    delivered = {entry["name"] for entry in fetched_log if entry.get("source")}
+    never = [name for name in plan.segments if name not in delivered]
+    last = plan.segments[-1]
+    short = lsn_to_int(reached["reached_lsn"]) <= segment_number(last) * WAL_SEGMENT_SIZE
+    if last not in delivered or short:
+        raise RestoreError(
+            f"recovery ended at {reached['reached_lsn']}, short of the plan: the archive holds WAL through {last}, "
+            f"but PostgreSQL never received {', '.join(never[:5])}{' ...' if len(never) > 5 else ''} "
+            f"({len(never)} of {len(plan.segments)} planned segments)"
+        )
+
+
+# What PostgreSQL's log says when recovery fails, and what it means for this restore.
+POSTGRES_FAILURES = {
+    "recovery ended before configured recovery target was reached": (
+        "the archive does not contain the recovery target ({target}): PostgreSQL replayed all archived WAL "
+        "without reaching it. Check the transaction id or restore point name, or restore to target latest"
+    ),
+    "No space left on device": "the disk ran full during recovery",
+    "terminating connection due to unexpected postmaster exit": "PostgreSQL was killed during recovery",
+}
+
+
+def failure_reason(exc: BaseException, fetched_log: list[dict], log_file: Path, target: Target) -> str:
+    """One sentence that names the cause of a failed recovery, from the fetch log and PostgreSQL's."""
+    if not isinstance(exc, Exception):
+        return f"the restore was interrupted ({type(exc).__name__})"
+    aborted = [entry for entry in fetched_log if entry.get("abort") or entry.get("gap")]
+    if aborted:
+        entry = aborted[-1]
+        if entry.get("gap"):
+            return (
+                f"recovery aborted at a gap in the WAL archive: {entry['name']} is missing although newer "
+                f"segments are archived"
+            )
+        return f"recovery aborted: WAL file {entry['name']} could not be fetched: {entry['abort']}"
+    tail = _tail(log_file, 40)
+    for needle, meaning in POSTGRES_FAILURES.items():
+        if needle in tail:
+            wanted = f"{target.kind} {target.value}".strip()
+            return f"{meaning.format(target=wanted)}; PostgreSQL said: {_last_fatal(tail) or needle}"
+    return str(exc)
+
+
+def _last_fatal(text: str) -> str:
+    lines = [line for line in text.splitlines() if "FATAL" in line or "PANIC" in line]
+    return lines[-1].strip() if lines else ""
 
 
 def follow_recovery(req: RestoreRequest, port: int, log_file: Path, log) -> dict[str, Any]:

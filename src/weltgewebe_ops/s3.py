@@ -91,12 +91,13 @@ def sha256_b64(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
-def head(s3, bucket: str, key: str) -> StoredObject | None:
-    """The stored object's size, checksum, encryption and lock, or None when there is none."""
+def head(s3, bucket: str, key: str, version_id: str = "") -> StoredObject | None:
+    """The stored object's (or version's) size, checksum, encryption and lock, or None when there is none."""
     from botocore.exceptions import ClientError
 
+    version = {"VersionId": version_id} if version_id else {}
     try:
-        resp = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        resp = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **version)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
@@ -167,3 +168,150 @@ def _read_full(stream: BinaryIO, size: int) -> bytes:
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
+
+
+# ---------------------------------------------------------------------- reading the archive back
+
+
+class IntegrityError(RuntimeError):
+    """An object's content does not match the SHA-256 recorded when it was archived (or none was
+    recorded): never retried, never handed on."""
+
+
+class FetchError(RuntimeError):
+    """An object could not be fetched within the deadline; the message names it and the last cause."""
+
+
+def get_verified(s3, bucket: str, key: str, version_id: str = "") -> bytes:
+    """The object's bytes (the given version), checked against the SHA-256 stored with it."""
+    from botocore.exceptions import FlexibleChecksumError
+
+    version = {"VersionId": version_id} if version_id else {}
+    which = f"s3://{bucket}/{key}" + (f" (version {version_id})" if version_id else "")
+    try:
+        resp = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **version)
+        body = resp["Body"].read()
+    except FlexibleChecksumError as exc:
+        raise IntegrityError(f"{which} does not match its stored checksum: {exc}") from exc
+    expected = resp.get("Metadata", {}).get("sha256-b64") or resp.get("ChecksumSHA256", "")
+    if not expected:
+        raise IntegrityError(
+            f"{which} has no recorded SHA-256 (wal-push stores one with every file): it was not written by "
+            f"this archive and cannot be verified"
+        )
+    actual = sha256_b64(body)
+    if actual != expected:
+        raise IntegrityError(
+            f"{which} has SHA-256 {actual} but was archived with {expected}: its content is not what was "
+            f"archived. It is not handed to PostgreSQL"
+        )
+    return body
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Errors that retrying cannot cure: a checksum mismatch, or the object/version is gone."""
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+    return code in ("NoSuchKey", "NoSuchVersion", "404")
+
+
+def with_retries(
+    call,
+    what: str,
+    *,
+    deadline_seconds: float,
+    cancelled=lambda: False,
+    log=lambda _msg: None,
+    first_backoff: float = 0.5,
+    max_backoff: float = 5.0,
+):
+    """``call()`` until it returns. Transient errors (S3 or its KMS unreachable, timeouts, 5xx) are
+    retried with exponential backoff until ``deadline_seconds``, then FetchError names ``what`` and
+    the last cause; permanent ones (``is_permanent``) are raised at once. Returns None as soon as
+    ``cancelled()`` is true (checked between attempts)."""
+    import time
+
+    started = time.monotonic()
+    backoff, attempt = first_backoff, 0
+    while True:
+        attempt += 1
+        try:
+            return call()
+        except Exception as exc:
+            if is_permanent(exc):
+                raise
+            elapsed = time.monotonic() - started
+            if elapsed + backoff > deadline_seconds:
+                raise FetchError(
+                    f"could not fetch {what} within {deadline_seconds:.0f}s ({attempt} attempts): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            log(f"{what}: attempt {attempt} failed after {elapsed:.1f}s ({type(exc).__name__}: {exc}); retrying")
+        waited_until = time.monotonic() + backoff
+        while time.monotonic() < waited_until:
+            if cancelled():
+                return None
+            time.sleep(min(0.05, backoff))
+        backoff = min(backoff * 2, max_backoff)
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    key: str
+    version_id: str
+    size: int
+    last_modified: Any
+    delete_marker: bool = False
+    is_latest: bool = False
+
+
+@dataclass
+class KeyHistory:
+    """Every version of one key, oldest first. The archive writes each file once (wal-push never
+    overwrites), so the oldest version is the archived one; anything after it was written by
+    someone else."""
+
+    key: str
+    versions: list[ObjectVersion]
+
+    @property
+    def original(self) -> ObjectVersion | None:
+        return next((v for v in self.versions if not v.delete_marker), None)
+
+    @property
+    def later(self) -> list[ObjectVersion]:
+        """Versions and delete markers written after the original."""
+        original = self.original
+        return self.versions[self.versions.index(original) + 1 :] if original else []
+
+    @property
+    def hidden_by_delete_marker(self) -> bool:
+        return bool(self.versions) and self.versions[-1].delete_marker
+
+
+def list_versions(s3, bucket: str, prefix: str) -> dict[str, KeyHistory]:
+    """Every key under ``prefix`` with all its versions and delete markers, oldest first. A
+    delete marker or a newer version cannot hide the archived (locked) version from this listing."""
+    found: dict[str, list[tuple[int, ObjectVersion]]] = {}
+    order = 0
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        entries = [(v, False) for v in page.get("Versions", [])] + [(m, True) for m in page.get("DeleteMarkers", [])]
+        for entry, marker in entries:
+            order += 1
+            version = ObjectVersion(
+                entry["Key"],
+                entry.get("VersionId") or "",
+                int(entry.get("Size", 0)),
+                entry["LastModified"],
+                marker,
+                bool(entry.get("IsLatest")),
+            )
+            found.setdefault(entry["Key"], []).append((order, version))
+    histories = {}
+    for key, listed in found.items():
+        # LastModified has one-second resolution: within a second the latest entry is the newest,
+        # and S3 lists a key's versions newest first
+        listed.sort(key=lambda item: (item[1].last_modified, item[1].is_latest, -item[0]))
+        histories[key] = KeyHistory(key, [version for _, version in listed])
+    return histories

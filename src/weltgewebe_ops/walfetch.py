@@ -2,11 +2,15 @@
 
 Called once per WAL file, so it stays light: the standard library only, unless a file has to come
 straight from S3. The restore writes its configuration (S3 location, the spool the prefetcher
-fills, the plan, and every WAL file name archived when it planned).
+fills, the plan with the archived version of every WAL file, and every name archived when it
+planned).
 
-Exit codes, as PostgreSQL reads them: 0 the file is in place; 1 not in the archive (the normal end
-of WAL, or a timeline that does not exist); GAP_EXIT_CODE (> 125) a segment is missing although
-newer ones are archived: PostgreSQL then aborts recovery instead of ending it early and quietly.
+Exit codes, as PostgreSQL reads them: 0 the file is in place; 1 not in the archive, which
+PostgreSQL takes as the end of WAL: said only when the plan knows the file does not exist (a
+timeline that does not exist, or past the newest archived segment); ABORT_EXIT_CODE (> 125: PostgreSQL
+aborts recovery instead of ending it) for a segment missing before newer ones (a gap), a file whose
+content does not match its archived SHA-256, or a file S3 did not deliver within the deadline. A
+failed fetch is never reported as the end of the archive.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 from .walnames import SEGMENT_RE, segment_number
 
-GAP_EXIT_CODE = 126
+ABORT_EXIT_CODE = 126
 WAIT_FOR_PREFETCH_SECONDS = 5.0
 
 
@@ -41,42 +45,82 @@ def keep_only_latest_taken(spool: Path, spooled: Path, taken: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def wal_fetch(config_file: str | os.PathLike[str], name: str, dest: str | os.PathLike[str]) -> int:
-    config = json.loads(Path(config_file).read_text())
-    spool = Path(config["spool"])
-    started = time.monotonic()
+class Fetch:
+    """One call: where the file may be (spool, S3), and the log line that says what happened."""
 
-    def record(**entry) -> None:
-        with open(config["log"], "a") as fh:
-            fh.write(json.dumps({"name": name, "seconds": round(time.monotonic() - started, 4), **entry}) + "\n")
+    def __init__(self, config: dict, name: str, dest: str | os.PathLike[str]):
+        self.config, self.name, self.dest = config, name, Path(dest)
+        self.spool = Path(config["spool"])
+        self.spooled = self.spool / name
+        self.taken = self.spool / f".taken-{name}"
+        self.failed = self.spool / f".{name}.failed"  # the prefetcher gave up on it, with the reason
+        self.started = time.monotonic()
+        self.retries = 0
 
-    spooled = spool / name
-    taken = spool / f".taken-{name}"
-    if name in config["planned"] and not spooled.exists() and not taken.exists():
-        # the prefetcher is on its way: wait a little before downloading it ourselves
-        waited = time.monotonic() + WAIT_FOR_PREFETCH_SECONDS
-        while not spooled.exists() and time.monotonic() < waited:
-            time.sleep(0.005)
-    for candidate in (spooled, taken):
-        if candidate.exists():
-            deliver(candidate, Path(dest))
-            if candidate == spooled:
-                keep_only_latest_taken(spool, spooled, taken)
-            record(source="spool", size=taken.stat().st_size)
-            return 0
-    if name not in config["archived"]:
-        if SEGMENT_RE.match(name):
-            newest = config["newest_by_timeline"].get(str(int(name[:8], 16)))
-            if newest is not None and segment_number(name) < newest:
-                record(missing=True, gap=True)
-                print(f"wal-fetch: {name} is missing but newer segments are archived: a gap. Aborting recovery.")
-                return GAP_EXIT_CODE
-        record(missing=True)
+    def record(self, **entry) -> None:
+        seconds = round(time.monotonic() - self.started, 4)
+        with open(self.config["log"], "a") as fh:
+            fh.write(json.dumps({"name": self.name, "seconds": seconds, **entry}) + "\n")
+
+    def from_spool(self) -> bool:
+        for candidate in (self.spooled, self.taken):
+            if candidate.exists():
+                deliver(candidate, self.dest)
+                if candidate == self.spooled:
+                    keep_only_latest_taken(self.spool, self.spooled, self.taken)
+                self.record(source="spool", size=self.taken.stat().st_size, retries=self.retries)
+                return True
+        return False
+
+    def settled(self) -> bool:
+        """The prefetcher has delivered the file or given up on it."""
+        return self.spooled.exists() or self.taken.exists() or self.failed.exists()
+
+    def abort(self, reason: str) -> int:
+        self.record(abort=reason)
+        print(f"wal-fetch: ABORTING RECOVERY: {self.name}: {reason}", file=sys.stderr)
+        return ABORT_EXIT_CODE
+
+    def not_in_archive(self) -> int:
+        """Exit 1 (end of WAL) only for a file the plan says was never archived; a gap aborts."""
+        if SEGMENT_RE.match(self.name):
+            newest = self.config["newest_by_timeline"].get(str(int(self.name[:8], 16)))
+            if newest is not None and segment_number(self.name) < newest:
+                self.record(missing=True, gap=True)
+                print(f"wal-fetch: {self.name} is missing but newer segments are archived: a gap. Aborting recovery.")
+                return ABORT_EXIT_CODE
+        self.record(missing=True)
         return 1
-    return _fetch_from_s3(config, name, dest, record)
 
 
-def _fetch_from_s3(config: dict, name: str, dest, record) -> int:
+def wal_fetch(config_file: str | os.PathLike[str], name: str, dest: str | os.PathLike[str]) -> int:
+    fetch = Fetch(json.loads(Path(config_file).read_text()), name, dest)
+    if fetch.from_spool():
+        return 0
+    if name not in fetch.config["archived"]:
+        return fetch.not_in_archive()
+    deadline = fetch.started + fetch.config.get("fetch_deadline_seconds", 300)
+    if name in fetch.config["planned"]:
+        # the prefetcher is on its way: wait a little before downloading it ourselves
+        waited = min(deadline, time.monotonic() + WAIT_FOR_PREFETCH_SECONDS)
+        while not fetch.settled() and time.monotonic() < waited:
+            time.sleep(0.005)
+    while True:
+        if fetch.from_spool():
+            return 0
+        if fetch.failed.exists():
+            return fetch.abort(fetch.failed.read_text().strip() or "the prefetcher could not fetch it")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return fetch.abort(f"not fetched within {fetch.config.get('fetch_deadline_seconds', 300)}s")
+        outcome = _fetch_from_s3(fetch, remaining)
+        if outcome is not None:
+            return outcome
+        # the prefetcher delivered (or gave up) while we were retrying: look again
+
+
+def _fetch_from_s3(fetch: Fetch, deadline_seconds: float) -> int | None:
+    """Download the archived version and verify it; None when the spool settled meanwhile."""
     if sys.flags.no_site:  # started with -S for speed: now we need boto3 from site-packages
         import site
 
@@ -84,12 +128,31 @@ def _fetch_from_s3(config: dict, name: str, dest, record) -> int:
     from . import s3 as s3mod
     from .settings import S3Location
 
-    loc = S3Location(**config["location"])
-    body = s3mod.client(loc, read_timeout=60).get_object(Bucket=loc.bucket, Key=s3mod.wal_key(loc, name))["Body"].read()
-    tmp = Path(f"{dest}.wgops-tmp")
+    def retried(message: str) -> None:
+        fetch.retries += 1
+        print(f"wal-fetch: {message}", file=sys.stderr)
+
+    loc = S3Location(**fetch.config["location"])
+    client = s3mod.client(loc, read_timeout=60, attempts=1)
+    key = s3mod.wal_key(loc, fetch.name)
+    try:
+        body = s3mod.with_retries(
+            lambda: s3mod.get_verified(client, loc.bucket, key, fetch.config.get("versions", {}).get(fetch.name, "")),
+            fetch.name,
+            deadline_seconds=deadline_seconds,
+            cancelled=fetch.settled,
+            log=retried,
+        )
+    except (s3mod.IntegrityError, s3mod.FetchError) as exc:
+        return fetch.abort(str(exc))
+    except Exception as exc:  # noqa: BLE001 - permanent S3 errors: the planned object is gone
+        return fetch.abort(f"{type(exc).__name__}: {exc}")
+    if body is None:
+        return None
+    tmp = Path(f"{fetch.dest}.wgops-tmp")
     tmp.write_bytes(body)
-    os.replace(tmp, dest)
-    record(source="s3", size=len(body))
+    os.replace(tmp, fetch.dest)
+    fetch.record(source="s3", size=len(body), retries=fetch.retries)
     return 0
 
 
@@ -103,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return wal_fetch(args.config, args.name, args.dest)
-    except Exception as exc:  # noqa: BLE001 - PostgreSQL retries a failed fetch; say why
-        print(f"wal-fetch {args.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 - never "not in archive" for an unexpected error
+        print(f"wal-fetch {args.name}: ABORTING RECOVERY: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return ABORT_EXIT_CODE
 
 
 if __name__ == "__main__":

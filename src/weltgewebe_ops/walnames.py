@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+WAL_SEGMENT_SIZE = 16 * 1024 * 1024
 WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
 
 
@@ -30,6 +31,10 @@ def segment_number(name: str, segment_size: int = 16 * 1024 * 1024) -> int:
 def lsn_to_int(lsn: str) -> int:
     hi, lo = lsn.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def int_to_lsn(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 
 def segment_of_lsn(timeline: int, lsn: str, segment_size: int = 16 * 1024 * 1024) -> str:
