@@ -55,6 +55,28 @@ def ansible_module(module: str, args: dict, *extra: str) -> tuple[int, dict, str
     return proc.returncode, doc["plays"][0]["tasks"][0]["hosts"]["sandbox-local"], proc.stdout
 
 
+def copy_archive(box, prefix: str, skip=lambda key: False, bucket: str | None = None, reencrypt: bool = False) -> None:
+    """Copy the sandbox archive under another prefix (or bucket), leaving out what ``skip`` says
+    (a test that tampers with an archive works on such a copy). ``reencrypt``: download and upload
+    each object instead of a server-side copy, so it gets data keys of its own (SeaweedFS keeps
+    decrypted data keys, and a server-side copy keeps the source's)."""
+    from weltgewebe_ops import s3 as s3mod
+
+    client = box.s3()
+    loc = box.s.s3_location()
+    target = type(loc)(**{**loc.__dict__, "bucket": bucket or loc.bucket})
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.prefix + "/"):
+        for obj in page.get("Contents", []):
+            if skip(obj["Key"]) or "/_sandbox/" in obj["Key"]:
+                continue
+            key = prefix + obj["Key"][len(loc.prefix) :]
+            if reencrypt:
+                body = client.get_object(Bucket=loc.bucket, Key=obj["Key"])["Body"].read()
+                s3mod.put_bytes(client, target, key, body)
+            else:
+                client.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": loc.bucket, "Key": obj["Key"]})
+
+
 FREE_PORTS = {
     name: 0 for name in ("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "postgres", "nats", "api")
 }

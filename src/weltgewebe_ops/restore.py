@@ -246,6 +246,11 @@ class Plan:
 def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> Plan:
     inv = archive.list_inventory(client, loc)
     backup = choose_backup(inv.labels, target, backup_id)
+    # base.tar as archived under this prefix (the label's version id names the upload's version,
+    # which a copied or replicated archive does not have); its content is checked against the
+    # label's SHA-256 either way
+    tar_key = s3mod.basebackup_prefix(loc, backup["backup_id"]) + "base.tar"
+    backup = {**backup, "tar_version_id": inv.versions.get(tar_key) or backup.get("tar_version_id", "")}
     target_tli = int(target.timeline) if target.timeline.isdigit() else None
     if target.timeline == "current":
         target_tli = backup["timeline"]

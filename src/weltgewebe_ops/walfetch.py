@@ -110,10 +110,8 @@ def wal_fetch(config_file: str | os.PathLike[str], name: str, dest: str | os.Pat
             return 0
         if fetch.failed.exists():
             return fetch.abort(fetch.failed.read_text().strip() or "the prefetcher could not fetch it")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return fetch.abort(f"not fetched within {fetch.config.get('fetch_deadline_seconds', 300)}s")
-        outcome = _fetch_from_s3(fetch, remaining)
+        # at least one attempt of our own, so a timeout names its cause
+        outcome = _fetch_from_s3(fetch, max(deadline - time.monotonic(), 0.0))
         if outcome is not None:
             return outcome
         # the prefetcher delivered (or gave up) while we were retrying: look again

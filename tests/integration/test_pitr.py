@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import new_state_dir
+from tests.conftest import copy_archive, new_state_dir
 from weltgewebe_ops import archive, pg, restore
 from weltgewebe_ops import s3 as s3mod
 from weltgewebe_ops.restore import RestoreError, RestoreRequest, Target
@@ -152,21 +152,6 @@ def test_refuses_a_non_empty_data_dir(sandbox, restore_dir):
         run_restore(sandbox, restore_dir, Target.parse("latest"))
     assert [p.name for p in (restore_dir / "data").iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in restore_dir.iterdir()) == ["data"]
-
-
-def copy_archive(box, prefix: str, skip=lambda key: False, bucket: str | None = None) -> None:
-    """Copy the sandbox archive under another prefix (or bucket), leaving out what ``skip`` says."""
-    client = box.s3()
-    loc = box.s.s3_location()
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.prefix + "/"):
-        for obj in page.get("Contents", []):
-            if skip(obj["Key"]) or "/_sandbox/" in obj["Key"]:
-                continue
-            client.copy_object(
-                Bucket=bucket or loc.bucket,
-                Key=prefix + obj["Key"][len(loc.prefix) :],
-                CopySource={"Bucket": loc.bucket, "Key": obj["Key"]},
-            )
 
 
 def test_refuses_a_gap_in_the_wal_and_names_it(sandbox, history, restore_dir):
