@@ -41,12 +41,13 @@ def ansible_env(json_output: bool = False) -> dict[str, str]:
     return env
 
 
-def ansible_module(module: str, args: dict, *extra: str) -> tuple[int, dict, str]:
-    """Run one module ad hoc on sandbox-local: (exit code, the module's result, the whole output)."""
+def ansible_module(module: str, args: dict, *extra: str, env: dict | None = None) -> tuple[int, dict, str]:
+    """Run one module ad hoc on sandbox-local: (exit code, the module's result, the whole output);
+    ``env``: more environment variables for it."""
     proc = subprocess.run(
         ["ansible", "sandbox-local", "-m", module, "-a", json.dumps(args), *extra],
         cwd=REPO,
-        env=ansible_env(json_output=True),
+        env={**ansible_env(json_output=True), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import traceback
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import env_fallback, missing_required_lib
 
 LIBRARY_IMPORT_ERROR = None
 try:
@@ -28,8 +28,20 @@ def ensure_library(module) -> None:
         )
 
 
+# Environment variables each S3 option falls back to, first match wins (the doc fragment
+# weltgewebe.ops.s3 lists them): credentials never need to be on a command line that `ps` shows.
+S3_ENV_FALLBACKS = {
+    "s3_endpoint_url": ["WGOPS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
+    "s3_bucket": ["WGOPS_S3_BUCKET"],
+    "s3_prefix": ["WGOPS_S3_PREFIX"],
+    "s3_region": ["AWS_REGION", "AWS_DEFAULT_REGION"],
+    "s3_access_key": ["WGOPS_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"],
+    "s3_secret_key": ["WGOPS_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"],
+}
+
+
 def s3_argument_spec() -> dict:
-    return {
+    spec = {
         "s3_endpoint_url": {"type": "str", "default": ""},
         "s3_bucket": {"type": "str", "required": True},
         "s3_prefix": {"type": "str", "default": "weltgewebe/pg-primary"},
@@ -37,6 +49,9 @@ def s3_argument_spec() -> dict:
         "s3_access_key": {"type": "str", "required": True, "no_log": True},
         "s3_secret_key": {"type": "str", "required": True, "no_log": True},
     }
+    for name, variables in S3_ENV_FALLBACKS.items():
+        spec[name]["fallback"] = (env_fallback, variables)
+    return spec
 
 
 def s3_location(params: dict, kms_key_id: str = ""):

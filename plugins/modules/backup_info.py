@@ -15,6 +15,10 @@ description:
     every base backup's label; the WAL segments per timeline, C(.history) and C(.partial) files;
     the continuity from each base backup to the newest archived segment (gaps named); the newest
     segment and the RPO exposure now.
+  - Lists object versions, not only the latest ones. The archive writes every file once, so a file
+    with a version written after it, or hidden by a delete marker, is a problem that names the
+    key and the archived version a restore uses instead (Object Lock keeps it). A delete marker
+    therefore never shortens the archive or opens a gap.
   - For the chosen base backup (the newest, or O(backup_id)) and the WAL a restore from it reads,
     checks every object for SSE-KMS (with O(expected_kms_key_id) when given), Object Lock mode and a
     retain-until at least O(min_retention_days) ahead.
@@ -24,7 +28,17 @@ extends_documentation_fragment:
   - weltgewebe.ops.s3
 options:
   expected_kms_key_id:
-    description: The KMS key (ARN or key id) every object must be encrypted with; empty accepts any SSE-KMS key.
+    description:
+      - The KMS key every object must be encrypted with - its ARN, key id or an alias (V(alias/...)); empty accepts
+        any SSE-KMS key.
+      - An alias is resolved to its key with KMS DescribeKey (the credentials need kms:DescribeKey); when that
+        fails, the problem C(kms_alias_unresolved) says so.
+    type: str
+    default: ""
+  kms_endpoint_url:
+    description:
+      - The KMS endpoint used to resolve an alias; empty uses E(WGOPS_KMS_ENDPOINT_URL), E(AWS_ENDPOINT_URL_KMS)
+        or AWS's own.
     type: str
     default: ""
   min_retention_days:
@@ -114,6 +128,15 @@ compliance:
   returned: always
   type: dict
   sample: {backup_id: 20261127T090119391286Z, checked: 12, sse_kms: 12, locked: 12}
+expected_kms_key:
+  description: The key objects were checked against (an alias resolved to its ARN).
+  returned: always
+  type: str
+rewritten_files:
+  description: Archive keys with versions or delete markers written after archiving (each also a problem).
+  returned: always
+  type: list
+  elements: str
 warnings:
   description: What could not be checked with these credentials (e.g. bucket configuration for a read-only identity).
   returned: always
@@ -127,7 +150,7 @@ problems:
   sample: [{code: wal_gap, message: "WAL missing between base backup ... : 000000010000000000000007"}]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, env_fallback
 from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
     ensure_library,
     s3_argument_spec,
@@ -141,6 +164,11 @@ def main():
         argument_spec={
             **s3_argument_spec(),
             "expected_kms_key_id": {"type": "str", "default": ""},
+            "kms_endpoint_url": {
+                "type": "str",
+                "default": "",
+                "fallback": (env_fallback, ["WGOPS_KMS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KMS"]),
+            },
             "min_retention_days": {"type": "float", "default": 1},
             "backup_id": {"type": "str", "default": ""},
             "check_objects": {"type": "bool", "default": True},
@@ -162,6 +190,7 @@ def main():
             min_retention_days=p["min_retention_days"],
             backup_id=p["backup_id"],
             check_objects=p["check_objects"],
+            kms_endpoint_url=p["kms_endpoint_url"],
         )
     except Exception as exc:  # noqa: BLE001 - boto3/botocore errors, reported with the fix
         module.fail_json(msg=f"could not read the archive s3://{loc.bucket}/{loc.prefix}: {s3_error_message(exc)}")

@@ -18,7 +18,12 @@ description:
     C(pg_verifybackup) against C(backup_manifest)), and only then moves it into O(data_dir).
   - Starts PostgreSQL with C(restore_command = wgops wal-fetch), served from a local spool that a
     prefetcher fills with parallel downloads ahead of replay; C(archive_mode) is off so the
-    recovered cluster never archives into the source's bucket.
+    recovered cluster never archives into the source's bucket. A download that fails (S3 or its
+    KMS away) is retried for O(fetch_deadline_seconds), then recovery is aborted, never ended early.
+  - Fails unless recovery replayed every planned segment (target V(latest)) or reached its target.
+    A restore that fails after O(data_dir) exists stops PostgreSQL, leaves the marker file
+    C(WGOPS_RESTORE_INCOMPLETE) in it and says so; the next run names the leftover and how to
+    remove it. The file holding the S3 credentials is removed when the restore ends, either way.
   - Follows recovery to its end and returns the base backup used, the reached LSN, the last
     replayed commit time, the timeline, segments and bytes fetched, and the seconds of each step.
     Progress is written to C(<work_dir>/progress.json) (use C(async) for long restores).
@@ -95,6 +100,18 @@ options:
     description: Give up when recovery has not ended after this long.
     type: int
     default: 14400
+  fetch_deadline_seconds:
+    description:
+      - How long one WAL file may take to fetch while S3 or its KMS do not answer (retried with
+        backoff) before recovery is aborted, naming the file.
+    type: int
+    default: 300
+  check_free_space:
+    description:
+      - Refuse before anything is downloaded when the file system of O(data_dir) has less free space than
+        the base backup, the WAL kept during replay, the spool and a margin.
+    type: bool
+    default: true
 attributes:
   check_mode:
     support: full
@@ -172,7 +189,81 @@ replay_seconds:
   description: Seconds from starting PostgreSQL to the end of recovery.
   returned: success and not check mode
   type: float
+base_backup_bytes:
+  description: Size of the base backup's tar.
+  returned: always
+  type: int
+base_backup_stop_time:
+  description: When the base backup became consistent (ISO 8601); the earliest reachable target.
+  returned: always
+  type: str
+target:
+  description: The target as understood (kind, value, inclusive, action, timeline).
+  returned: always
+  type: dict
+first_segment:
+  description: The first WAL segment of the plan.
+  returned: always
+  type: str
+last_segment:
+  description: The newest WAL segment of the plan; a restore to V(latest) fails unless it was replayed.
+  returned: always
+  type: str
+archive_end_time:
+  description: When the newest planned segment was archived; no commit after it is in the archive.
+  returned: always
+  type: str
+target_checked_against_archive:
+  description:
+    - Whether the plan proved the target reachable. V(false) for O(target=xid) and O(target=name),
+      which only replay can find (a run that does not find them fails).
+  returned: always
+  type: bool
+rewritten_files:
+  description:
+    - Archive keys with versions or delete markers written after archiving; the restore read the archived versions.
+  returned: always
+  type: list
+  elements: str
+data_dir:
+  description: The restored data directory.
+  returned: success and not check mode
+  type: str
+wal_segments_prefetched:
+  description: WAL segments the prefetcher downloaded ahead of replay.
+  returned: success and not check mode
+  type: int
+wal_fetch_direct:
+  description: WAL files wal-fetch had to download itself (the spool did not have them in time).
+  returned: success and not check mode
+  type: int
+wal_fetch_retries:
+  description: Failed WAL download attempts that were retried (S3 or its KMS not answering for a while).
+  returned: success and not check mode
+  type: int
+wal_download_seconds:
+  description: Seconds from the first to the last prefetched segment.
+  returned: success and not check mode
+  type: float
+wal_prefetch_error:
+  description: Failures of the prefetcher that wal-fetch then overcame by downloading itself (empty when none).
+  returned: success and not check mode
+  type: str
+verify:
+  description: V(ok) when C(pg_verifybackup) accepted the base backup, else why it was skipped.
+  returned: success and not check mode
+  type: str
+base_backup_sha256_ok:
+  description: Whether the downloaded tar matched the SHA-256 in its label.
+  returned: success and not check mode
+  type: bool
+verify_seconds:
+  description: Seconds C(pg_verifybackup) took.
+  returned: success and not check mode
+  type: float
 """
+
+import signal
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
@@ -181,6 +272,14 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
     s3_error_message,
     s3_location,
 )
+
+
+class RestoreInterrupted(BaseException):
+    """SIGTERM during the restore."""
+
+
+def _interrupted(_signum, _frame):
+    raise RestoreInterrupted()
 
 
 def main():
@@ -207,6 +306,8 @@ def main():
             "prefetch_workers_during_base": {"type": "int", "default": 0},
             "spool_segments": {"type": "int", "default": 16},
             "timeout_seconds": {"type": "int", "default": 14400},
+            "fetch_deadline_seconds": {"type": "int", "default": 300},
+            "check_free_space": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
     )
@@ -239,10 +340,20 @@ def main():
             prefetch_workers_during_base=p["prefetch_workers_during_base"],
             spool_segments=p["spool_segments"],
             timeout_seconds=p["timeout_seconds"],
+            fetch_deadline_seconds=p["fetch_deadline_seconds"],
+            check_free_space=p["check_free_space"],
         )
+        # Ctrl-C on the playbook, or Ansible ending an async job, sends SIGTERM: turn it into an
+        # exception so the restore stops its PostgreSQL, marks the directory incomplete and
+        # removes its credentials on the way out
+        signal.signal(signal.SIGTERM, _interrupted)
         result = restore.restore(req)
     except restore.RestoreError as exc:
         module.fail_json(msg=str(exc))
+    except RestoreInterrupted:
+        marker = data_dir / restore.INCOMPLETE_MARKER
+        left = f"{data_dir} is marked incomplete ({marker}): remove it" if marker.exists() else "nothing was left"
+        module.fail_json(msg=f"the restore was interrupted (SIGTERM); PostgreSQL was stopped; {left}")
     except Exception as exc:  # noqa: BLE001 - boto3/psycopg/OS errors, reported in one line
         module.fail_json(msg=f"restore failed: {s3_error_message(exc)}")
     module.exit_json(changed=True, **result)

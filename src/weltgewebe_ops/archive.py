@@ -192,6 +192,31 @@ def continuity(client, loc: S3Location, inv: Inventory, label: dict, target_tli:
     }
 
 
+def resolve_kms_key(loc: S3Location, key: str, kms_endpoint_url: str = "") -> tuple[str, Problem | None]:
+    """Objects report their key's ARN: an alias (``alias/...``) is resolved to it with KMS
+    DescribeKey (the credentials need kms:DescribeKey). Key ids and ARNs are returned as they are."""
+    if not key.startswith("alias/"):
+        return key, None
+    import boto3
+
+    try:
+        kms = boto3.client(
+            "kms",
+            endpoint_url=kms_endpoint_url or None,  # None: AWS_ENDPOINT_URL_KMS or AWS's own
+            aws_access_key_id=loc.access_key,
+            aws_secret_access_key=loc.secret_key,
+            region_name=loc.region,
+        )
+        return kms.describe_key(KeyId=key)["KeyMetadata"]["Arn"], None
+    except Exception as exc:  # noqa: BLE001 - reported as a problem with the fix
+        return key, Problem(
+            "kms_alias_unresolved",
+            f"cannot resolve the KMS alias {key} to its key (objects report the key's ARN): {type(exc).__name__}: "
+            f"{exc}. Give the key id or ARN instead, or allow kms:DescribeKey to these credentials and set "
+            f"kms_endpoint_url (or AWS_ENDPOINT_URL_KMS) when KMS is not AWS's.",
+        )
+
+
 def key_matches(actual: str, expected: str) -> bool:
     """S3 reports the key's ARN; accept the same ARN or its key id."""
     if not expected:
@@ -325,10 +350,15 @@ def backup_info(
     backup_id: str = "",
     check_objects: bool = True,
     now: dt.datetime | None = None,
+    kms_endpoint_url: str = "",
 ) -> dict[str, Any]:
     """The preflight: facts about the bucket, base backups and WAL, plus problems."""
     now = now or dt.datetime.now(dt.UTC)
     facts, problems, warnings = bucket_facts(client, loc)
+    expected_kms_key, unresolved = resolve_kms_key(loc, expected_kms_key, kms_endpoint_url)
+    if unresolved:  # said once, instead of a wrong_kms_key for every object
+        problems.append(unresolved)
+        expected_kms_key = ""
     inv = list_inventory(client, loc)
     problems += rewritten_problems(inv)
     newest = inv.newest_segment()
@@ -402,6 +432,8 @@ def backup_info(
         "newest_segment_at": newest.last_modified.isoformat() if newest else None,
         "rpo_exposure_seconds": round((now - newest.last_modified).total_seconds(), 3) if newest else None,
         "compliance": compliance,
+        "expected_kms_key": expected_kms_key,
+        "rewritten_files": [history.key for history in inv.rewritten],
         "problems": [p.as_dict() for p in problems],
         "warnings": warnings,
     }

@@ -175,7 +175,13 @@ def cmd_kms(args) -> int:
     from . import kms, sandbox
 
     box = sandbox.load(args.state_dir)
-    kms.serve(box.s.ports.kms, box.s.root / "kms" / "keys.json", box.s.kms_key_id, box.s.s3_access_key)
+    kms.serve(
+        box.s.ports.kms,
+        box.s.root / "kms" / "keys.json",
+        box.s.kms_key_id,
+        box.s.s3_access_key,
+        describe_only_key=box.s.s3_readonly_access_key,
+    )
     return 0
 
 

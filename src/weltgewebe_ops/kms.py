@@ -118,7 +118,9 @@ def handle(store: KeyStore, target: str, body: dict) -> dict:
     raise KmsError("UnsupportedOperationException", f"{action} is not supported by the sandbox KMS")
 
 
-def serve(port: int, key_file: Path, alias: str, access_key: str) -> None:
+def serve(port: int, key_file: Path, alias: str, access_key: str, describe_only_key: str = "") -> None:
+    """``access_key`` may do everything (SeaweedFS uses it); ``describe_only_key`` (the archive's
+    read-only identity) only DescribeKey, as a key policy granting kms:DescribeKey would allow."""
     store = KeyStore(key_file, alias)
 
     class Handler(BaseHTTPRequestHandler):
@@ -127,10 +129,14 @@ def serve(port: int, key_file: Path, alias: str, access_key: str) -> None:
 
         def do_POST(self):
             try:
-                if access_key and f"Credential={access_key}/" not in self.headers.get("Authorization", ""):
-                    raise KmsError("AccessDeniedException", "unknown access key", 400)
+                authorization = self.headers.get("Authorization", "")
+                target = self.headers.get("X-Amz-Target", "")
+                full = not access_key or f"Credential={access_key}/" in authorization
+                describe = describe_only_key and f"Credential={describe_only_key}/" in authorization
+                if not (full or (describe and target.endswith(".DescribeKey"))):
+                    raise KmsError("AccessDeniedException", "unknown access key, or not allowed this action", 400)
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                status, reply = 200, handle(store, self.headers.get("X-Amz-Target", ""), body)
+                status, reply = 200, handle(store, target, body)
             except KmsError as exc:
                 status, reply = exc.status, {"__type": exc.kind, "message": str(exc)}
             data = json.dumps(reply).encode()

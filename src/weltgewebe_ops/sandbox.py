@@ -166,6 +166,8 @@ class Sandbox:
         s = self.s
         values = {
             "AWS_ENDPOINT_URL": s.s3_endpoint,
+            "AWS_ENDPOINT_URL_S3": s.s3_endpoint,
+            "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{s.ports.kms}",
             "AWS_ACCESS_KEY_ID": s.s3_access_key,
             "AWS_SECRET_ACCESS_KEY": s.s3_secret_key,
             "AWS_DEFAULT_REGION": s.region,
