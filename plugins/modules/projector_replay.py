@@ -12,9 +12,13 @@ short_description: Rebuild or catch up Weltgewebe read models from NATS JetStrea
 version_added: "0.1.0"
 description:
   - For each projection, O(mode=rebuild) empties the read model, its checkpoint and its consumed
-    event ids in one transaction, then applies the stream from its first message;
-    O(mode=catch_up) applies what came after the checkpoint. Both stop at the stream's last message
-    as of the start.
+    event ids, then applies the stream from its first message, all in one transaction (a rebuild
+    that fails leaves the read model as it was, never emptier); O(mode=catch_up) applies what came
+    after the checkpoint. Both stop at the stream's last message as of the start.
+  - An event a projection cannot apply (a data or constraint error from its content) is tried
+    O(max_attempts) times, then quarantined (recorded with its error in C(projection_quarantine))
+    and passed over, so later events still flow. Quarantined events are returned, warned about, and
+    fail C(/health/ready) and the drill's checks.
   - Each batch's read-model changes, consumed event ids and stream checkpoint commit in one
     transaction, so a replay killed midway resumes with O(mode=catch_up) to the same result.
   - Check mode reports each checkpoint and the stream's last sequence, and changes nothing.
@@ -36,6 +40,10 @@ options:
     description: Messages applied per transaction.
     type: int
     default: 2000
+  max_attempts:
+    description: Tries of an event that cannot be applied before it is quarantined.
+    type: int
+    default: 3
 attributes:
   check_mode:
     support: full
@@ -59,13 +67,20 @@ EXAMPLES = r"""
 RETURN = r"""
 projections:
   description:
-    - Per projection, applied, skipped (already consumed), ignored (no handler), last_sequence,
-      seconds, events_per_second.
+    - Per projection, applied, skipped (already consumed), ignored (no handler), excluded (lost in a
+      restore), quarantined (in this replay), last_sequence, seconds, events_per_second, and
+      quarantined_events (every event of the projection in quarantine, with its error).
   returned: success and not check mode
   type: list
   elements: dict
 applied:
   description: Events applied over all projections.
+  returned: success and not check mode
+  type: int
+quarantined:
+  description:
+    - Events in quarantine over all projections (each also a warning, and listed in its projection's
+      C(quarantined_events)); they are missing from the read models and fail the drill's checks.
   returned: success and not check mode
   type: int
 checkpoints:
@@ -89,6 +104,7 @@ def main():
             "projections": {"type": "list", "elements": "str", "choices": ["faden_view"], "default": ["faden_view"]},
             "mode": {"type": "str", "choices": ["rebuild", "catch_up"], "default": "catch_up"},
             "batch_size": {"type": "int", "default": 2000},
+            "max_attempts": {"type": "int", "default": 3},
         },
         supports_check_mode=True,
     )
@@ -110,6 +126,7 @@ def main():
                 names=names,
                 projection=PROJECTIONS[name](names),
                 batch_size=p["batch_size"],
+                max_attempts=p["max_attempts"],
             )
         )
         for name in p["projections"]
@@ -129,12 +146,28 @@ def main():
             behind = any(v["checkpoint"] < v["stream_last_sequence"] for v in found.values())
             module.exit_json(changed=p["mode"] == "rebuild" or behind, checkpoints=found)
         results = [asyncio.run(pr.replay(p["mode"])) for pr in projectors]
-    except psycopg.Error as exc:
+    except psycopg.OperationalError as exc:
         module.fail_json(msg=f"cannot reach the read models' database: {str(exc).strip()}")
+    except psycopg.Error as exc:
+        module.fail_json(
+            msg=f"the read models' database refused the replay ({exc.sqlstate}): {str(exc).strip()}. "
+            f"A rebuild that fails leaves the read model as it was."
+        )
     except Exception as exc:  # noqa: BLE001 - NATS errors, reported in one line
         module.fail_json(msg=f"replay failed: {type(exc).__name__}: {exc} (is NATS at {p['nats_url']} up?)")
     applied = sum(r["applied"] for r in results)
-    module.exit_json(changed=p["mode"] == "rebuild" or applied > 0, projections=results, applied=applied)
+    quarantined = [event for r in results for event in r["quarantined_events"]]
+    for event in quarantined[:10]:
+        module.warn(
+            f"{event['projection']}: event {event['event_id']} (stream sequence {event['stream_sequence']}, "
+            f"{event['event_type']}) is quarantined: {event['error']}"
+        )
+    module.exit_json(
+        changed=p["mode"] == "rebuild" or applied > 0 or bool(quarantined),
+        projections=results,
+        applied=applied,
+        quarantined=len(quarantined),
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The sandbox's small HTTP API on loopback, shaped like Weltgewebe's.
 
 ``GET /health/live``  -> ``{"status": "ok"}``
-``GET /health/ready`` -> 200 or 503 with checks ``database``, ``nats`` and ``outbox`` (lag)
+``GET /health/ready`` -> 200 or 503 with checks ``database``, ``projections`` (no event in
+                         quarantine), ``nats`` and ``outbox`` (lag)
 ``POST /faeden``      -> create a Faden (two nodes and the edge between them), 201
 ``GET /faeden/<id>``  -> the Faden as the read model ``faden_view`` shows it, or 404
 """
@@ -46,7 +47,18 @@ def readiness(config: ApiConfig) -> tuple[bool, dict]:
                     "WHERE published_at IS NULL AND quarantined_at IS NULL"
                 ).format(t=sql.Identifier(config.names.outbox_table))
             ).fetchone()
+            quarantined = asyncio.run(_quarantined(config.dsn, config.names))
         checks["database"] = {"ok": True}
+        # an event a projection could not apply is missing from a read model: not ready
+        checks["projections"] = {
+            "ok": not quarantined,
+            "quarantined_events": len(quarantined),
+            "quarantined": [
+                f"{q['projection']}: event {q['event_id']} (stream sequence {q['stream_sequence']}, "
+                f"{q['event_type']}): {q['error']}"
+                for q in quarantined[:10]
+            ],
+        }
         lag = float(oldest)
         checks["outbox"] = {
             "ok": lag <= config.max_outbox_lag_seconds,
@@ -56,12 +68,20 @@ def readiness(config: ApiConfig) -> tuple[bool, dict]:
     except psycopg.Error as exc:
         checks["database"] = {"ok": False, "error": str(exc).strip()}
         checks["outbox"] = {"ok": False, "error": "database unavailable"}
+        checks["projections"] = {"ok": False, "error": "database unavailable"}
     try:
         asyncio.run(_nats_ping(config.nats_url))
         checks["nats"] = {"ok": True}
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure as a failed check
         checks["nats"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     return all(c["ok"] for c in checks.values()), checks
+
+
+async def _quarantined(dsn: str, names: ContractNames) -> list[dict]:
+    from .projector import read_quarantine
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        return await read_quarantine(conn, names)
 
 
 async def _nats_ping(url: str) -> None:

@@ -321,7 +321,24 @@ def verify(
             "(lost in this restore or an earlier one)"
         )
 
+    def no_quarantined_events():
+        from .projector import read_quarantine
+
+        async def read() -> list[dict]:
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                return await read_quarantine(conn, names)
+
+        quarantined = asyncio.run(read())
+        if not quarantined:
+            return True, "every event reached its read models (none quarantined)"
+        named = "; ".join(
+            f"{q['projection']} event {q['event_id']} (seq {q['stream_sequence']}, {q['event_type']}): {q['error']}"
+            for q in quarantined[:5]
+        )
+        return False, f"{len(quarantined)} event(s) quarantined by the projector: {named}"
+
     checks = [_timed("sql_smoke", sql_smoke), _timed("api_ready", api_ready)]
+    checks.append(_timed("no_quarantined_events", no_quarantined_events))
     checks.append(_timed("api_create_and_read_faden", api_end_to_end))
     checks.append(_timed("faden_view_matches_domain_edges", view_matches_edges))
     checks.append(_timed("stream_matches_outbox", stream_matches_outbox))

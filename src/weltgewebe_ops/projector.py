@@ -5,6 +5,13 @@ reads the stream from the projection's checkpoint, and for each batch writes in 
 the read-model changes, the consumed event ids (``domain_event_consumptions``) and the new stream
 sequence checkpoint. A crash anywhere re-reads from the last committed checkpoint; an event id
 already consumed is skipped, so each event takes effect once.
+
+An event a projection cannot apply (its content breaks the handler: a data or constraint error)
+does not stop the ones after it: the batch is applied again one event at a time, the event is
+tried ``max_attempts`` times, then recorded in the quarantine table (projection, event id, stream
+sequence, type, error) and passed over. Quarantined events are failures that ``/health/ready``
+and the drill's checks name; nothing is dropped silently. Errors that are not about one event
+(the database gone, a missing table) stop the projector as before.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
+import psycopg
 from psycopg import AsyncConnection, sql
 
 from .audit import read_exclusions
@@ -69,6 +77,42 @@ class ProjectorConfig:
     names: ContractNames = field(default_factory=ContractNames)
     batch_size: int = 2000
     fetch_timeout_seconds: float = 1.0
+    # tries of one event before it is quarantined
+    max_attempts: int = 3
+
+
+QUARANTINE_DDL = """
+CREATE TABLE IF NOT EXISTS {t} (
+    projection text NOT NULL,
+    stream_sequence bigint NOT NULL,
+    event_id bigint,
+    event_type text NOT NULL,
+    attempts integer NOT NULL,
+    error text NOT NULL,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (projection, stream_sequence)
+)
+"""
+
+
+def is_poison(exc: BaseException) -> bool:
+    """An error caused by one event's content (SQLSTATE class 22 data exception, 23 integrity
+    constraint violation), not by the database or the projection itself."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, psycopg.Error) and state[:2] in ("22", "23")
+
+
+async def read_quarantine(conn, names: ContractNames, projection: str | None = None) -> list[dict]:
+    """Quarantined events, oldest first (empty before any was quarantined)."""
+    if not (await (await conn.execute("SELECT to_regclass(%s)", (names.quarantine_table,))).fetchone())[0]:
+        return []
+    query = sql.SQL(
+        "SELECT projection, stream_sequence, event_id, event_type, attempts, error FROM {t} "
+        "WHERE %(p)s::text IS NULL OR projection = %(p)s ORDER BY stream_sequence"
+    ).format(t=sql.Identifier(names.quarantine_table))
+    rows = await (await conn.execute(query, {"p": projection})).fetchall()
+    keys = ("projection", "stream_sequence", "event_id", "event_type", "attempts", "error")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
 @dataclass
@@ -77,11 +121,16 @@ class ProjectorStats:
     skipped: int = 0
     ignored: int = 0
     excluded: int = 0
+    quarantined: int = 0
     last_sequence: int = 0
     batches: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+    def add(self, counts: dict[str, int]) -> None:
+        for key, value in counts.items():
+            setattr(self, key, getattr(self, key) + value)
 
 
 class Projector:
@@ -121,45 +170,110 @@ class Projector:
         """Apply messages in one transaction with the consumed ids and the checkpoint.
 
         The consumed ids are recorded with one statement; the handlers run in stream order, one
-        statement per run of events of the same type (the run passed as one JSON array)."""
-        consumer = self.config.projection.name
+        statement per run of events of the same type (the run passed as one JSON array). When an
+        event's content breaks that, the batch is applied again one event at a time and the
+        event that cannot be applied is quarantined (see the module's docstring)."""
         last_seq = max([self.stats.last_sequence] + [m.metadata.sequence.stream for m in msgs])
+        counts = {"excluded": 0}
         events = []  # (event_id or None, event_type, data, seq)
         for msg in msgs:
             event_id = self.event_id(msg)
             if event_id in self.excluded_ids:  # lost in a restore (audit.remedy): never applied
-                self.stats.excluded += 1
+                counts["excluded"] += 1
                 continue
             event_type = msg.subject.split(".", 1)[1] if "." in msg.subject else msg.subject
             events.append((event_id, event_type, msg.data, msg.metadata.sequence.stream))
-        async with conn.transaction():
-            ids = [e[0] for e in events if e[0] is not None]
-            fresh: set[int] = set()
-            if ids:
-                cur = await conn.execute(self._consume_many, (consumer, ids))
-                fresh = {row[0] for row in await cur.fetchall()}
-            runs: list[tuple[str, list[bytes]]] = []
-            for event_id, event_type, data, seq in events:
-                if event_id is not None:
-                    if event_id not in fresh:
-                        self.stats.skipped += 1
-                        continue
-                    fresh.discard(event_id)  # a second copy in the same batch is skipped too
-                if event_type not in self._handlers:
-                    self.stats.ignored += 1
-                    continue
-                # the payload is JSON already: the run's array is put together without parsing it
-                item = b'{"ord":%d,"event_id":%d,"payload":%s}' % (seq, event_id or seq, data)
-                if runs and runs[-1][0] == event_type:
-                    runs[-1][1].append(item)
-                else:
-                    runs.append((event_type, [item]))
-                self.stats.applied += 1
-            for event_type, items in runs:
-                await conn.execute(self._handlers[event_type], {"batch": (b"[" + b",".join(items) + b"]").decode()})
-            await conn.execute(self._checkpoint_write, (consumer, self.config.names.stream, last_seq))
+        try:
+            async with conn.transaction():
+                counts.update(await self._apply(conn, events))
+                await conn.execute(
+                    self._checkpoint_write, (self.config.projection.name, self.config.names.stream, last_seq)
+                )
+        except psycopg.Error as exc:
+            if not is_poison(exc):
+                raise
+            async with conn.transaction():
+                counts.update(await self._apply_one_by_one(conn, events))
+                await conn.execute(
+                    self._checkpoint_write, (self.config.projection.name, self.config.names.stream, last_seq)
+                )
+        self.stats.add(counts)
         self.stats.last_sequence = last_seq
         self.stats.batches += 1
+
+    async def _apply(self, conn: AsyncConnection, events: list) -> dict[str, int]:
+        """The consumed ids and the handlers' statements for ``events``; counts of what happened."""
+        counts = {"applied": 0, "skipped": 0, "ignored": 0}
+        ids = [e[0] for e in events if e[0] is not None]
+        fresh: set[int] = set()
+        if ids:
+            cur = await conn.execute(self._consume_many, (self.config.projection.name, ids))
+            fresh = {row[0] for row in await cur.fetchall()}
+        runs: list[tuple[str, list[bytes]]] = []
+        for event_id, event_type, data, seq in events:
+            if event_id is not None:
+                if event_id not in fresh:
+                    counts["skipped"] += 1
+                    continue
+                fresh.discard(event_id)  # a second copy in the same batch is skipped too
+            if event_type not in self._handlers:
+                counts["ignored"] += 1
+                continue
+            # the payload is JSON already: the run's array is put together without parsing it
+            item = b'{"ord":%d,"event_id":%d,"payload":%s}' % (seq, event_id or seq, data)
+            if runs and runs[-1][0] == event_type:
+                runs[-1][1].append(item)
+            else:
+                runs.append((event_type, [item]))
+            counts["applied"] += 1
+        for event_type, items in runs:
+            await conn.execute(self._handlers[event_type], {"batch": (b"[" + b",".join(items) + b"]").decode()})
+        return counts
+
+    async def _apply_one_by_one(self, conn: AsyncConnection, events: list) -> dict[str, int]:
+        """Each event in a savepoint of its own; one that fails ``max_attempts`` times with an error
+        of its content is quarantined and passed over."""
+        counts = {"applied": 0, "skipped": 0, "ignored": 0, "quarantined": 0}
+        await conn.execute(sql.SQL(QUARANTINE_DDL).format(t=sql.Identifier(self.config.names.quarantine_table)))
+        for event in events:
+            error: psycopg.Error | None = None
+            for _attempt in range(self.config.max_attempts):
+                try:
+                    async with conn.transaction():
+                        result = await self._apply(conn, [event])
+                    error = None
+                    break
+                except psycopg.Error as exc:
+                    if not is_poison(exc):
+                        raise
+                    error = exc
+            if error is None:
+                for key, value in result.items():
+                    counts[key] += value
+                continue
+            event_id, event_type, _data, seq = event
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {t} (projection, stream_sequence, event_id, event_type, attempts, error) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (projection, stream_sequence) DO UPDATE "
+                    "SET attempts = {t}.attempts + EXCLUDED.attempts, error = EXCLUDED.error, quarantined_at = now()"
+                ).format(t=sql.Identifier(self.config.names.quarantine_table)),
+                (
+                    self.config.projection.name,
+                    seq,
+                    event_id,
+                    event_type,
+                    self.config.max_attempts,
+                    f"{error.sqlstate}: {str(error).strip()}",
+                ),
+            )
+            counts["quarantined"] += 1
+            print(
+                f"projector {self.config.projection.name}: QUARANTINED event {event_id} (stream sequence {seq}, "
+                f"{event_type}) after {self.config.max_attempts} attempts: {str(error).strip()}",
+                flush=True,
+            )
+        return counts
 
     async def subscribe(self, js, start_after: int):
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -174,41 +288,49 @@ class Projector:
         return await js.pull_subscribe(self.config.names.stream_subjects, stream=self.config.names.stream, config=cfg)
 
     async def run(
-        self, stop: asyncio.Event | None = None, until_idle: bool = False, until_sequence: int = 0
+        self,
+        stop: asyncio.Event | None = None,
+        until_idle: bool = False,
+        until_sequence: int = 0,
+        conn: AsyncConnection | None = None,
     ) -> ProjectorStats:
         """Consume from the checkpoint: forever, until a fetch finds nothing (``until_idle``), or until
-        the checkpoint reaches ``until_sequence``."""
+        the checkpoint reaches ``until_sequence``. On ``conn`` when given (a rebuild's transaction)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(await AsyncConnection.connect(self.config.dsn, autocommit=True))
+            return await self._run(conn, stop or asyncio.Event(), until_idle, until_sequence)
+
+    async def _run(self, conn: AsyncConnection, stop: asyncio.Event, until_idle: bool, until_sequence: int):
         import nats.errors
 
-        stop = stop or asyncio.Event()
-        async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
-            self.stats.last_sequence = await self.checkpoint(conn)
-            self.excluded_ids = await read_exclusions(conn, self.config.names)
-            nc = await connect_nats(self.config.nats_url)
-            sub = await self.subscribe(nc.jetstream(), self.stats.last_sequence)
+        self.stats.last_sequence = await self.checkpoint(conn)
+        self.excluded_ids = await read_exclusions(conn, self.config.names)
+        nc = await connect_nats(self.config.nats_url)
+        sub = await self.subscribe(nc.jetstream(), self.stats.last_sequence)
 
-            async def fetch() -> list:
-                try:
-                    return await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout_seconds)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    return []
-
-            # the next batch is fetched while this one is applied (NATS client and PostgreSQL overlap);
-            # a batch fetched but not applied is simply fetched again from the checkpoint next time
-            upcoming = asyncio.ensure_future(fetch())
+        async def fetch() -> list:
             try:
-                while not stop.is_set() and not (until_sequence and self.stats.last_sequence >= until_sequence):
-                    msgs = await upcoming
-                    upcoming = asyncio.ensure_future(fetch())
-                    if msgs:
-                        await self.apply_batch(conn, msgs)
-                    elif until_idle:
-                        break
-            finally:
-                upcoming.cancel()
-                with contextlib.suppress(BaseException):
-                    await upcoming
-                await nc.close()
+                return await sub.fetch(self.config.batch_size, timeout=self.config.fetch_timeout_seconds)
+            except (nats.errors.TimeoutError, TimeoutError):
+                return []
+
+        # the next batch is fetched while this one is applied (NATS client and PostgreSQL overlap);
+        # a batch fetched but not applied is simply fetched again from the checkpoint next time
+        upcoming = asyncio.ensure_future(fetch())
+        try:
+            while not stop.is_set() and not (until_sequence and self.stats.last_sequence >= until_sequence):
+                msgs = await upcoming
+                upcoming = asyncio.ensure_future(fetch())
+                if msgs:
+                    await self.apply_batch(conn, msgs)
+                elif until_idle:
+                    break
+        finally:
+            upcoming.cancel()
+            with contextlib.suppress(BaseException):
+                await upcoming
+            await nc.close()
         return self.stats
 
     async def reset(self, conn: AsyncConnection) -> None:
@@ -236,18 +358,33 @@ class Projector:
         started = time.monotonic()
         target = (await stream_state(self.config.nats_url, self.config.names))["last_seq"]
         if mode == "rebuild":
-            async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
+            # one transaction: a rebuild that fails leaves the read model as it was, never emptier
+            async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn, conn.transaction():
                 await self.reset(conn)
-        await self.run(until_idle=True, until_sequence=target)
+                await self.run(until_idle=True, until_sequence=target, conn=conn)
+        else:
+            await self.run(until_idle=True, until_sequence=target)
+        async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
+            quarantined = await read_quarantine(conn, self.config.names, self.config.projection.name)
         seconds = time.monotonic() - started
         return {
             "projection": self.config.projection.name,
             "mode": mode,
             **self.stats.as_dict(),
+            # every event of this projection in quarantine (from this replay or earlier)
+            "quarantined_events": quarantined,
             "stream_last_sequence": target,
             "seconds": round(seconds, 3),
             "events_per_second": round(
-                (self.stats.applied + self.stats.skipped + self.stats.ignored + self.stats.excluded) / seconds, 1
+                (
+                    self.stats.applied
+                    + self.stats.skipped
+                    + self.stats.ignored
+                    + self.stats.excluded
+                    + self.stats.quarantined
+                )
+                / seconds,
+                1,
             )
             if seconds
             else 0.0,

@@ -62,6 +62,11 @@ class ContractNames:
     def msg_id(self, outbox_id: int) -> str:
         return f"{self.msg_id_prefix}{outbox_id}"
 
+    @property
+    def quarantine_table(self) -> str:
+        """Events a projection could not apply (this tool's bookkeeping, beside the checkpoints)."""
+        return self.checkpoints_table.removesuffix("_checkpoints") + "_quarantine"
+
 
 @dataclass(frozen=True)
 class Ports:

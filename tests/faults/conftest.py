@@ -22,25 +22,27 @@ from weltgewebe_ops.restore import RestoreRequest, Target
 SEGMENTS_OF_ROWS = 30
 
 
-@pytest.fixture(scope="session")
-def production():
-    """S3 + KMS + primary + schema + a base backup, then SEGMENTS_OF_ROWS archived segments of rows."""
+@contextlib.contextmanager
+def own_sandbox(prefix: str, components=None):
+    """A sandbox of the fault suite's own on free ports, with ``components`` up (default: all)."""
     from weltgewebe_ops import sandbox as sb
 
-    state = new_state_dir("wgops-test-faults-")
-    box = sb.Sandbox(
-        sb.prepare(
-            {
-                "state_dir": str(state),
-                "ports": FREE_PORTS,
-                "wal_push_deadline_seconds": 5,
-                "archive_timeout_seconds": 30,
-            }
-        )
-    )
+    state = new_state_dir(prefix)
+    settings = {"state_dir": str(state), "ports": FREE_PORTS, "wal_push_deadline_seconds": 5}
+    box = sb.Sandbox(sb.prepare({**settings, "archive_timeout_seconds": 30}))
     try:
-        for component in ("s3", "postgres", "basebackup"):
+        for component in components or sb.COMPONENTS:
             print(box.up(component).line)
+        yield box
+    finally:
+        box.down(purge=False)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def production():
+    """S3 + KMS + primary + a base backup, then SEGMENTS_OF_ROWS archived segments of rows."""
+    with own_sandbox("wgops-test-faults-", ("s3", "postgres", "basebackup")) as box:
         with psycopg.connect(box.s.dsn(), autocommit=True) as db:
             db.execute("CREATE TABLE fault_rows (id bigserial PRIMARY KEY, batch int, body text)")
             for batch in range(SEGMENTS_OF_ROWS):
@@ -51,9 +53,6 @@ def production():
                 segment = db.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
             wait_archived(db, segment)
         yield box
-    finally:
-        box.down(purge=False)
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def wait_archived(db, segment: str, timeout: float = 120) -> None:
@@ -148,3 +147,11 @@ def service_down(box, name: str):
         yield
     finally:
         box.up("s3")  # starts the KMS first when it is not running
+
+
+@pytest.fixture(scope="session")
+def event_site():
+    """A whole sandbox of its own (relay, projector and API included) for faults in the event
+    chain, so quarantined events never reach the shared sandbox's checks."""
+    with own_sandbox("wgops-test-fault-events-") as box:
+        yield box
