@@ -15,7 +15,8 @@ description:
     and seconds, and the module fails only when asked (O(fail_on_failed_checks)), so the drill's
     report can say what failed.
   - C(sql_smoke) the database is out of recovery, accepts writes, and the contract's tables answer;
-    C(api_ready) C(GET /health/ready); C(api_create_and_read_faden) a Faden created through the API
+    C(api_ready) C(GET /health/ready); C(no_quarantined_events) no event is in a projection's
+    quarantine (each one is named); C(api_create_and_read_faden) a Faden created through the API
     appears in C(faden_view) within O(smoke_timeout_seconds) (outbox, relay, JetStream, projector);
     C(faden_view_matches_domain_edges) count and checksum of the read model equal the source table;
     C(stream_matches_outbox) every outbox row is published and in the stream, no reused ids, lost

@@ -140,6 +140,7 @@ def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
     assert {c["name"]: c["status"] for c in report["checks"]} == {
         "sql_smoke": "passed",
         "api_ready": "passed",
+        "no_quarantined_events": "passed",
         "api_create_and_read_faden": "passed",
         "faden_view_matches_domain_edges": "passed",
         "stream_matches_outbox": "passed",
