@@ -10,6 +10,13 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 ARGS ?=
 PURGE ?=
+# Extra vars as JSON, e.g. make drill VARS='{"drill_workload_seconds": 5}': handed over in the
+# environment, so no shell splits or unquotes them (ARGS is for plain flags such as --tags).
+VARS ?=
+export WGOPS_EXTRA_VARS := $(VARS)
+# PORTS=auto: a new sandbox picks free ports (another checkout's sandbox holds the defaults).
+PORTS ?=
+PLAYBOOK_VARS = $(if $(filter auto,$(PORTS)),-e @playbooks/vars/ports-auto.yml) $${WGOPS_EXTRA_VARS:+-e "$$WGOPS_EXTRA_VARS"}
 
 .PHONY: venv drill sandbox-up sandbox-down sandbox-env lint test
 
@@ -28,14 +35,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # The main job: the DR drill on the default inventory (the embedded sandbox).
 drill: venv
-	ansible-playbook playbooks/drill.yml $(ARGS)
+	ansible-playbook playbooks/drill.yml $(PLAYBOOK_VARS) $(ARGS)
 
 sandbox-up: venv
-	ansible-playbook playbooks/sandbox.yml $(ARGS)
+	ansible-playbook playbooks/sandbox.yml $(PLAYBOOK_VARS) $(ARGS)
 
 # Stops what the sandbox started; PURGE=1 also deletes its state (.sandbox/).
 sandbox-down: venv
-	ansible-playbook playbooks/sandbox.yml -e sandbox_state=$(if $(PURGE),absent,stopped) $(ARGS)
+	ansible-playbook playbooks/sandbox.yml -e sandbox_state=$(if $(PURGE),absent,stopped) $(PLAYBOOK_VARS) $(ARGS)
 
 # Connection settings of the running sandbox as KEY=VALUE lines: `set -a; eval "$(make -s sandbox-env)"; set +a`.
 sandbox-env: venv

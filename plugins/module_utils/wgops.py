@@ -70,7 +70,8 @@ def s3_location(params: dict, kms_key_id: str = ""):
 
 def s3_error_message(exc) -> str:
     """One line for an S3 failure, with the fix for the usual ones (never the credentials)."""
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
     hints = {
         "InvalidAccessKeyId": "the access key is unknown to this S3: check s3_access_key",
         "SignatureDoesNotMatch": "the secret key does not match the access key: check s3_secret_key",

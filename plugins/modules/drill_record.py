@@ -15,7 +15,14 @@ description:
     updates, so a phase can run alone later (C(--tags)) and the report can be written again.
   - V(begin) starts the record (a begun drill keeps its start); V(phase) records a phase's start
     (O(phase_status=started)) or its end (V(passed) or V(failed), with its seconds);
-    V(facts) merges O(facts) into the record.
+    V(facts) merges O(facts) into the record; V(finish) says the report was written and releases
+    the drill lock; V(reclaim) only stops what interrupted drills left running (no O(drill_id)).
+  - One drill at a time per O(reports_dir) - V(begin), V(phase) and V(facts) take the lock
+    C(<reports_dir>/.drill.lock) for the running C(ansible-playbook); a second drill fails with
+    the holder's drill id, PID and command. A lock whose holder is gone (Ctrl-C, a killed job) is
+    taken over, and a new drill (V(begin)) first stops what interrupted drills left running, from
+    their records (restore job, the recovery's PostgreSQL and services, a recovery container), and
+    records them as interrupted.
   - O(drill_id=latest) names the newest drill in O(reports_dir).
 options:
   reports_dir:
@@ -23,13 +30,13 @@ options:
     type: path
     required: true
   drill_id:
-    description: The drill's id (letters, digits, C(.), C(_), C(-)), or V(latest).
+    description: The drill's id (letters, digits, C(.), C(_), C(-)), or V(latest). Required except with V(reclaim).
     type: str
-    required: true
+    default: ""
   action:
     description: What to record.
     type: str
-    choices: [begin, phase, facts]
+    choices: [begin, phase, facts, finish, reclaim]
     required: true
   mode:
     description: With V(begin), V(sandbox) or V(live).
@@ -111,6 +118,15 @@ record:
   description: The whole record after the update.
   returned: always
   type: dict
+reclaimed:
+  description: Per interrupted earlier drill, what was stopped.
+  returned: with V(begin) of a new drill, and V(reclaim)
+  type: list
+  elements: str
+took_over_lock_of:
+  description: The holder of a stale drill lock this drill took over.
+  returned: when it happened
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -121,8 +137,8 @@ def main():
     module = AnsibleModule(
         argument_spec={
             "reports_dir": {"type": "path", "required": True},
-            "drill_id": {"type": "str", "required": True},
-            "action": {"type": "str", "required": True, "choices": ["begin", "phase", "facts"]},
+            "drill_id": {"type": "str", "default": ""},
+            "action": {"type": "str", "required": True, "choices": ["begin", "phase", "facts", "finish", "reclaim"]},
             "mode": {"type": "str", "default": "sandbox", "choices": ["sandbox", "live"]},
             "rto_objective_seconds": {"type": "float", "default": 14400},
             "rpo_objective_seconds": {"type": "float", "default": 300},
@@ -135,19 +151,41 @@ def main():
             "detail": {"type": "str", "default": ""},
             "facts": {"type": "dict", "default": {}},
         },
-        required_if=[("action", "phase", ["phase"])],
+        required_if=[
+            ("action", "phase", ["phase", "drill_id"]),
+            ("action", "begin", ["drill_id"]),
+            ("action", "facts", ["drill_id"]),
+            ("action", "finish", ["drill_id"]),
+        ],
     )
     ensure_library(module)
-    from weltgewebe_ops import drill
+    from weltgewebe_ops import drill, drill_lock
 
     p = module.params
     result = {}
+    if p["action"] == "reclaim":
+        try:
+            reclaimed = drill_lock.reclaim(p["reports_dir"])
+        except (drill.DrillError, OSError, ValueError) as exc:
+            module.fail_json(msg=f"drill record: {exc}")
+        module.exit_json(changed=bool(reclaimed), reclaimed=reclaimed)
     try:
         record = drill.Record.open(p["reports_dir"], p["drill_id"])
+        lock = drill_lock.DrillLock(p["reports_dir"])
+        if p["action"] in ("begin", "facts", "phase"):
+            stale = lock.acquire(record.drill_id)
+            if stale is not None:
+                result["took_over_lock_of"] = stale.describe()
         if p["action"] == "begin":
             changed = record.begin(
                 p["mode"], {"rto": p["rto_objective_seconds"], "rpo": p["rpo_objective_seconds"]}, p["settings"]
             )
+            if changed:  # a new drill: stop what interrupted ones left running
+                result["reclaimed"] = drill_lock.reclaim(p["reports_dir"], record.drill_id)
+        elif p["action"] == "finish":
+            record.finish()
+            lock.release(record.drill_id)
+            changed = True
         elif p["action"] == "phase":
             if p["phase_status"] == "started":
                 result["phase"] = record.phase_started(p["phase"])
@@ -157,6 +195,8 @@ def main():
         else:
             record.put(p["facts"])
             changed = True
+    except drill_lock.DrillLockError as exc:
+        module.fail_json(msg=str(exc))
     except (drill.DrillError, OSError, ValueError) as exc:
         module.fail_json(msg=f"drill record: {exc}")
     module.exit_json(changed=changed, drill_id=record.drill_id, directory=str(record.dir), record=record.data, **result)

@@ -37,6 +37,15 @@ options:
     type: str
     choices: [all, s3, postgres, schema, basebackup, nats, relay, projector, api]
     default: all
+  components:
+    description:
+      - Several parts to bring up with O(state=started), in this order; wins over O(component).
+      - The first part that fails stops the run - the later ones are not started, and the error
+        names the failed part, why (e.g. which process holds its port) and what was not started.
+    type: list
+    elements: str
+    choices: [s3, postgres, schema, basebackup, nats, relay, projector, api]
+    default: []
   state_dir:
     description: Where the sandbox keeps its data, logs, PIDs and settings (mode 0600 for secrets).
     type: path
@@ -125,6 +134,12 @@ def main():
                 "default": "all",
                 "choices": ["all", "s3", "postgres", "schema", "basebackup", "nats", "relay", "projector", "api"],
             },
+            "components": {
+                "type": "list",
+                "elements": "str",
+                "default": [],
+                "choices": ["s3", "postgres", "schema", "basebackup", "nats", "relay", "projector", "api"],
+            },
             "state_dir": {"type": "path", "required": True},
             "settings": {"type": "dict", "default": {}},
             "pg_password": {"type": "str", "default": "", "no_log": True},
@@ -149,8 +164,22 @@ def main():
                 settings.save()
             results = [sb.Result("settings", not exists, f"settings in {settings.settings_file}")]
         elif params["state"] == "started":
-            components = sb.COMPONENTS if params["component"] == "all" else (params["component"],)
-            results = [box.up(c, check_mode=module.check_mode) for c in components]
+            components = params["components"] or (
+                sb.COMPONENTS if params["component"] == "all" else (params["component"],)
+            )
+            results = []
+            for component in components:  # in order, stopping at the first that fails
+                try:
+                    results.append(box.up(component, check_mode=module.check_mode))
+                except (sb.SandboxError, SettingsError, RuntimeError, OSError) as exc:
+                    later = list(components[components.index(component) + 1 :])
+                    module.fail_json(
+                        msg=f"sandbox part {component} failed: {exc}"
+                        + (f" Not started: {', '.join(later)}." if later else ""),
+                        summary=[r.line for r in results],
+                        failed_component=component,
+                        not_started=later,
+                    )
         else:
             results = box.down(purge=params["state"] == "absent", check_mode=module.check_mode)
     except (sb.SandboxError, SettingsError, RuntimeError, OSError) as exc:

@@ -86,12 +86,13 @@ class Record:
             )
         return cls(reports_dir, pointer.read_text().strip())
 
-    def save(self) -> None:
+    def save(self, point_latest: bool = True) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True, default=str))
         os.replace(tmp, self.file)
-        (self.reports_dir / "LATEST").write_text(self.drill_id + "\n")
+        if point_latest:
+            (self.reports_dir / "LATEST").write_text(self.drill_id + "\n")
 
     def begin(self, mode: str, objectives: dict[str, float], settings: dict[str, Any]) -> bool:
         """Start the record (a drill begun already keeps its start); True when it was new."""
@@ -155,6 +156,12 @@ class Record:
     def put(self, facts: dict[str, Any]) -> None:
         self.require_begun()
         self.data.setdefault("facts", {}).update(facts)
+        self.save()
+
+    def finish(self) -> None:
+        """The report was written: what this drill started is stopped or kept on purpose."""
+        self.require_begun()
+        self.data["finished_at"] = iso(now())
         self.save()
 
 

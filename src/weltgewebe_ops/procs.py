@@ -135,6 +135,44 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: with the PID, its identity (a PID that
+    was recycled has another start time)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def port_holder(port: int) -> tuple[int, str] | None:
+    """(PID, command line) of the process listening on 127.0.0.1:``port`` (or any address), from
+    /proc; None when nobody listens or the socket's owner cannot be seen (another user, not root)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    if not inodes:
+        return None
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in wanted:
+                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                    return int(proc.name), command
+        except OSError:
+            continue
+    return None
+
+
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.3) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

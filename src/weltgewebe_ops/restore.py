@@ -18,6 +18,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -31,7 +32,7 @@ import psycopg
 
 from . import archive, pg
 from . import s3 as s3mod
-from .procs import free_port
+from .procs import free_port, process_start
 from .settings import S3Location
 from .walnames import WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int, segment_number
 
@@ -153,6 +154,32 @@ def choose_backup(labels: list[dict], target: Target, backup_id: str = "") -> di
 
 
 INCOMPLETE_MARKER = "WGOPS_RESTORE_INCOMPLETE"
+RESTORE_PID_FILE = "restore.pid"  # in the work directory: which process runs the restore
+
+
+def write_restore_pid(work_dir: Path) -> None:
+    """Say which process runs this restore, so an interrupted drill's restore can be stopped."""
+    tmp = work_dir / f".{RESTORE_PID_FILE}.tmp"
+    tmp.write_text(json.dumps({"pid": os.getpid(), "start": process_start(os.getpid())}))
+    os.replace(tmp, work_dir / RESTORE_PID_FILE)
+
+
+def stop_restore(work_dir: Path, timeout: float = 60.0) -> str:
+    """SIGTERM the process of a restore still running in ``work_dir`` (the module then stops its
+    PostgreSQL and marks the data directory incomplete); '' when none runs."""
+    try:
+        recorded = json.loads((work_dir / RESTORE_PID_FILE).read_text())
+    except (OSError, ValueError):
+        return ""
+    pid = int(recorded.get("pid", 0))
+    if not pid or process_start(pid) != recorded.get("start"):
+        return ""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while process_start(pid) == recorded.get("start") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return f"stopped the restore job (PID {pid})"
 
 
 def check_empty_dir(path: Path) -> None:
@@ -654,6 +681,7 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
     staging.mkdir(parents=True)
     # WAL downloads start now, overlapping the base backup's download and extraction.
     prefetcher = start_prefetcher(req, plan, client, active_workers=req.prefetch_workers_during_base)
+    write_restore_pid(req.work)
     try:
         fetched = fetch_base_backup(client, req.loc, plan.backup, staging, req.download_workers)
         timings["base_backup_download_extract_seconds"] = fetched["seconds"]
@@ -768,23 +796,25 @@ def recover(
             fetched_log = _read_fetch_log(req.work / "fetched.jsonl")
         check_reached(plan, reached, fetched_log)
     except BaseException as exc:
-        reason = failure_reason(exc, fetched_log, log_file, plan.target)
-        if pg.postmaster_pid(req.data_dir) is not None:
-            pg.stop(bindir, req.data_dir, os_user, "immediate")
-        write_marker(req.data_dir, plan, reason)
+        with signals_held():  # a second Ctrl-C must not cut the clean-up short
+            fetch_config.unlink(missing_ok=True)  # first: it holds the S3 secret
+            reason = failure_reason(exc, fetched_log, log_file, plan.target)
+            write_marker(req.data_dir, plan, reason)
+            stopped = stop_postgres(bindir, req.data_dir, os_user)
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: cleaned up, passed on
             raise
         raise RestoreError(
             f"{reason}\nThe new data directory {req.data_dir} is INCOMPLETE and marked so "
-            f"({req.data_dir / INCOMPLETE_MARKER}); PostgreSQL was stopped. Do not start it (nor remove "
+            f"({req.data_dir / INCOMPLETE_MARKER}); {stopped}. Do not start it (nor remove "
             f"backup_label, as PostgreSQL's log may suggest: that starts a corrupt cluster). Fix the cause, "
             f"remove '{req.data_dir}' and '{req.work}', and restore again. Kept for diagnosis: {log_file}, "
             f"{req.work / 'fetched.jsonl'}."
         ) from exc
     finally:
+        fetch_config.unlink(missing_ok=True)  # it holds the S3 secret
+        (req.work / RESTORE_PID_FILE).unlink(missing_ok=True)
         if prefetcher:
             prefetcher.close()
-        fetch_config.unlink(missing_ok=True)  # it holds the S3 secret
         for leftover in spool.iterdir():
             leftover.unlink()
     (req.data_dir / INCOMPLETE_MARKER).unlink()
@@ -805,6 +835,36 @@ def recover(
         # overcome by wal-fetch's own download; it is still said
         "wal_prefetch_error": prefetcher.error if prefetcher else "",
     }
+
+
+def stop_postgres(bindir: Path, data_dir: Path, os_user: str | None) -> str:
+    """Stop the restore's PostgreSQL whatever state it is in; says how that went."""
+    with contextlib.suppress(Exception):  # it may be going down by itself (Ctrl-C reached it too)
+        pg.stop(bindir, data_dir, os_user, "immediate")
+    pid = pg.postmaster_pid(data_dir)
+    if pid is None:
+        return "PostgreSQL was stopped"
+    return f"PostgreSQL (PID {pid}) could NOT be stopped: stop it (pg_ctl stop -D '{data_dir}' -m immediate)"
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Defer SIGINT and SIGTERM while the block runs (in the main thread; elsewhere a no-op), so a
+    second Ctrl-C cannot interrupt a clean-up; a signal that came meanwhile is raised afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def write_marker(data_dir: Path, plan: Plan, reason: str) -> None:

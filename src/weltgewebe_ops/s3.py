@@ -212,8 +212,14 @@ def is_permanent(exc: BaseException) -> bool:
     """Errors that retrying cannot cure: a checksum mismatch, or the object/version is gone."""
     if isinstance(exc, IntegrityError):
         return True
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "") if hasattr(exc, "response") else ""
-    return code in ("NoSuchKey", "NoSuchVersion", "404")
+    return error_code(exc) in ("NoSuchKey", "NoSuchVersion", "404")
+
+
+def error_code(exc: BaseException) -> str:
+    """The S3 error code of a botocore ClientError; '' for anything else (some exceptions carry a
+    ``response`` attribute that is None)."""
+    response = getattr(exc, "response", None)
+    return (response.get("Error", {}).get("Code", "") if isinstance(response, dict) else "") or ""
 
 
 def with_retries(

