@@ -38,7 +38,10 @@ def cmd_wal_push(args) -> int:
         _stderr(f"wal-push: {exc}")
         return 1
     what = "already archived (identical)" if result.already_archived else "archived"
-    _stderr(f"wal-push: {result.file_name} {what} as s3://{loc.bucket}/{result.key} in {result.seconds:.2f}s")
+    _stderr(
+        f"wal-push: {result.file_name} {what} as s3://{loc.bucket}/{result.key} version {result.version_id or '-'} "
+        f"sha256 {result.sha256_b64} in {result.seconds:.2f}s"
+    )
     return 0
 
 

@@ -34,6 +34,9 @@ class PushResult:
     already_archived: bool
     attempts: int
     seconds: float
+    # the archived version and content: a restore reads this version and checks this SHA-256
+    version_id: str = ""
+    sha256_b64: str = ""
 
 
 def validate_wal_file_name(name: str) -> None:
@@ -68,7 +71,9 @@ def wal_push(
             existing = s3mod.head(client, loc.bucket, key)
             if existing is not None:
                 if existing.sha256_b64 == digest and existing.size == len(data):
-                    return PushResult(name, key, len(data), True, attempt, time.monotonic() - started)
+                    return PushResult(
+                        name, key, len(data), True, attempt, time.monotonic() - started, existing.version_id, digest
+                    )
                 raise ArchiveConflictError(
                     f"REFUSING to archive {name}: s3://{loc.bucket}/{key} already holds different "
                     f"content (size {existing.size} vs {len(data)}, sha256 {existing.sha256_b64} vs "
@@ -79,7 +84,9 @@ def wal_push(
             s3mod.put_bytes(client, loc, key, data)
             stored = s3mod.head(client, loc.bucket, key)
             _verify(stored, key, len(data), digest)
-            return PushResult(name, key, len(data), False, attempt, time.monotonic() - started)
+            return PushResult(
+                name, key, len(data), False, attempt, time.monotonic() - started, stored.version_id, digest
+            )
         except ArchiveConflictError:
             raise
         except Exception as exc:  # transient or not, PostgreSQL retries: report and back off

@@ -119,6 +119,10 @@ def test_wal_push_is_idempotent_and_refuses_different_content(sandbox, tmp_path)
     assert first.returncode == 0, first.stderr
     again = subprocess.run([*cli, str(segment)], capture_output=True, text=True)
     assert again.returncode == 0 and "already archived (identical)" in again.stderr
+    # the log names the archived version and its SHA-256, the ones a restore pins and checks
+    head = sandbox.s3().head_object(Bucket=loc.bucket, Key=s3mod.wal_key(loc, segment.name))
+    assert f"version {head['VersionId']} sha256 {s3mod.sha256_b64(b'a' * 1024)}" in first.stderr
+    assert f"version {head['VersionId']} " in again.stderr
     segment.write_bytes(b"b" * 1024)
     conflict = subprocess.run([*cli, str(segment)], capture_output=True, text=True)
     assert conflict.returncode == 3
