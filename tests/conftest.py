@@ -108,6 +108,19 @@ def sandbox():
 
 
 @pytest.fixture()
+def restore_dir():
+    """A directory for restores; PostgreSQL servers left running in it are stopped afterwards."""
+    from weltgewebe_ops import pg
+
+    path = new_state_dir("wgops-test-restore-")
+    yield path
+    for data in path.glob("*"):
+        if (data / "postmaster.pid").exists():
+            pg.stop(pg.resolve_bindir(), data, pg.run_as_user("wgsandbox"), "immediate")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture()
 def db(sandbox):
     with psycopg.connect(sandbox.s.dsn(), autocommit=True) as conn:
         yield conn

@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from tests.conftest import FREE_PORTS, new_state_dir
-from weltgewebe_ops import pg
 from weltgewebe_ops.restore import RestoreRequest, Target
 
 SEGMENTS_OF_ROWS = 30
@@ -79,16 +78,6 @@ def restored_rows(result: dict) -> tuple[int, str]:
     dsn = f"host={work / 'socket'} port={result['port']} dbname=weltgewebe user=postgres"
     with psycopg.connect(dsn, autocommit=True) as conn:
         return rows_digest(conn)
-
-
-@pytest.fixture()
-def restore_dir():
-    path = new_state_dir("wgops-test-fault-restore-")
-    yield path
-    for data in path.glob("*"):
-        if (data / "postmaster.pid").exists():
-            pg.stop(pg.resolve_bindir(), data, pg.run_as_user("wgsandbox"), "immediate")
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def request(box, where: Path, prefix: str = "", **kw) -> RestoreRequest:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO, ansible_env, ansible_module, new_state_dir
 from tests.faults.conftest import request, wait_for
-from tests.integration.test_pitr_playbook import report
+from tests.integration.test_pitr_playbook import pitr_vars, report
 from weltgewebe_ops import drill, pg, procs
 from weltgewebe_ops import sandbox as sb
 from weltgewebe_ops.restore import INCOMPLETE_MARKER
@@ -25,16 +25,7 @@ def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(
     """Row 8: before, the async restore finished detached with its PostgreSQL orphaned."""
     req = request(production, restore_dir)  # for the paths; the restore runs through ansible-playbook
     loc = production.s.s3_location(readonly=True)
-    extra_vars = {
-        "pg_pitr_s3_endpoint_url": loc.endpoint_url,
-        "pg_pitr_s3_bucket": loc.bucket,
-        "pg_pitr_s3_prefix": loc.prefix,
-        "pg_pitr_s3_access_key": loc.access_key,
-        "pg_pitr_s3_secret_key": loc.secret_key,
-        "pg_pitr_data_dir": str(req.data_dir),
-        "pg_pitr_spool_segments": 2,
-        "pg_pitr_prefetch_workers": 1,
-    }
+    extra_vars = pitr_vars(production, req.data_dir, pg_pitr_spool_segments=2, pg_pitr_prefetch_workers=1)
     playbook = subprocess.Popen(
         ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars)],
         cwd=REPO,

@@ -60,16 +60,6 @@ def _make_history(sandbox, db) -> dict:
     return marks
 
 
-@pytest.fixture()
-def restore_dir():
-    path = new_state_dir("wgops-test-restore-")
-    yield path
-    for data in path.glob("*"):
-        if (data / "postmaster.pid").exists():
-            pg.stop(pg.resolve_bindir(), data, pg.run_as_user("wgsandbox"), "immediate")
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def run_restore(box, where: Path, target: Target, **kw) -> dict:
     req = RestoreRequest(loc=box.s.s3_location(readonly=True), data_dir=where / "data", target=target, **kw)
     return restore.restore(req)

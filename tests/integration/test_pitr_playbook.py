@@ -16,18 +16,24 @@ from weltgewebe_ops import pg
 pytestmark = pytest.mark.integration
 
 
-def run(sandbox, data_dir: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
-    loc = sandbox.s.s3_location(readonly=True)
-    extra_vars = {
+def pitr_vars(box, data_dir: Path, **more) -> dict:
+    """Extra vars for tests/playbooks/pitr.yml: the box's archive with its read-only identity."""
+    loc = box.s.s3_location(readonly=True)
+    return {
         "pg_pitr_s3_endpoint_url": loc.endpoint_url,
         "pg_pitr_s3_bucket": loc.bucket,
         "pg_pitr_s3_prefix": loc.prefix,
         "pg_pitr_s3_access_key": loc.access_key,
         "pg_pitr_s3_secret_key": loc.secret_key,
         "pg_pitr_data_dir": str(data_dir),
+        **more,
     }
+
+
+def run(sandbox, data_dir: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    loc = sandbox.s.s3_location(readonly=True)
     proc = subprocess.run(
-        ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars), *extra],
+        ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(pitr_vars(sandbox, data_dir)), *extra],
         cwd=REPO,
         env=ansible_env(json_output=True),
         capture_output=True,
