@@ -4,7 +4,7 @@
     (b) naive:  restore_command = one python+boto3 GET per segment; base backup boto3 download piped into `tar -x`
     (c) ours:   weltgewebe_ops.restore (parallel ranged GETs extracted as they stream; WAL prefetch spool)
 
-Usage: .venv/bin/python bench/restore.py [--base-mb 320] [--wal-mb 520] [--keep]
+Usage: .venv/bin/python bench/restore.py [--base-mb 320] [--wal-mb 520] [--outage 15] [--keep]
 It starts its own sandbox (S3 + PostgreSQL) on free loopback ports in a temporary directory.
 """
 
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -127,14 +128,33 @@ def naive_fetch_script(box, where: Path) -> Path:
     return script
 
 
-def one_run(box, root: Path, name: str, *, base=None, restore_command: str = "", **options) -> dict:
-    """One restore of the archive to latest; ``options`` go to RestoreRequest (ours only)."""
+def s3_outage(box, seconds: float):
+    """A fault for one_run: S3 stopped for ``seconds`` as soon as replay has taken 3 WAL files."""
+
+    def inject(req) -> None:
+        log = req.work / "fetched.jsonl"
+        while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+            time.sleep(0.05)
+        box.services["s3"].stop()
+        say(f"S3 stopped for {seconds:.0f}s mid-replay")
+        time.sleep(seconds)
+        box.up("s3")
+        say("S3 is back")
+
+    return inject
+
+
+def one_run(box, root: Path, name: str, *, base=None, restore_command: str = "", during=None, **options) -> dict:
+    """One restore of the archive to latest; ``options`` go to RestoreRequest (ours only);
+    ``during(req)`` runs beside it (a fault)."""
     where = root / name
     where.mkdir()
     where.chmod(0o755)
     req = restore.RestoreRequest(
         loc=box.s.s3_location(readonly=True), data_dir=where / "data", target=restore.Target.parse("latest"), **options
     )
+    if during is not None:
+        threading.Thread(target=during, args=(req,), daemon=True).start()
     if base is None:
         result = restore.restore(req)
         base_seconds = result["base_backup_download_extract_seconds"]
@@ -158,6 +178,12 @@ def main() -> int:
     parser.add_argument("--base-mb", type=int, default=420)
     parser.add_argument("--wal-mb", type=int, default=520)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--outage",
+        type=float,
+        default=0,
+        help="also restore with S3 stopped this many seconds mid-replay (compare with ours (defaults))",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="wgops-bench-", dir="/var/tmp"))
     root.chmod(0o755)
@@ -194,6 +220,10 @@ def main() -> int:
             "(c) ours, 8 ranged GETs": one_run(box, root, "ours-ranges", download_workers=8),
             "(c) ours, WAL overlaps base": one_run(box, root, "ours-overlap", prefetch_workers_during_base=2),
         }
+        if args.outage:
+            runs[f"(c) ours, S3 down {args.outage:.0f}s"] = one_run(
+                box, root, "ours-outage", during=s3_outage(box, args.outage)
+            )
         floor = runs["(a) floor: cp + local tar"]
         plain = runs["(b) naive boto3 per segment"]
         print()
@@ -213,6 +243,8 @@ def main() -> int:
             )
         print("the overlap variant starts WAL downloads during the base backup: compare the totals too")
         print("targets: ours <= 1.3x the floor for WAL replay; base download+extract <= 1.15x boto3 piped into tar")
+        if args.outage:
+            print(f"with the outage: replay about ours (defaults) + {args.outage:.0f}s, the same LSN reached")
     finally:
         box.down()
         if not args.keep:
