@@ -5,7 +5,6 @@ fail naming it, and a rebuild that fails leaves the read model as it was."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -14,8 +13,9 @@ import psycopg
 import pytest
 
 from tests.faults.conftest import wait_for
-from weltgewebe_ops import drill, workload
-from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
+from tests.integration.test_projector_replay import replay
+from tests.integration.test_relay_drain import write_faeden
+from weltgewebe_ops import drill
 
 pytestmark = pytest.mark.integration
 
@@ -26,25 +26,12 @@ def digests(box) -> tuple[tuple, tuple]:
         return drill.read_model_digest(conn, names.faden_view), drill.read_model_digest(conn, names.edges_table)
 
 
-def write_faeden(box, count: int) -> None:
-    workload.run(
-        workload.WorkloadConfig(dsn=box.s.dsn(), names=box.s.names, rate_per_second=0, seconds=60, max_writes=count)
-    )
-
-
 def ready(box) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(f"{box.s.api_url}/health/ready", timeout=10) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
-
-
-def replay(box, mode: str) -> dict:
-    config = ProjectorConfig(
-        dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names, projection=Projection.faden_view(box.s.names)
-    )
-    return asyncio.run(Projector(config).replay(mode))
 
 
 @pytest.fixture(scope="module")
