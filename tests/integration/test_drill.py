@@ -72,11 +72,11 @@ def sandbox_vars(dirs: dict, archive_timeout: int, workload_seconds: float, **ex
     }
 
 
-def ansible_playbook(extra_vars: dict, *args: str) -> subprocess.CompletedProcess:
+def ansible_playbook(extra_vars: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["ansible-playbook", "playbooks/drill.yml", "-e", json.dumps(extra_vars), *args],
         cwd=REPO,
-        env=ansible_env(),
+        env={**ansible_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=900,
@@ -230,19 +230,27 @@ def test_live_mode_reads_only(sandbox, drill_dirs):
     before_objects, before_rows = versions(), outbox_rows()
     before_stream = asyncio.run(natsio.stream_state(box.s.nats_url, box.s.names))["last_seq"]
     ro = box.s.s3_location(readonly=True)
+    # the documented live drill: the example inventory (its drill group, live mode, secrets from
+    # the environment), pointed at this "production"'s endpoints and recovering on this machine
     proc = ansible_playbook(
         {
-            "drill_mode": "live",
             "drill_reports_dir": str(drill_dirs["reports"]),
             "drill_recovery_root": str(drill_dirs["recovery"]),
+            "drill_recovery_inventory_host": "",
             "drill_s3_endpoint_url": ro.endpoint_url,
+            "drill_s3_region": ro.region,
             "drill_s3_bucket": ro.bucket,
             "drill_s3_prefix": box.s.archive_prefix,
-            "drill_s3_access_key": ro.access_key,
-            "drill_s3_secret_key": ro.secret_key,
-            "drill_s3_kms_key_id": box.kms_key_arn(),
-            "drill_pg_password": box.s.pg_password,
-        }
+            "drill_s3_kms_key_id": box.s.kms_key_id,  # the alias, resolved by the preflight
+        },
+        "-i",
+        "inventories/production.example",
+        env={
+            "WGOPS_S3_ACCESS_KEY_ID": ro.access_key,
+            "WGOPS_S3_SECRET_ACCESS_KEY": ro.secret_key,
+            "WGOPS_PG_PASSWORD": box.s.pg_password,
+            "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{box.s.ports.kms}",
+        },
     )
     report = latest_report(drill_dirs["reports"])
     assert proc.returncode == 0, (report.get("failures"), proc.stdout[-3000:])
