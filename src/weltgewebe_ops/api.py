@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from . import domain
+from .projector import quarantined_events
 from .settings import ContractNames
 
 FADEN_PATH = re.compile(r"^/faeden/([0-9a-fA-F-]{36})$")
@@ -47,7 +48,7 @@ def readiness(config: ApiConfig) -> tuple[bool, dict]:
                     "WHERE published_at IS NULL AND quarantined_at IS NULL"
                 ).format(t=sql.Identifier(config.names.outbox_table))
             ).fetchone()
-            quarantined = asyncio.run(_quarantined(config.dsn, config.names))
+            quarantined = quarantined_events(config.dsn, config.names)
         checks["database"] = {"ok": True}
         # an event a projection could not apply is missing from a read model: not ready
         checks["projections"] = {
@@ -75,13 +76,6 @@ def readiness(config: ApiConfig) -> tuple[bool, dict]:
     except Exception as exc:  # noqa: BLE001 - readiness reports any failure as a failed check
         checks["nats"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     return all(c["ok"] for c in checks.values()), checks
-
-
-async def _quarantined(dsn: str, names: ContractNames) -> list[dict]:
-    from .projector import read_quarantine
-
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        return await read_quarantine(conn, names)
 
 
 async def _nats_ping(url: str) -> None:

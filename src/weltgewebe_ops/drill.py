@@ -329,13 +329,9 @@ def verify(
         )
 
     def no_quarantined_events():
-        from .projector import read_quarantine
+        from .projector import quarantined_events
 
-        async def read() -> list[dict]:
-            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-                return await read_quarantine(conn, names)
-
-        quarantined = asyncio.run(read())
+        quarantined = quarantined_events(dsn, names)
         if not quarantined:
             return True, "every event reached its read models (none quarantined)"
         named = "; ".join(

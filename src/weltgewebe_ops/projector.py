@@ -115,6 +115,16 @@ async def read_quarantine(conn, names: ContractNames, projection: str | None = N
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
+def quarantined_events(dsn: str, names: ContractNames) -> list[dict]:
+    """``read_quarantine`` for synchronous callers (the API's readiness, the drill's checks)."""
+
+    async def read() -> list[dict]:
+        async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await read_quarantine(conn, names)
+
+    return asyncio.run(read())
+
+
 @dataclass
 class ProjectorStats:
     applied: int = 0
