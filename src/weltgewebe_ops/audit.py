@@ -24,6 +24,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from . import envelope
 from .natsio import connect
 from .settings import ContractNames
 
@@ -53,6 +54,15 @@ async def read_exclusions(conn: AsyncConnection, names: ContractNames) -> set[in
 def _digest(event_type: str, payload: Any) -> str:
     data = payload if isinstance(payload, (dict, list)) else json.loads(payload)
     return hashlib.sha256(f"{event_type}|{json.dumps(data, sort_keys=True)}".encode()).hexdigest()
+
+
+def _stream_digest(event_type: str, data: bytes) -> str:
+    """The digest of a message's event data (its envelope's payload). A body that is no envelope
+    is digested as it is, so it never matches an outbox row: counted as reused, not hidden."""
+    try:
+        return _digest(event_type, envelope.parse(data)["payload"])
+    except envelope.EnvelopeError:
+        return hashlib.sha256(b"not an envelope|" + data).hexdigest()
 
 
 async def read_stream(nats_url: str, names: ContractNames, batch: int = 1000) -> dict[int, dict]:
@@ -88,7 +98,7 @@ async def read_stream(nats_url: str, names: ContractNames, batch: int = 1000) ->
                 out[int(msg_id[len(names.msg_id_prefix) :])] = {
                     "seq": meta.sequence.stream,
                     "time": meta.timestamp,
-                    "digest": _digest(event_type, msg.data),
+                    "digest": _stream_digest(event_type, msg.data),
                 }
     finally:
         await nc.close()

@@ -30,22 +30,23 @@ from .natsio import sleep_or_stop
 from .settings import ContractNames
 
 # Handlers for faden_view, set-based: each takes %(batch)s, a JSON array of {"ord", "event_id",
-# "payload"} for a run of events of one type in stream order, and applies the run in one statement.
+# "envelope"} (the message body, Weltgewebe's envelope: the event's data is its "payload") for a
+# run of events of one type in stream order, and applies the run in one statement.
 # Payloads are whole rows (the outbox trigger's to_jsonb(NEW)), so within a run the last event of
 # a Faden decides its row: DISTINCT ON keeps it (ON CONFLICT may not touch a row twice).
 FADEN_VIEW_UPSERT = """
 INSERT INTO {view} (id, source_id, target_id, kind, note, created_at, updated_at, last_event_id)
 SELECT DISTINCT ON (r.id) r.id, r.source_id, r.target_id, r.kind, r.note, r.created_at, r.updated_at, e.event_id
-FROM jsonb_to_recordset(%(batch)s::jsonb) AS e(ord int, event_id bigint, payload jsonb),
-     LATERAL jsonb_populate_record(NULL::{view}, e.payload) AS r
+FROM jsonb_to_recordset(%(batch)s::jsonb) AS e(ord int, event_id bigint, envelope jsonb),
+     LATERAL jsonb_populate_record(NULL::{view}, e.envelope -> 'payload') AS r
 ORDER BY r.id, e.ord DESC
 ON CONFLICT (id) DO UPDATE SET source_id = EXCLUDED.source_id, target_id = EXCLUDED.target_id,
     kind = EXCLUDED.kind, note = EXCLUDED.note, updated_at = EXCLUDED.updated_at,
     last_event_id = EXCLUDED.last_event_id
 """
 FADEN_VIEW_DELETE = """
-DELETE FROM {view} v USING jsonb_to_recordset(%(batch)s::jsonb) AS e(payload jsonb)
-WHERE v.id = (e.payload ->> 'id')::uuid
+DELETE FROM {view} v USING jsonb_to_recordset(%(batch)s::jsonb) AS e(envelope jsonb)
+WHERE v.id = (e.envelope -> 'payload' ->> 'id')::uuid
 """
 
 FADEN_VIEW_HANDLERS = {
@@ -229,8 +230,8 @@ class Projector:
             if event_type not in self._handlers:
                 counts["ignored"] += 1
                 continue
-            # the payload is JSON already: the run's array is put together without parsing it
-            item = b'{"ord":%d,"event_id":%d,"payload":%s}' % (seq, event_id or seq, data)
+            # the envelope is JSON already: the run's array is put together without parsing it
+            item = b'{"ord":%d,"event_id":%d,"envelope":%s}' % (seq, event_id or seq, data)
             if runs and runs[-1][0] == event_type:
                 runs[-1][1].append(item)
             else:

@@ -1,6 +1,7 @@
 """The outbox relay: ``domain_outbox`` rows -> NATS JetStream, exactly as Weltgewebe's contract says.
 
-Rows are claimed ``FOR UPDATE SKIP LOCKED`` in batches, published asynchronously with
+Rows are claimed ``FOR UPDATE SKIP LOCKED`` in batches, published asynchronously to
+``<prefix>.<event_type>`` as Weltgewebe's envelope (``envelope.py``) with
 ``Nats-Msg-Id: <prefix><id>`` (bounded in-flight acks), and marked ``published_at`` only after
 JetStream acknowledged them, in the transaction that claimed them. A duplicate ack (the stream
 already had that message id) counts as published. A failed publish increments ``attempt_count``,
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from psycopg import AsyncConnection, sql
 
+from . import envelope
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
 from .settings import ContractNames
@@ -54,7 +56,7 @@ class RelayStats:
 
 
 CLAIM = """
-SELECT id, event_type, payload::text, attempt_count FROM {outbox}
+SELECT id, event_type, {envelope}, attempt_count FROM {outbox}
 WHERE published_at IS NULL AND quarantined_at IS NULL AND available_at <= now() AND id >= %s
 ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
 """
@@ -93,7 +95,8 @@ class Relay:
         self.config = config
         self.stats = RelayStats()
         outbox = sql.Identifier(config.names.outbox_table)
-        self._claim = sql.SQL(CLAIM).format(outbox=outbox)
+        # the message body is Weltgewebe's envelope, built by PostgreSQL in the claim itself
+        self._claim = sql.SQL(CLAIM).format(outbox=outbox, envelope=sql.SQL(envelope.SQL_EXPRESSION))
         self._mark_published = sql.SQL(MARK_PUBLISHED).format(outbox=outbox)
         self._mark_failed = sql.SQL(MARK_FAILED).format(outbox=outbox)
         self._pending = sql.SQL(PENDING).format(outbox=outbox)
@@ -120,11 +123,11 @@ class Relay:
                     self._floor = rows[-1][0] + 1
                 if not rows:
                     return 0
-                for outbox_id, event_type, payload, _attempts in rows:
+                for outbox_id, event_type, body, _attempts in rows:
                     futures.append(
                         await js.publish_async(
                             cfg.names.subject_for(event_type),
-                            payload.encode(),
+                            body.encode(),
                             headers={"Nats-Msg-Id": cfg.names.msg_id(outbox_id)},
                         )
                     )

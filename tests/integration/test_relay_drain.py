@@ -92,6 +92,46 @@ def test_drain_publishes_every_pending_row_exactly_once(relay_paused):
     assert again["published"] == again["duplicates"] == 0
 
 
+def test_messages_are_weltgewebes_envelope(relay_paused):
+    """The body upstream's receipts consumer parses (shared/UPSTREAM.md): schema_version 1, the
+    outbox id as event_id, the row's fields, its payload column as payload, created_at in RFC 3339
+    UTC; subject weltgewebe.<event_type>."""
+    import datetime as dt
+
+    from weltgewebe_ops import envelope, natsio
+
+    box = relay_paused
+    write_faeden(box, 3)
+    start = asyncio.run(last_seq(box)) + 1
+    drain(box)
+
+    async def messages() -> list:
+        nc = await natsio.connect(box.s.nats_url)
+        try:
+            js = nc.jetstream()
+            last = (await js.stream_info(box.s.names.stream)).state.last_seq
+            return [await js.get_msg(box.s.names.stream, seq) for seq in range(start, last + 1)]
+        finally:
+            await nc.close()
+
+    published = asyncio.run(messages())
+    assert len(published) == 9  # two nodes and an edge per Faden
+    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        for msg in published:
+            body = envelope.parse(msg.data)
+            assert set(body) == set(envelope.FIELDS) and body["schema_version"] == 1
+            assert msg.headers["Nats-Msg-Id"] == f"domain-outbox-{body['event_id']}"
+            assert msg.subject == f"weltgewebe.{body['event_type']}"
+            row = conn.execute(
+                "SELECT aggregate_type, aggregate_id::text, event_type, payload, created_at FROM domain_outbox "
+                "WHERE id = %s",
+                (body["event_id"],),
+            ).fetchone()
+            assert (body["aggregate_type"], body["aggregate_id"], body["event_type"], body["payload"]) == row[:4]
+            assert body["created_at"].endswith("Z")
+            assert dt.datetime.fromisoformat(body["created_at"].replace("Z", "+00:00")) == row[4]
+
+
 def test_drain_waits_out_a_nats_outage(relay_paused):
     box = relay_paused
     write_faeden(box, 100)
