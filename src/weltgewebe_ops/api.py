@@ -48,7 +48,7 @@ def readiness(config: ApiConfig) -> tuple[bool, dict]:
                     "WHERE published_at IS NULL AND quarantined_at IS NULL"
                 ).format(t=sql.Identifier(config.names.outbox_table))
             ).fetchone()
-            quarantined = quarantined_events(config.dsn, config.names)
+            quarantined = quarantined_events(conn, config.names)
         checks["database"] = {"ok": True}
         # an event a projection could not apply is missing from a read model: not ready
         checks["projections"] = {

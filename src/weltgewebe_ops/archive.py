@@ -35,7 +35,6 @@ class Segment:
     segno: int
     size: int
     last_modified: dt.datetime
-    version_id: str = ""
 
 
 @dataclass
@@ -61,8 +60,7 @@ class Inventory:
 
     def read(self, client, loc: S3Location, key: str) -> bytes:
         """The archived version of ``key``."""
-        version = self.versions.get(key, "")
-        return client.get_object(Bucket=loc.bucket, Key=key, **({"VersionId": version} if version else {}))[
+        return client.get_object(Bucket=loc.bucket, Key=key, **s3mod.version_arg(self.versions.get(key, "")))[
             "Body"
         ].read()
 
@@ -86,9 +84,7 @@ def list_inventory(client, loc: S3Location) -> Inventory:
                 inv.labels.append(json.loads(inv.read(client, loc, key)))
         elif SEGMENT_RE.match(name):
             tli, segno = int(name[:8], 16), segment_number(name)
-            inv.segments.setdefault(tli, {})[segno] = Segment(
-                name, tli, segno, original.size, original.last_modified, original.version_id
-            )
+            inv.segments.setdefault(tli, {})[segno] = Segment(name, tli, segno, original.size, original.last_modified)
         elif name.endswith(".history"):
             inv.histories[int(name[:8], 16)] = key
         elif name.endswith(".partial"):

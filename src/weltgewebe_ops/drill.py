@@ -331,7 +331,8 @@ def verify(
     def no_quarantined_events():
         from .projector import quarantined_events
 
-        quarantined = quarantined_events(dsn, names)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            quarantined = quarantined_events(conn, names)
         if not quarantined:
             return True, "every event reached its read models (none quarantined)"
         named = "; ".join(

@@ -20,20 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .procs import process_start
+from .procs import cmdline, process_start
 
 LOCK_NAME = ".drill.lock"
 
 
 class DrillLockError(RuntimeError):
     """Another drill runs; the message says which and what to do."""
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def _parent(pid: int) -> int:
@@ -48,7 +41,7 @@ def controller_pid() -> int:
     workers are forks with the same command line, so the last match walking up is the one."""
     found, pid = 0, os.getpid()
     while pid > 1:
-        command = _cmdline(pid)
+        command = cmdline(pid)
         if "ansible-playbook" in command or "/ansible " in command or command.startswith("ansible "):
             found = pid
         pid = _parent(pid)
@@ -90,7 +83,7 @@ class DrillLock:
         from .drill import iso, now
 
         pid = controller_pid()
-        me = Holder(drill_id, pid, process_start(pid), socket.gethostname(), _cmdline(pid), iso(now()))
+        me = Holder(drill_id, pid, process_start(pid), socket.gethostname(), cmdline(pid), iso(now()))
         self.file.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

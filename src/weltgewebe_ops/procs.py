@@ -42,13 +42,8 @@ class Service:
             return None
         if not pid_alive(pid):
             return None
-        if self.marker:
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                return None
-            if self.marker not in cmdline:
-                return None
+        if self.marker and self.marker not in cmdline(pid):
+            return None
         return pid
 
     def running(self) -> bool:
@@ -135,6 +130,14 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def cmdline(pid: int) -> str:
+    """The process's command line, arguments joined by spaces; '' when it is gone or hidden."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def process_start(pid: int) -> str | None:
     """The process's start time in clock ticks since boot: with the PID, its identity (a PID that
     was recycled has another start time)."""
@@ -166,8 +169,7 @@ def port_holder(port: int) -> tuple[int, str] | None:
         try:
             for fd in (proc / "fd").iterdir():
                 if os.readlink(fd) in wanted:
-                    command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                    return int(proc.name), command
+                    return int(proc.name), cmdline(int(proc.name))
         except OSError:
             continue
     return None

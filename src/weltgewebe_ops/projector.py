@@ -103,27 +103,32 @@ def is_poison(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error) and state[:2] in ("22", "23")
 
 
+QUARANTINE_COLUMNS = ("projection", "stream_sequence", "event_id", "event_type", "attempts", "error")
+
+
+def _quarantine_select(names: ContractNames) -> sql.Composed:
+    return sql.SQL(
+        "SELECT {columns} FROM {t} WHERE %(p)s::text IS NULL OR projection = %(p)s ORDER BY stream_sequence"
+    ).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, QUARANTINE_COLUMNS)),
+        t=sql.Identifier(names.quarantine_table),
+    )
+
+
 async def read_quarantine(conn, names: ContractNames, projection: str | None = None) -> list[dict]:
     """Quarantined events, oldest first (empty before any was quarantined)."""
     if not (await (await conn.execute("SELECT to_regclass(%s)", (names.quarantine_table,))).fetchone())[0]:
         return []
-    query = sql.SQL(
-        "SELECT projection, stream_sequence, event_id, event_type, attempts, error FROM {t} "
-        "WHERE %(p)s::text IS NULL OR projection = %(p)s ORDER BY stream_sequence"
-    ).format(t=sql.Identifier(names.quarantine_table))
-    rows = await (await conn.execute(query, {"p": projection})).fetchall()
-    keys = ("projection", "stream_sequence", "event_id", "event_type", "attempts", "error")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    rows = await (await conn.execute(_quarantine_select(names), {"p": projection})).fetchall()
+    return [dict(zip(QUARANTINE_COLUMNS, row, strict=True)) for row in rows]
 
 
-def quarantined_events(dsn: str, names: ContractNames) -> list[dict]:
-    """``read_quarantine`` for synchronous callers (the API's readiness, the drill's checks)."""
-
-    async def read() -> list[dict]:
-        async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
-            return await read_quarantine(conn, names)
-
-    return asyncio.run(read())
+def quarantined_events(conn, names: ContractNames) -> list[dict]:
+    """``read_quarantine`` on a synchronous connection (the API's readiness, the drill's checks)."""
+    if not conn.execute("SELECT to_regclass(%s)", (names.quarantine_table,)).fetchone()[0]:
+        return []
+    rows = conn.execute(_quarantine_select(names), {"p": None}).fetchall()
+    return [dict(zip(QUARANTINE_COLUMNS, row, strict=True)) for row in rows]
 
 
 @dataclass

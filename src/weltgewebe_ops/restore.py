@@ -234,8 +234,8 @@ class Plan:
     wal_bytes: int
     newest_by_timeline: dict[int, int]
     missing: list[str]
-    archived: set[str] = field(default_factory=set)
-    # file name -> the archived version's id: a version written over it later is never read
+    # WAL file name -> the archived version's id (every file archived when the plan was made): a
+    # version written over it later is never read
     versions: dict[str, str] = field(default_factory=dict)
     # newest archive time of the planned WAL: no commit after it can be in the archive
     archive_end_time: dt.datetime | None = None
@@ -263,6 +263,11 @@ class Plan:
             "target_checked_against_archive": self.target.kind in ("latest", "immediate", "time", "lsn"),
             "rewritten_files": self.rewritten,
         }
+
+    @property
+    def archived(self) -> set[str]:
+        """Every WAL file name archived when the plan was made."""
+        return set(self.versions)
 
     @property
     def end_lsn(self) -> int | None:
@@ -296,8 +301,6 @@ def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> P
             f"the archive lacks the WAL that makes base backup {backup['backup_id']} consistent (through {stop_needed})"
         )
     newest = {tli: max(by_no) for tli, by_no in inv.segments.items() if by_no}
-    archived = {seg.name for by_no in inv.segments.values() for seg in by_no.values()}
-    archived |= {key.rsplit("/", 1)[1] for key in inv.histories.values()} | set(inv.partials)
     versions = {key.rsplit("/", 1)[1]: version for key, version in inv.versions.items() if "/wal/" in key}
     planned = [inv.segments[int(name[:8], 16)][segment_number(name)] for name in cont["needed"]]
     plan = Plan(
@@ -307,7 +310,6 @@ def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> P
         cont["bytes"],
         newest,
         missing,
-        archived,
         versions,
         archive_end_time=max((seg.last_modified for seg in planned), default=None),
         rewritten=[history.key for history in inv.rewritten],
@@ -352,7 +354,7 @@ class ParallelRangeReader:
         window: int = 16,
     ):
         self.client, self.bucket, self.key, self.size = client, bucket, key, size
-        self.version = {"VersionId": version_id} if version_id else {}
+        self.version = s3mod.version_arg(version_id)
         self.part_size = part_size
         self.pool = ThreadPoolExecutor(workers)
         self.pending: deque[Future] = deque()
@@ -408,7 +410,7 @@ class StreamReader:
         self.bytes_read = 0
         self._queue: queue.Queue = queue.Queue(maxsize=window)
         self._stop = threading.Event()
-        version = {"VersionId": version_id} if version_id else {}
+        version = s3mod.version_arg(version_id)
 
         def pump() -> None:
             try:
@@ -579,7 +581,7 @@ def fetch_base_backup(client, loc: S3Location, backup: dict, staging: Path, work
     """Stream base.tar from S3 into ``staging``: one streaming GET or parallel ranged GETs, hashed
     here and fed to ``tar -x`` as they arrive (no local copy of the tar; C does the extraction)."""
     key = s3mod.basebackup_prefix(loc, backup["backup_id"]) + "base.tar"
-    version = {"VersionId": backup["tar_version_id"]} if backup.get("tar_version_id") else {}
+    version = s3mod.version_arg(backup.get("tar_version_id", ""))
     size = client.head_object(Bucket=loc.bucket, Key=key, **version)["ContentLength"]
     version_id = backup.get("tar_version_id", "")
     if workers > 1:
@@ -773,7 +775,6 @@ def recover(
                 "spool": str(spool),
                 "planned": plan.segments,
                 "newest_by_timeline": {str(k): v for k, v in plan.newest_by_timeline.items()},
-                "archived": sorted(plan.archived),
                 "versions": plan.versions,
                 "fetch_deadline_seconds": req.fetch_deadline_seconds,
                 "log": str(req.work / "fetched.jsonl"),

@@ -54,6 +54,11 @@ def basebackup_prefix(loc: S3Location, backup_id: str = "") -> str:
     return f"{base}{backup_id}/" if backup_id else base
 
 
+def version_arg(version_id: str) -> dict[str, str]:
+    """``VersionId=`` for a request about one version, nothing for the latest."""
+    return {"VersionId": version_id} if version_id else {}
+
+
 def sse_args(loc: S3Location) -> dict[str, str]:
     """Request arguments that ask for SSE-KMS, with the configured key when one is set."""
     args = {"ServerSideEncryption": "aws:kms"}
@@ -95,9 +100,8 @@ def head(s3, bucket: str, key: str, version_id: str = "") -> StoredObject | None
     """The stored object's (or version's) size, checksum, encryption and lock, or None when there is none."""
     from botocore.exceptions import ClientError
 
-    version = {"VersionId": version_id} if version_id else {}
     try:
-        resp = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **version)
+        resp = s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **version_arg(version_id))
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return None
@@ -186,10 +190,9 @@ def get_verified(s3, bucket: str, key: str, version_id: str = "") -> bytes:
     """The object's bytes (the given version), checked against the SHA-256 stored with it."""
     from botocore.exceptions import FlexibleChecksumError
 
-    version = {"VersionId": version_id} if version_id else {}
     which = f"s3://{bucket}/{key}" + (f" (version {version_id})" if version_id else "")
     try:
-        resp = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **version)
+        resp = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **version_arg(version_id))
         body = resp["Body"].read()
     except FlexibleChecksumError as exc:
         raise IntegrityError(f"{which} does not match its stored checksum: {exc}") from exc

@@ -2,8 +2,7 @@
 
 Called once per WAL file, so it stays light: the standard library only, unless a file has to come
 straight from S3. The restore writes its configuration (S3 location, the spool the prefetcher
-fills, the plan with the archived version of every WAL file, and every name archived when it
-planned).
+fills, and the plan with the archived version of every WAL file archived when it planned).
 
 Exit codes, as PostgreSQL reads them: 0 the file is in place; 1 not in the archive, which
 PostgreSQL takes as the end of WAL: said only when the plan knows the file does not exist (a
@@ -97,7 +96,7 @@ def wal_fetch(config_file: str | os.PathLike[str], name: str, dest: str | os.Pat
     fetch = Fetch(json.loads(Path(config_file).read_text()), name, dest)
     if fetch.from_spool():
         return 0
-    if name not in fetch.config["archived"]:
+    if name not in fetch.config["versions"]:  # every file archived when the restore planned
         return fetch.not_in_archive()
     deadline = fetch.started + fetch.config.get("fetch_deadline_seconds", 300)
     if name in fetch.config["planned"]:
