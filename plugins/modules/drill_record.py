@@ -133,6 +133,13 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
 
 
+def _warn_unstopped(module, reclaimed: list[str]) -> None:
+    """What an interrupted drill left running and could not be stopped is a warning, by name."""
+    for line in reclaimed:
+        if "NOT " in line:
+            module.warn(line)
+
+
 def main():
     module = AnsibleModule(
         argument_spec={
@@ -168,6 +175,7 @@ def main():
             reclaimed = drill_lock.reclaim(p["reports_dir"])
         except (drill.DrillError, OSError, ValueError) as exc:
             module.fail_json(msg=f"drill record: {exc}")
+        _warn_unstopped(module, reclaimed)
         module.exit_json(changed=bool(reclaimed), reclaimed=reclaimed)
     try:
         record = drill.Record.open(p["reports_dir"], p["drill_id"])
@@ -182,6 +190,7 @@ def main():
             )
             if changed:  # a new drill: stop what interrupted ones left running
                 result["reclaimed"] = drill_lock.reclaim(p["reports_dir"], record.drill_id)
+                _warn_unstopped(module, result["reclaimed"])
         elif p["action"] == "finish":
             record.finish()
             lock.release(record.drill_id)

@@ -14,7 +14,9 @@ description:
   - For each projection, O(mode=rebuild) empties the read model, its checkpoint and its consumed
     event ids, then applies the stream from its first message, all in one transaction (a rebuild
     that fails leaves the read model as it was, never emptier); O(mode=catch_up) applies what came
-    after the checkpoint. Both stop at the stream's last message as of the start.
+    after the checkpoint. Both stop at the stream's last message as of the start, or fail naming
+    the sequence where they stopped (a stream that delivers nothing for 30 s before that message
+    has not ended).
   - An event a projection cannot apply (a data or constraint error from its content) is tried
     O(max_attempts) times, then quarantined (recorded with its error in C(projection_quarantine))
     and passed over, so later events still flow. Quarantined events are returned, warned about, and

@@ -119,7 +119,8 @@ class DrillLock:
 
 
 def stop_recovery(recovery: dict[str, Any]) -> list[str]:
-    """Stop what a drill's recovery environment runs, as its record describes it."""
+    """Stop what a drill's recovery environment runs, as its record describes it; one line per
+    thing stopped, and one per thing that could NOT be stopped (with what to do)."""
     from . import sandbox
     from .restore import stop_restore
 
@@ -129,11 +130,14 @@ def stop_recovery(recovery: dict[str, Any]) -> list[str]:
     if kind == "container":
         name = recovery.get("host", "")
         docker = shutil.which("docker")
-        if name and docker:
-            gone = subprocess.run([docker, "rm", "-f", name], capture_output=True, text=True, check=False)
-            if gone.returncode == 0:
-                done.append(f"removed the recovery container {name}")
-        return done
+        if not docker:
+            return [f"could NOT remove the recovery container {name}: no docker command here; docker rm -f {name}"]
+        gone = subprocess.run([docker, "rm", "-f", name], capture_output=True, text=True, check=False)
+        if gone.returncode == 0:
+            return [f"removed the recovery container {name}"]
+        if "No such container" in gone.stderr:
+            return []
+        return [f"could NOT remove the recovery container {name}: {gone.stderr.strip()[:300]}"]
     if not where.is_dir():
         return done
     if data_dir:
@@ -142,8 +146,8 @@ def stop_recovery(recovery: dict[str, Any]) -> list[str]:
             done.append(line)
     try:
         results = sandbox.load(where).down(purge=False)
-    except sandbox.SandboxError:
-        return done
+    except Exception as exc:  # noqa: BLE001 - said in the record and the output, never swallowed
+        return [*done, f"could NOT stop the recovery in {where}: {type(exc).__name__}: {exc}"]
     done += [f"stopped the recovery's {r.component}" for r in results if r.changed]
     return done
 

@@ -78,8 +78,14 @@ class ProjectorConfig:
     names: ContractNames = field(default_factory=ContractNames)
     batch_size: int = 2000
     fetch_timeout_seconds: float = 1.0
+    # a replay short of its target sequence waits this long for the stream before it fails
+    stalled_seconds: float = 30.0
     # tries of one event before it is quarantined
     max_attempts: int = 3
+
+
+class ReplayStalledError(RuntimeError):
+    """A replay ended short of the stream's last message."""
 
 
 QUARANTINE_DDL = """
@@ -334,14 +340,20 @@ class Projector:
         # the next batch is fetched while this one is applied (NATS client and PostgreSQL overlap);
         # a batch fetched but not applied is simply fetched again from the checkpoint next time
         upcoming = asyncio.ensure_future(fetch())
+        idle_since: float | None = None
         try:
             while not stop.is_set() and not (until_sequence and self.stats.last_sequence >= until_sequence):
                 msgs = await upcoming
                 upcoming = asyncio.ensure_future(fetch())
                 if msgs:
+                    idle_since = None
                     await self.apply_batch(conn, msgs)
                 elif until_idle:
-                    break
+                    # short of until_sequence, an empty fetch is a slow stream, not the end of it
+                    idle_since = idle_since or time.monotonic()
+                    short = until_sequence and self.stats.last_sequence < until_sequence
+                    if not short or time.monotonic() - idle_since > self.config.stalled_seconds:
+                        break
         finally:
             upcoming.cancel()
             with contextlib.suppress(BaseException):
@@ -363,10 +375,20 @@ class Projector:
                 (name,),
             )
 
+    def _require_reached(self, target: int) -> None:
+        if self.stats.last_sequence < target:
+            raise ReplayStalledError(
+                f"the replay of {self.config.projection.name} stopped at stream sequence "
+                f"{self.stats.last_sequence} of {target}: {self.config.names.stream} delivered nothing for "
+                f"{self.config.stalled_seconds:.0f}s. Check NATS at {self.config.nats_url}; a rebuild was rolled "
+                f"back, a catch-up resumes from its checkpoint."
+            )
+
     async def replay(self, mode: str = "catch_up") -> dict:
         """``rebuild``: reset, then apply the stream from its first message; ``catch_up``: apply what
-        came after the checkpoint. Either way up to the stream's last message when it started; a
-        replay that was killed resumes from its last committed batch with ``catch_up``."""
+        came after the checkpoint. Either way up to the stream's last message when it started, or it
+        fails naming where it stopped. A rebuild is one transaction (killed or failed, the read model
+        stays as it was); a catch-up commits batch by batch and resumes from its checkpoint."""
         from .natsio import stream_state
 
         if mode not in ("rebuild", "catch_up"):
@@ -378,8 +400,10 @@ class Projector:
             async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn, conn.transaction():
                 await self.reset(conn)
                 await self.run(until_idle=True, until_sequence=target, conn=conn)
+                self._require_reached(target)  # inside the transaction: short, it is rolled back
         else:
             await self.run(until_idle=True, until_sequence=target)
+            self._require_reached(target)
         async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
             quarantined = await read_quarantine(conn, self.config.names, self.config.projection.name)
         seconds = time.monotonic() - started

@@ -166,7 +166,7 @@ def write_restore_pid(work_dir: Path) -> None:
 
 def stop_restore(work_dir: Path, timeout: float = 60.0) -> str:
     """SIGTERM the process of a restore still running in ``work_dir`` (the module then stops its
-    PostgreSQL and marks the data directory incomplete); '' when none runs."""
+    PostgreSQL and marks the data directory incomplete); says what happened, '' when none runs."""
     try:
         recorded = json.loads((work_dir / RESTORE_PID_FILE).read_text())
     except (OSError, ValueError):
@@ -179,6 +179,8 @@ def stop_restore(work_dir: Path, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
     while process_start(pid) == recorded.get("start") and time.monotonic() < deadline:
         time.sleep(0.2)
+    if process_start(pid) == recorded.get("start"):
+        return f"the restore job (PID {pid}) did NOT stop within {timeout:.0f}s of SIGTERM: kill -9 {pid}"
     return f"stopped the restore job (PID {pid})"
 
 
