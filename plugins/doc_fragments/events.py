@@ -16,30 +16,21 @@ options:
     description: The NATS holding the domain stream (in a drill, the recovery site's own).
     type: str
     required: true
-  outbox_table:
-    description: The outbox table.
-    type: str
-    default: domain_outbox
-  consumptions_table:
-    description: Consumed event ids per consumer; lost events are excluded in C(<consumptions_table>_excluded).
-    type: str
-    default: domain_event_consumptions
-  checkpoints_table:
-    description: Stream checkpoints per projection.
-    type: str
-    default: projection_checkpoints
-  stream:
-    description: The JetStream stream.
-    type: str
-    default: WELTGEWEBE_DOMAIN
-  subject_prefix:
-    description: Events go to C(<subject_prefix>.<event_type>); the stream takes C(<subject_prefix>.domain.>).
-    type: str
-    default: weltgewebe
-  msg_id_prefix:
-    description: C(Nats-Msg-Id) is this prefix plus the outbox id.
-    type: str
-    default: domain-outbox-
+  names:
+    description:
+      - Names of the data contract where they differ from Weltgewebe's (the defaults), as a mapping.
+      - C(accounts_table) (domain_accounts), C(nodes_table) (domain_nodes), C(edges_table)
+        (domain_edges), C(outbox_table) (domain_outbox), C(consumptions_table)
+        (domain_event_consumptions, the receipts), C(projection_state_table) (domain_projection_state),
+        C(migrations_table) (_sqlx_migrations), C(receipts_consumer)
+        (weltgewebe-api-domain-receipts-v1), C(faden_view) (faden_view), C(tool_schema) (wgops,
+        this tool's bookkeeping on the recovery database: checkpoints, quarantine, excluded ids),
+        C(stream) (WELTGEWEBE_DOMAIN), C(subject_prefix) (weltgewebe; events go to
+        C(<subject_prefix>.<event_type>)), C(msg_id_prefix) (domain-outbox-; C(Nats-Msg-Id) is it
+        plus the outbox id), C(duplicate_window_seconds) (120).
+      - An unknown name fails the module and lists the known ones.
+    type: dict
+    default: {}
 requirements:
   - the weltgewebe_ops library of this collection (C(make venv)) with psycopg and nats-py on the managed host
 """

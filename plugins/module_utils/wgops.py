@@ -82,28 +82,20 @@ def s3_error_message(exc) -> str:
     return f"{type(exc).__name__}: {exc}" + (f" ({hint})" if hint else "")
 
 
-# Names of the Weltgewebe data contract, as the event modules take them (ContractNames' defaults).
-CONTRACT_DEFAULTS = {
-    "outbox_table": "domain_outbox",
-    "consumptions_table": "domain_event_consumptions",
-    "checkpoints_table": "projection_checkpoints",
-    "stream": "WELTGEWEBE_DOMAIN",
-    "subject_prefix": "weltgewebe",
-    "msg_id_prefix": "domain-outbox-",
-}
-
-
 def events_argument_spec() -> dict:
     """dsn (secret), nats_url and the contract's names, as documented by the fragment weltgewebe.ops.events."""
-    spec = {
+    return {
         "dsn": {"type": "str", "required": True, "no_log": True},
         "nats_url": {"type": "str", "required": True},
+        "names": {"type": "dict", "default": {}},
     }
-    spec.update({name: {"type": "str", "default": default} for name, default in CONTRACT_DEFAULTS.items()})
-    return spec
 
 
-def contract_names(params: dict):
-    from weltgewebe_ops.settings import ContractNames
+def contract_names(module):
+    """ContractNames from O(names) (defaults for what it leaves out); an unknown name fails the module."""
+    from weltgewebe_ops.settings import ContractNames, SettingsError, settings_part
 
-    return ContractNames(**{name: params[name] for name in CONTRACT_DEFAULTS})
+    try:
+        return settings_part(ContractNames, module.params["names"] or {}, "names")
+    except (SettingsError, TypeError) as exc:
+        module.fail_json(msg=f"{exc} (known names: {', '.join(ContractNames.__dataclass_fields__)})")

@@ -8,28 +8,56 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: drill_verify
-short_description: Check the recovered Weltgewebe service (SQL, HTTP, read model, event log)
+short_description: Check the recovered Weltgewebe service (SQL, migrations, HTTP, projections, event log)
 version_added: "0.2.0"
 description:
   - Runs the DR drill's checks against the recovered service; each is a named result with detail
     and seconds, and the module fails only when asked (O(fail_on_failed_checks)), so the drill's
     report can say what failed.
-  - C(sql_smoke) the database is out of recovery, accepts writes, and the contract's tables answer;
-    C(api_ready) C(GET /health/ready); C(no_quarantined_events) no event is in a projection's
-    quarantine (each one is named); C(api_create_and_read_faden) a Faden created through the API
-    appears in C(faden_view) within O(smoke_timeout_seconds) (outbox, relay, JetStream, projector);
-    C(faden_view_matches_domain_edges) count and checksum of the read model equal the source table;
-    C(stream_matches_outbox) every outbox row is published and in the stream, no reused ids, lost
-    events excluded from read models.
+  - The checks of Weltgewebe's own recovery runbook, and the event chain's.
+    C(sql_smoke) the database is out of recovery and accepts writes;
+    C(migrations_applied) every migration in C(_sqlx_migrations) succeeded (and, with
+    O(migrations_dir), every file there is applied with its checksum);
+    C(row_counts) counts of C(domain_accounts), C(domain_nodes), C(domain_edges) (and C(sessions),
+    C(passkey_credentials) where they exist);
+    C(api_live) and C(api_ready) the front door's health paths, readiness with its named checks;
+    C(no_quarantined_events) no outbox row and no event of a projection is quarantined (each named);
+    with V(faden_view) in O(projections): C(api_create_and_read_faden) (O(faden_smoke), the
+    sandbox API) and C(faden_view_matches_domain_edges) (count and checksum);
+    with V(receipts): C(receipts_complete) every published event has a receipt of the receipts
+    consumer; C(stream_matches_outbox) every outbox row is published and in the stream, no reused
+    ids, lost events excluded, foreign messages (not the envelope) counted and named.
+  - Checks that wait for the service (readiness, receipts, the read model) retry for up to
+    O(smoke_timeout_seconds).
   - With O(ground_truth_dir) (sandbox mode) also compares with the ground truth the workload and the
     relay wrote outside the destroyed database.
 extends_documentation_fragment:
   - weltgewebe.ops.events
 options:
   api_url:
-    description: The recovered API.
+    description: The recovered service's front door (or its API).
     type: str
     required: true
+  live_path:
+    description: The liveness path (Weltgewebe through Caddy C(/api/health/live)).
+    type: str
+    default: /health/live
+  ready_path:
+    description: The readiness path (Weltgewebe through Caddy C(/api/health/ready)).
+    type: str
+    default: /health/ready
+  projections:
+    description: The projections the replay rebuilt (their checks run).
+    type: list
+    elements: str
+    default: [receipts, projection_state, faden_view]
+  faden_smoke:
+    description: Create a Faden through C(POST /faeden) (the sandbox API) and read it from C(faden_view).
+    type: bool
+    default: true
+  migrations_dir:
+    description: The application's migrations directory to compare C(_sqlx_migrations) with.
+    type: path
   smoke_timeout_seconds:
     description: How long a Faden may take from the API to C(faden_view).
     type: float
@@ -100,6 +128,15 @@ def main():
         argument_spec={
             **events_argument_spec(),
             "api_url": {"type": "str", "required": True},
+            "live_path": {"type": "str", "default": "/health/live"},
+            "ready_path": {"type": "str", "default": "/health/ready"},
+            "projections": {
+                "type": "list",
+                "elements": "str",
+                "default": ["receipts", "projection_state", "faden_view"],
+            },
+            "faden_smoke": {"type": "bool", "default": True},
+            "migrations_dir": {"type": "path"},
             "smoke_timeout_seconds": {"type": "float", "default": 30},
             "ground_truth_dir": {"type": "path"},
             "failure_at": {"type": "str"},
@@ -114,8 +151,17 @@ def main():
     from weltgewebe_ops import drill
 
     p = module.params
-    names = contract_names(p)
-    checks = drill.verify(p["dsn"], p["nats_url"], p["api_url"], names, p["smoke_timeout_seconds"])
+    names = contract_names(module)
+    options = drill.VerifyOptions(
+        api_url=p["api_url"],
+        live_path=p["live_path"],
+        ready_path=p["ready_path"],
+        projections=tuple(p["projections"]),
+        faden_smoke=p["faden_smoke"],
+        migrations_dir=p["migrations_dir"] or "",
+        smoke_timeout_seconds=p["smoke_timeout_seconds"],
+    )
+    checks = drill.verify(p["dsn"], p["nats_url"], names, options)
     checks = [c.as_dict() for c in checks]
     result = {"checks": checks}
     if p["ground_truth_dir"]:

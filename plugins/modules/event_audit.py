@@ -14,10 +14,13 @@ description:
   - After a point-in-time restore the database is rewound, the stream is not. Reports the events in
     the stream that the restored outbox lacks (the data loss in events - count, id ranges, time
     range) and outbox ids whose stream message differs (ids reused after the sequence rewound).
+  - Like is compared with like - each message is decoded as Weltgewebe's envelope and its event id,
+    type, aggregate and payload are compared with the outbox row of that id. A message that is not
+    the envelope is counted and named as foreign (RV(foreign_count)), never as a reused id.
   - With O(remedy=true) (before the relay and the apps start) moves the outbox id sequence past
     every id the stream has seen, so new rows never reuse a C(Nats-Msg-Id) that JetStream would drop
-    as a duplicate, and records the lost ids in C(<consumptions_table>_excluded), which the
-    projector honours, so rebuilt read models leave them out.
+    as a duplicate, and records the lost ids in C(<tool_schema>.excluded_events) (this tool's own
+    schema, default C(wgops)), which the projector honours, so rebuilt projections leave them out.
   - Check mode reports and changes nothing.
 extends_documentation_fragment:
   - weltgewebe.ops.events
@@ -72,6 +75,20 @@ reused_ids:
   returned: always
   type: list
   elements: int
+foreign_count:
+  description: Messages that are not Weltgewebe's envelope (or whose event_id differs from their message id).
+  returned: always
+  type: int
+foreign_ids:
+  description: Their outbox ids (from C(Nats-Msg-Id)), as ranges.
+  returned: always
+  type: list
+  elements: str
+foreign_examples:
+  description: Up to five of them, each with what is wrong.
+  returned: always
+  type: list
+  elements: str
 unstreamed_events:
   description: >-
     Outbox rows marked published that the stream does not have (the stream was lost, or the
@@ -115,18 +132,21 @@ def main():
     import psycopg
 
     from weltgewebe_ops import audit
+    from weltgewebe_ops.schema import missing_object
 
     p = module.params
-    names = contract_names(p)
+    names = contract_names(module)
     try:
         report = asyncio.run(audit.audit(p["dsn"], p["nats_url"], names))
         fix = None
         if p["remedy"] and not module.check_mode:
             fix = asyncio.run(audit.remedy(p["dsn"], names, report))
     except psycopg.Error as exc:
-        module.fail_json(msg=f"cannot read the restored outbox: {str(exc).strip()}")
+        module.fail_json(
+            msg=missing_object(exc, "event audit") or f"cannot read the restored outbox: {str(exc).strip()}"
+        )
     except Exception as exc:  # noqa: BLE001 - NATS errors, reported in one line
-        module.fail_json(msg=f"cannot read the stream {p['stream']} at {p['nats_url']}: {type(exc).__name__}: {exc}")
+        module.fail_json(msg=f"cannot read the stream {names.stream} at {p['nats_url']}: {type(exc).__name__}: {exc}")
     report.pop("_lost")
     report.pop("_unstreamed")
     changed = bool(fix and (fix["sequence_moved"] or fix["excluded_events"] or fix["republished_events"]))

@@ -153,9 +153,10 @@ def main():
 
     from weltgewebe_ops import relay as relaymod
     from weltgewebe_ops.relay import Relay, RelayConfig
+    from weltgewebe_ops.schema import missing_object
 
     p = module.params
-    names = contract_names(p)
+    names = contract_names(module)
     relay = Relay(
         RelayConfig(
             dsn=p["dsn"],
@@ -185,12 +186,12 @@ def main():
             module.exit_json(changed=False, pending=before, remaining=before, running=running)
         result = asyncio.run(relay.drain(p["timeout_seconds"]))
     except psycopg.Error as exc:
-        module.fail_json(msg=f"cannot reach the outbox: {str(exc).strip()}")
+        module.fail_json(msg=missing_object(exc, "outbox relay") or f"cannot reach the outbox: {str(exc).strip()}")
     moved = result["published"] + result["duplicates"] + result["quarantined"]
     if result["remaining"] and p["fail_on_remaining"]:
         module.fail_json(
             msg=f"{result['remaining']} outbox rows still pending after {p['timeout_seconds']:g}s "
-            f"(is NATS at {p['nats_url']} up? see last_error in {p['outbox_table']})",
+            f"(is NATS at {p['nats_url']} up? see last_error in {names.outbox_table})",
             changed=moved > 0,
             pending=before,
             **result,

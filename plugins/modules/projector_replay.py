@@ -8,12 +8,22 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: projector_replay
-short_description: Rebuild or catch up Weltgewebe read models from NATS JetStream
+short_description: Rebuild or catch up what Weltgewebe derives from its events, from NATS JetStream
 version_added: "0.1.0"
 description:
-  - For each projection, O(mode=rebuild) empties the read model, its checkpoint and its consumed
+  - Projections are declared as data (name, SQL per event type or pattern, optionally a table of
+    their own and SQL run once at the end). Declared: V(receipts), Weltgewebe's receipts consumer
+    (C(weltgewebe-api-domain-receipts-v1)): one row per event in C(domain_event_consumptions), each
+    once; V(projection_state), a bump of C(domain_projection_state.version) so the API's caches
+    reload; V(faden_view), the runbook's example read model built from C(domain_edges). Give your
+    own in O(declarations).
+  - Bookkeeping (checkpoints, applied event ids, quarantine, the ids a restore lost) lives in this
+    tool's own schema (O(names.tool_schema), default C(wgops)), created on first use; the
+    application's migrations need nothing of it.
+  - For each projection, O(mode=rebuild) empties what it owns, its checkpoint and its applied
     event ids, then applies the stream from its first message, all in one transaction (a rebuild
-    that fails leaves the read model as it was, never emptier); O(mode=catch_up) applies what came
+    that fails leaves it as it was, never emptier; receipts are never deleted, only added);
+    O(mode=catch_up) applies what came
     after the checkpoint. Both stop at the stream's last message as of the start, or fail naming
     the sequence where they stopped (a stream that delivers nothing for 30 s before that message
     has not ended).
@@ -28,11 +38,22 @@ extends_documentation_fragment:
   - weltgewebe.ops.events
 options:
   projections:
-    description: The read models to replay (their handlers are defined in the library).
+    description: The projections to replay, in this order (declared ones or keys of O(declarations)).
     type: list
     elements: str
-    choices: [faden_view]
-    default: [faden_view]
+    default: [receipts, projection_state]
+  declarations:
+    description:
+      - Your own projections, by key. Each has C(handlers) (event type or pattern such as
+        C(domain.edge.*) -> SQL), and optionally C(name), C(table), C(create) (DDL of its table),
+        C(finish) (SQL run once after the replay) and C(reset) (SQL that empties it on a rebuild;
+        default C(TRUNCATE) of C(table)).
+      - In the SQL, C(%(batch)s) is a JSON array of C({ord, event_id, envelope}) for a run of
+        events, C(%(projection)s) the projection's name; C({table}) its table and C({edges}),
+        C({nodes}), C({accounts}), C({outbox}), C({consumptions}), C({projection_state}) the
+        contract's tables.
+    type: dict
+    default: {}
   mode:
     description: V(rebuild) from the stream's first message, or V(catch_up) from the checkpoint.
     type: str
@@ -103,7 +124,8 @@ def main():
     module = AnsibleModule(
         argument_spec={
             **events_argument_spec(),
-            "projections": {"type": "list", "elements": "str", "choices": ["faden_view"], "default": ["faden_view"]},
+            "projections": {"type": "list", "elements": "str", "default": ["receipts", "projection_state"]},
+            "declarations": {"type": "dict", "default": {}},
             "mode": {"type": "str", "choices": ["rebuild", "catch_up"], "default": "catch_up"},
             "batch_size": {"type": "int", "default": 2000},
             "max_attempts": {"type": "int", "default": 3},
@@ -116,22 +138,26 @@ def main():
     import psycopg
 
     from weltgewebe_ops.natsio import stream_state
-    from weltgewebe_ops.projector import PROJECTIONS, Projector, ProjectorConfig
+    from weltgewebe_ops.projector import ContractError, Projector, ProjectorConfig, projections
 
     p = module.params
-    names = contract_names(p)
+    names = contract_names(module)
+    try:
+        selected = projections(p["projections"], names, p["declarations"])
+    except (ValueError, KeyError) as exc:
+        module.fail_json(msg=f"projections: {exc}")
     projectors = [
         Projector(
             ProjectorConfig(
                 dsn=p["dsn"],
                 nats_url=p["nats_url"],
                 names=names,
-                projection=PROJECTIONS[name](names),
+                projection=projection,
                 batch_size=p["batch_size"],
                 max_attempts=p["max_attempts"],
             )
         )
-        for name in p["projections"]
+        for projection in selected
     ]
 
     async def checkpoints() -> dict:
@@ -148,8 +174,10 @@ def main():
             behind = any(v["checkpoint"] < v["stream_last_sequence"] for v in found.values())
             module.exit_json(changed=p["mode"] == "rebuild" or behind, checkpoints=found)
         results = [asyncio.run(pr.replay(p["mode"])) for pr in projectors]
+    except ContractError as exc:
+        module.fail_json(msg=str(exc))
     except psycopg.OperationalError as exc:
-        module.fail_json(msg=f"cannot reach the read models' database: {str(exc).strip()}")
+        module.fail_json(msg=f"cannot reach the projections' database: {str(exc).strip()}")
     except psycopg.Error as exc:
         module.fail_json(
             msg=f"the read models' database refused the replay ({exc.sqlstate}): {str(exc).strip()}. "

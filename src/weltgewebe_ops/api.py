@@ -1,8 +1,9 @@
 """The sandbox's small HTTP API on loopback, shaped like Weltgewebe's.
 
 ``GET /health/live``  -> ``{"status": "ok"}``
-``GET /health/ready`` -> 200 or 503 with checks ``database``, ``projections`` (no event in
-                         quarantine), ``nats`` and ``outbox`` (lag)
+``GET /health/ready`` -> 200 or 503, ``{"status", "checks"}`` with Weltgewebe's checks ``database``,
+                         ``event_chain`` (no due outbox row older than a threshold, nothing
+                         quarantined, receipts for recent events) and ``nats``
 ``POST /faeden``      -> create a Faden (two nodes and the edge between them), 201
 ``GET /faeden/<id>``  -> the Faden as the read model ``faden_view`` shows it, or 404
 """
@@ -35,41 +36,75 @@ class ApiConfig:
     names: ContractNames = field(default_factory=ContractNames)
     ground_truth_dir: str = ""
     max_outbox_lag_seconds: float = 60.0
+    # events published this many seconds ago (from, to) must have a receipt
+    receipt_window: tuple[float, float] = (60.0, 600.0)
+
+
+EVENT_CHAIN = """
+SELECT
+    (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM {outbox}
+     WHERE published_at IS NULL AND quarantined_at IS NULL AND available_at <= now()),
+    (SELECT count(*) FROM {outbox} WHERE published_at IS NULL AND quarantined_at IS NULL),
+    (SELECT count(*) FROM {outbox} WHERE quarantined_at IS NOT NULL),
+    (SELECT count(*) FROM {outbox} o
+     WHERE o.published_at BETWEEN now() - make_interval(secs => %(window_end)s)
+                              AND now() - make_interval(secs => %(window_start)s)
+       AND NOT EXISTS (SELECT 1 FROM {receipts} r WHERE r.consumer_name = %(consumer)s AND r.event_id = o.id))
+"""
 
 
 def readiness(config: ApiConfig) -> tuple[bool, dict]:
+    """Weltgewebe's readiness semantics: the database answers; the event chain holds (no due outbox
+    row older than the threshold, no quarantined row or event, a receipt for every event published
+    between ``receipt_window`` seconds ago); NATS answers."""
+    names = config.names
     checks: dict[str, dict] = {}
     try:
         with psycopg.connect(config.dsn, autocommit=True) as conn:
             conn.execute("SELECT 1")
-            pending, oldest = conn.execute(
-                sql.SQL(
-                    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM {t} "
-                    "WHERE published_at IS NULL AND quarantined_at IS NULL"
-                ).format(t=sql.Identifier(config.names.outbox_table))
+            checks["database"] = {"ok": True}
+            oldest_due, pending, quarantined_rows, unreceipted = conn.execute(
+                sql.SQL(EVENT_CHAIN).format(
+                    outbox=sql.Identifier(names.outbox_table), receipts=sql.Identifier(names.consumptions_table)
+                ),
+                {
+                    "window_start": config.receipt_window[0],
+                    "window_end": config.receipt_window[1],
+                    "consumer": names.receipts_consumer,
+                },
             ).fetchone()
-            quarantined = quarantined_events(conn, config.names)
-        checks["database"] = {"ok": True}
-        # an event a projection could not apply is missing from a read model: not ready
-        checks["projections"] = {
-            "ok": not quarantined,
-            "quarantined_events": len(quarantined),
-            "quarantined": [
-                f"{q['projection']}: event {q['event_id']} (stream sequence {q['stream_sequence']}, "
-                f"{q['event_type']}): {q['error']}"
-                for q in quarantined[:10]
-            ],
-        }
-        lag = float(oldest)
-        checks["outbox"] = {
-            "ok": lag <= config.max_outbox_lag_seconds,
+            quarantined = quarantined_events(conn, names)
+        lag = float(oldest_due)
+        problems = []
+        if lag > config.max_outbox_lag_seconds:
+            problems.append(f"a due outbox row is {lag:.0f}s old (threshold {config.max_outbox_lag_seconds:.0f}s)")
+        if quarantined_rows:
+            problems.append(f"{quarantined_rows} outbox rows quarantined")
+        if quarantined:
+            problems.append(
+                f"{len(quarantined)} events quarantined by a projection: "
+                + "; ".join(
+                    f"{q['projection']}: event {q['event_id']} ({q['event_type']}): {q['error']}"
+                    for q in quarantined[:5]
+                )
+            )
+        if unreceipted:
+            problems.append(
+                f"{unreceipted} events published {config.receipt_window[0]:.0f}-"
+                f"{config.receipt_window[1]:.0f}s ago have no receipt of {names.receipts_consumer}"
+            )
+        checks["event_chain"] = {
+            "ok": not problems,
             "pending": pending,
-            "lag_seconds": round(lag, 3),
+            "oldest_due_seconds": round(lag, 3),
+            "quarantined_rows": quarantined_rows,
+            "quarantined_events": len(quarantined),
+            "unreceipted": unreceipted,
+            **({"problems": problems} if problems else {}),
         }
     except psycopg.Error as exc:
         checks["database"] = {"ok": False, "error": str(exc).strip()}
-        checks["outbox"] = {"ok": False, "error": "database unavailable"}
-        checks["projections"] = {"ok": False, "error": "database unavailable"}
+        checks["event_chain"] = {"ok": False, "error": "database unavailable"}
     try:
         asyncio.run(_nats_ping(config.nats_url))
         checks["nats"] = {"ok": True}

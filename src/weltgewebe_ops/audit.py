@@ -9,7 +9,10 @@ A restore rewinds the database, not the stream. Two things follow (shared/UPSTRE
 And when the stream itself was lost (or the recovery site has a stream of its own), outbox rows
 marked published are in no stream at all: rebuilt read models would miss them.
 
-``audit`` compares the stream with the restored outbox. ``remedy`` (run before the relay and the
+``audit`` compares the stream with the restored outbox, like with like: each message is decoded as
+Weltgewebe's envelope and its event id, type, aggregate and payload are compared with the outbox
+row of that id. A message that is no envelope (or whose event id differs from its message id) is
+counted and named as *foreign*, never as a reused id. ``remedy`` (run before the relay and the
 API start) moves the outbox sequence past the highest id the stream has seen, records the lost
 ids in an exclusion table the projector honours, so rebuilt read models leave them out, and marks
 published rows the stream lacks as pending again, so the relay publishes them (once: Nats-Msg-Id).
@@ -24,49 +27,42 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
-from . import envelope
+from . import envelope, toolschema
 from .natsio import connect
 from .settings import ContractNames
 
-EXCLUSIONS_DDL = """
-CREATE TABLE IF NOT EXISTS {t} (
-    event_id bigint PRIMARY KEY,
-    reason text NOT NULL,
-    stream_sequence bigint,
-    recorded_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-
-
-def exclusions_table(names: ContractNames) -> str:
-    return f"{names.consumptions_table}_excluded"
-
 
 async def read_exclusions(conn: AsyncConnection, names: ContractNames) -> set[int]:
-    """Event ids a remedy excluded from read models (empty before the first remedy made the table)."""
-    table = exclusions_table(names)
-    if not (await (await conn.execute("SELECT to_regclass(%s)", (table,))).fetchone())[0]:
+    """Event ids a remedy excluded from read models (empty before this tool's schema exists)."""
+    exists = toolschema.exists_sql()
+    if not (await (await conn.execute(exists, (toolschema.qualified(names, "excluded_events"),))).fetchone())[0]:
         return set()
-    rows = await (await conn.execute(sql.SQL("SELECT event_id FROM {t}").format(t=sql.Identifier(table)))).fetchall()
+    table = toolschema.table(names, "excluded_events")
+    rows = await (await conn.execute(sql.SQL("SELECT event_id FROM {t}").format(t=table))).fetchall()
     return {row[0] for row in rows}
 
 
-def _digest(event_type: str, payload: Any) -> str:
-    data = payload if isinstance(payload, (dict, list)) else json.loads(payload)
-    return hashlib.sha256(f"{event_type}|{json.dumps(data, sort_keys=True)}".encode()).hexdigest()
+def _digest(event_type: str, aggregate_type: str, aggregate_id: Any, payload: Any) -> str:
+    """What an event says: its type, aggregate and payload (key order and spacing do not count)."""
+    data = payload if isinstance(payload, (dict, list)) or payload is None else json.loads(payload)
+    text = json.dumps([event_type, aggregate_type, str(aggregate_id), data], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _stream_digest(event_type: str, data: bytes) -> str:
-    """The digest of a message's event data (its envelope's payload). A body that is no envelope
-    is digested as it is, so it never matches an outbox row: counted as reused, not hidden."""
+def _stream_event(event_id: int, data: bytes) -> tuple[str | None, str]:
+    """(digest, "") of a message's envelope, or (None, why it is foreign)."""
     try:
-        return _digest(event_type, envelope.parse(data)["payload"])
-    except envelope.EnvelopeError:
-        return hashlib.sha256(b"not an envelope|" + data).hexdigest()
+        body = envelope.parse(data)
+    except envelope.EnvelopeError as exc:
+        return None, str(exc)
+    if body["event_id"] != event_id:
+        return None, f"envelope event_id {body['event_id']!r} differs from its Nats-Msg-Id ({event_id})"
+    return _digest(body["event_type"], body["aggregate_type"], body["aggregate_id"], body["payload"]), ""
 
 
 async def read_stream(nats_url: str, names: ContractNames, batch: int = 1000) -> dict[int, dict]:
-    """outbox id -> {seq, time, digest} for every message of the stream (ephemeral consumer)."""
+    """outbox id -> {seq, time, digest, foreign} for every message of the stream (ephemeral consumer);
+    ``digest`` is None for a foreign message, ``foreign`` says why."""
     import nats.errors
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -94,11 +90,13 @@ async def read_stream(nats_url: str, names: ContractNames, batch: int = 1000) ->
                 msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
                 if not msg_id.startswith(names.msg_id_prefix):
                     continue
-                event_type = msg.subject.split(".", 1)[1] if "." in msg.subject else msg.subject
-                out[int(msg_id[len(names.msg_id_prefix) :])] = {
+                event_id = int(msg_id[len(names.msg_id_prefix) :])
+                digest, foreign = _stream_event(event_id, msg.data)
+                out[event_id] = {
                     "seq": meta.sequence.stream,
                     "time": meta.timestamp,
-                    "digest": _stream_digest(event_type, msg.data),
+                    "digest": digest,
+                    "foreign": foreign,
                 }
     finally:
         await nc.close()
@@ -110,9 +108,9 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
         rows = await (
             await conn.execute(
-                sql.SQL("SELECT id, event_type, payload, published_at IS NOT NULL FROM {t}").format(
-                    t=sql.Identifier(names.outbox_table)
-                )
+                sql.SQL(
+                    "SELECT id, event_type, aggregate_type, aggregate_id, payload, published_at IS NOT NULL FROM {t}"
+                ).format(t=sql.Identifier(names.outbox_table))
             )
         ).fetchall()
         seq_value = (
@@ -124,11 +122,12 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
             or [None]
         )[0]
         excluded_before = await read_exclusions(conn, names)
-    db = {row[0]: _digest(row[1], row[2]) for row in rows}
+    db = {row[0]: _digest(row[1], row[2], row[3], row[4]) for row in rows}
     # ids excluded before this restore (an earlier database's events) are not lost by it
     lost = sorted(set(stream) - set(db) - excluded_before)
-    reused = sorted(i for i in set(stream) & set(db) if stream[i]["digest"] != db[i])
-    unstreamed = sorted(row[0] for row in rows if row[3] and row[0] not in stream)
+    foreign = sorted(i for i in stream if stream[i]["digest"] is None)
+    reused = sorted(i for i in set(stream) & set(db) if stream[i]["digest"] not in (None, db[i]))
+    unstreamed = sorted(row[0] for row in rows if row[5] and row[0] not in stream)
     lost_times = [stream[i]["time"] for i in lost if stream[i]["time"]]
     return {
         "stream_events": len(stream),
@@ -143,6 +142,9 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
         "lost_last_time": _iso(max(lost_times)) if lost_times else None,
         "reused_ids": reused,
         "reused_count": len(reused),
+        "foreign_count": len(foreign),
+        "foreign_ids": _ranges(foreign),
+        "foreign_examples": [f"{i}: {stream[i]['foreign']}" for i in foreign[:5]],
         "unstreamed_events": len(unstreamed),
         "unstreamed_ids": _ranges(unstreamed),
         "_unstreamed": unstreamed,
@@ -152,10 +154,10 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
 
 async def remedy(dsn: str, names: ContractNames, report: dict[str, Any]) -> dict[str, Any]:
     """Move the outbox sequence past every id the stream has seen; exclude lost events from read models."""
-    table = sql.Identifier(exclusions_table(names))
+    table = toolschema.table(names, "excluded_events")
     target = max(report["stream_max_id"], report["outbox_max_id"])
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn, conn.transaction():
-        await conn.execute(sql.SQL(EXCLUSIONS_DDL).format(t=table))
+        await toolschema.ensure_async(conn, names)
         before = (
             await (
                 await conn.execute(

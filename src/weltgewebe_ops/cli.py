@@ -142,35 +142,33 @@ def cmd_relay_config(args) -> int:
 
 def cmd_projector(args) -> int:
     from . import sandbox
-    from .projector import Projection, Projector, ProjectorConfig
+    from .projector import ProjectorConfig, follow, projections
 
     box = sandbox.load(args.state_dir)
-    projector = Projector(
-        ProjectorConfig(
-            dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names, projection=Projection.faden_view(box.s.names)
-        )
-    )
-    print(f"projector: {box.s.names.stream} -> {box.s.names.faden_view}", flush=True)
-    return _run_service(projector.run_forever)
+    configs = [
+        ProjectorConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names, projection=projection)
+        for projection in projections(box.s.projections, box.s.names)
+    ]
+    print(f"projector: {box.s.names.stream} -> {', '.join(c.projection.name for c in configs)}", flush=True)
+    return _run_service(lambda stop: follow(configs, stop))
 
 
 def cmd_projector_replay(args) -> int:
     import asyncio
 
     from . import sandbox
-    from .projector import Projection, Projector, ProjectorConfig
+    from .projector import Projector, ProjectorConfig, projections
 
     box = sandbox.load(args.state_dir)
-    projector = Projector(
-        ProjectorConfig(
+    for projection in projections(args.projection or box.s.projections, box.s.names):
+        config = ProjectorConfig(
             dsn=box.s.dsn(),
             nats_url=box.s.nats_url,
             names=box.s.names,
-            projection=Projection.faden_view(box.s.names),
+            projection=projection,
             batch_size=args.batch_size,
         )
-    )
-    print(json.dumps(asyncio.run(projector.replay(args.mode))))
+        print(json.dumps(asyncio.run(Projector(config).replay(args.mode))))
     return 0
 
 
@@ -249,8 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=0, help="stop after this many writes (0: no limit)")
     p.set_defaults(func=cmd_workload)
 
-    p = with_state(sub.add_parser("projector-replay", help="rebuild or catch up faden_view from the stream"))
+    p = with_state(sub.add_parser("projector-replay", help="rebuild or catch up the projections from the stream"))
     p.add_argument("--mode", choices=("rebuild", "catch_up"), default="catch_up")
+    p.add_argument(
+        "--projection", action="append", help="receipts, projection_state or faden_view (repeat; default: all)"
+    )
     p.add_argument("--batch-size", type=int, default=2000)
     p.set_defaults(func=cmd_projector_replay)
 

@@ -9,21 +9,24 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from pathlib import Path
 
 from psycopg import sql
 
 from .settings import ContractNames
 
+# A Faden is a domain_edges row between two domain_nodes; the ids are text (as Weltgewebe's).
 CREATE_FADEN = """
-WITH a AS (INSERT INTO {nodes} (title) VALUES (%(source)s) RETURNING id),
-     b AS (INSERT INTO {nodes} (title) VALUES (%(target)s) RETURNING id)
-INSERT INTO {edges} (source_id, target_id, kind, note)
-SELECT a.id, b.id, %(kind)s, %(note)s FROM a, b
-RETURNING id::text, txid_current()
+WITH a AS (INSERT INTO {nodes} (id, title) VALUES (%(source_id)s, %(source)s)),
+     b AS (INSERT INTO {nodes} (id, title) VALUES (%(target_id)s, %(target)s))
+INSERT INTO {edges} (id, source_id, target_id, edge_kind, payload)
+VALUES (%(id)s, %(source_id)s, %(target_id)s, %(kind)s, jsonb_build_object('note', %(note)s::text))
+RETURNING id, txid_current()
 """
 UPDATE_FADEN = (
-    "UPDATE {edges} SET note = %(note)s, updated_at = now() WHERE id = %(id)s RETURNING id::text, txid_current()"
+    "UPDATE {edges} SET payload = payload || jsonb_build_object('note', %(note)s::text) WHERE id = %(id)s "
+    "RETURNING id, txid_current()"
 )
 READ_FADEN = "SELECT row_to_json(f) FROM {view} f WHERE id = %(id)s"
 
@@ -69,8 +72,17 @@ def create_faden(
     query = sql.SQL(CREATE_FADEN).format(
         nodes=sql.Identifier(names.nodes_table), edges=sql.Identifier(names.edges_table)
     )
+    params = {
+        "id": str(uuid.uuid4()),
+        "source_id": str(uuid.uuid4()),
+        "target_id": str(uuid.uuid4()),
+        "source": source,
+        "target": target,
+        "kind": kind,
+        "note": note,
+    }
     with conn.transaction():
-        edge_id, xid = conn.execute(query, {"source": source, "target": target, "kind": kind, "note": note}).fetchone()
+        edge_id, xid = conn.execute(query, params).fetchone()
     committed_at = time.time()
     truth.record_write(op="create", edge_id=edge_id, xid=xid, committed_at=committed_at)
     return {"id": edge_id, "xid": xid, "committed_at": committed_at}

@@ -1,73 +1,168 @@
-"""The projector: JetStream -> read models, with handlers as data and exactly-once effects.
+"""The projector: JetStream -> what Weltgewebe derives from its events, declared as data.
 
-A projection is a name, a read-model table and a mapping ``event type -> SQL``. The projector
-reads the stream from the projection's checkpoint, and for each batch writes in one transaction:
-the read-model changes, the consumed event ids (``domain_event_consumptions``) and the new stream
-sequence checkpoint. A crash anywhere re-reads from the last committed checkpoint; an event id
-already consumed is skipped, so each event takes effect once.
+A projection is declared (``DECLARED`` below, or a mapping a user passes): a name, SQL per event
+type (exact, or a pattern such as ``domain.*``), and optionally the table it owns (``create`` makes
+it, a rebuild empties it) and ``finish`` (run once after a replay, in its transaction). Weltgewebe
+today has two: the receipts consumer ``weltgewebe-api-domain-receipts-v1`` (one row per event in
+``domain_event_consumptions``) and ``domain_projection_state`` (its version bumped so the API's
+caches reload). ``faden_view`` is the runbook's example read model, built from ``domain_edges``:
+Weltgewebe's events carry only metadata (type, aggregate), the row is read from its table.
+
+The projector reads the stream from the projection's checkpoint, and for each batch writes in one
+transaction: the handlers' changes, the applied event ids and the new checkpoint (this tool's
+bookkeeping, ``toolschema``). A crash re-reads from the last committed checkpoint; an event id
+already applied is skipped, so each event takes effect once.
 
 An event a projection cannot apply (its content breaks the handler: a data or constraint error)
 does not stop the ones after it: the batch is applied again one event at a time, the event is
 tried ``max_attempts`` times, then recorded in the quarantine table (projection, event id, stream
 sequence, type, error) and passed over. Quarantined events are failures that ``/health/ready``
 and the drill's checks name; nothing is dropped silently. Errors that are not about one event
-(the database gone, a missing table) stop the projector as before.
+(the database gone, a missing table) stop the projector, named (``ContractError``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, sql
 
+from . import toolschema
 from .audit import read_exclusions
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
+from .schema import missing_object
 from .settings import ContractNames
 
-# Handlers for faden_view, set-based: each takes %(batch)s, a JSON array of {"ord", "event_id",
-# "envelope"} (the message body, Weltgewebe's envelope: the event's data is its "payload") for a
-# run of events of one type in stream order, and applies the run in one statement.
-# Payloads are whole rows (the outbox trigger's to_jsonb(NEW)), so within a run the last event of
-# a Faden decides its row: DISTINCT ON keeps it (ON CONFLICT may not touch a row twice).
+# Handlers are set-based: each takes %(batch)s, a JSON array of {"ord", "event_id", "envelope"}
+# (the message body, Weltgewebe's envelope) for a run of events with the same handler, in stream
+# order, and applies the run in one statement. %(projection)s is the projection's name.
+# Placeholders in braces are the contract's tables ({edges}, {consumptions}, ...) and {table}, the
+# projection's own.
+RECEIPT = """
+INSERT INTO {consumptions} (consumer_name, event_id)
+SELECT %(projection)s, e.event_id FROM jsonb_to_recordset(%(batch)s::jsonb) AS e(event_id bigint)
+ON CONFLICT DO NOTHING
+"""
+# faden_view: the edge as domain_edges has it now (the event names it; within a run the last event
+# of an edge decides, DISTINCT ON, as ON CONFLICT may not touch a row twice). An edge the database
+# no longer has (deleted since) is left out, as its deleted event removes it.
+FADEN_VIEW_CREATE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id text PRIMARY KEY,
+    source_id text NOT NULL,
+    target_id text NOT NULL,
+    edge_kind text NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    last_event_id bigint NOT NULL
+)
+"""
 FADEN_VIEW_UPSERT = """
-INSERT INTO {view} (id, source_id, target_id, kind, note, created_at, updated_at, last_event_id)
-SELECT DISTINCT ON (r.id) r.id, r.source_id, r.target_id, r.kind, r.note, r.created_at, r.updated_at, e.event_id
-FROM jsonb_to_recordset(%(batch)s::jsonb) AS e(ord int, event_id bigint, envelope jsonb),
-     LATERAL jsonb_populate_record(NULL::{view}, e.envelope -> 'payload') AS r
-ORDER BY r.id, e.ord DESC
+INSERT INTO {table} (id, source_id, target_id, edge_kind, payload, created_at, last_event_id)
+SELECT DISTINCT ON (d.id) d.id, d.source_id, d.target_id, d.edge_kind, d.payload, d.created_at, e.event_id
+FROM jsonb_to_recordset(%(batch)s::jsonb) AS e(ord int, event_id bigint, envelope jsonb)
+JOIN {edges} d ON d.id = e.envelope ->> 'aggregate_id'
+ORDER BY d.id, e.ord DESC
 ON CONFLICT (id) DO UPDATE SET source_id = EXCLUDED.source_id, target_id = EXCLUDED.target_id,
-    kind = EXCLUDED.kind, note = EXCLUDED.note, updated_at = EXCLUDED.updated_at,
-    last_event_id = EXCLUDED.last_event_id
+    edge_kind = EXCLUDED.edge_kind, payload = EXCLUDED.payload, last_event_id = EXCLUDED.last_event_id
 """
 FADEN_VIEW_DELETE = """
-DELETE FROM {view} v USING jsonb_to_recordset(%(batch)s::jsonb) AS e(envelope jsonb)
-WHERE v.id = (e.envelope -> 'payload' ->> 'id')::uuid
+DELETE FROM {table} v USING jsonb_to_recordset(%(batch)s::jsonb) AS e(envelope jsonb)
+WHERE v.id = e.envelope ->> 'aggregate_id'
 """
 
-FADEN_VIEW_HANDLERS = {
-    "domain.edge.created": FADEN_VIEW_UPSERT,
-    "domain.edge.updated": FADEN_VIEW_UPSERT,
-    "domain.edge.deleted": FADEN_VIEW_DELETE,
+# What Weltgewebe derives from its events, as data. "name" may be a contract name (receipts_consumer).
+DECLARED: dict[str, dict[str, Any]] = {
+    "receipts": {
+        "name": "{receipts_consumer}",
+        "handlers": {"domain.*": RECEIPT},
+        # a receipt is kept once written: a rebuild adds what is missing, deletes nothing
+        "reset": "",
+    },
+    "projection_state": {
+        "handlers": {},
+        "finish": "UPDATE {projection_state} SET version = version + 1",
+    },
+    "faden_view": {
+        "name": "{faden_view}",
+        "table": "{faden_view}",
+        "create": FADEN_VIEW_CREATE,
+        "handlers": {
+            "domain.edge.created": FADEN_VIEW_UPSERT,
+            "domain.edge.updated": FADEN_VIEW_UPSERT,
+            "domain.edge.deleted": FADEN_VIEW_DELETE,
+        },
+    },
 }
+
+
+class ContractError(RuntimeError):
+    """The database lacks a table or column a projection needs; the message names it and what to set."""
+
+
+def _contract_identifiers(names: ContractNames) -> dict[str, sql.Identifier]:
+    return {
+        key.removesuffix("_table"): sql.Identifier(getattr(names, key))
+        for key in (
+            "accounts_table",
+            "nodes_table",
+            "edges_table",
+            "outbox_table",
+            "consumptions_table",
+            "projection_state_table",
+        )
+    }
 
 
 @dataclass(frozen=True)
 class Projection:
+    key: str
     name: str
-    table: str
     handlers: dict[str, str]
+    table: str = ""
+    create: str = ""
+    finish: str = ""
+    reset: str | None = None  # None: TRUNCATE the table (when there is one); "": nothing to empty
 
     @classmethod
-    def faden_view(cls, names: ContractNames) -> Projection:
-        return cls(name=names.faden_view, table=names.faden_view, handlers=dict(FADEN_VIEW_HANDLERS))
+    def declared(cls, key: str, names: ContractNames, spec: dict[str, Any] | None = None) -> Projection:
+        """A projection from its declaration (``DECLARED[key]`` unless ``spec`` is given)."""
+        if spec is None:
+            if key not in DECLARED:
+                raise ValueError(f"no projection {key!r}: declared are {', '.join(DECLARED)}")
+            spec = DECLARED[key]
+        unknown = set(spec) - {"name", "handlers", "table", "create", "finish", "reset"}
+        if unknown:
+            raise ValueError(f"projection {key!r}: unknown keys {', '.join(sorted(unknown))}")
+        text = {f.name: getattr(names, f.name) for f in ContractNames.__dataclass_fields__.values()}
+        return cls(
+            key=key,
+            name=str(spec.get("name") or key).format(**text),
+            handlers=dict(spec.get("handlers") or {}),
+            table=str(spec.get("table") or "").format(**text),
+            create=spec.get("create") or "",
+            finish=spec.get("finish") or "",
+            reset=spec.get("reset"),
+        )
 
+    def compose(self, text: str, names: ContractNames) -> sql.Composed:
+        ids = _contract_identifiers(names)
+        if self.table:
+            ids["table"] = sql.Identifier(self.table)
+        return sql.SQL(text).format(**ids)
 
-PROJECTIONS = {"faden_view": Projection.faden_view}
+    def handler_for(self, event_type: str) -> str | None:
+        """The key of the handler for ``event_type``: its own, else the first matching pattern."""
+        if event_type in self.handlers:
+            return event_type
+        return next((key for key in self.handlers if fnmatch.fnmatchcase(event_type, key)), None)
 
 
 @dataclass(frozen=True)
@@ -88,20 +183,6 @@ class ReplayStalledError(RuntimeError):
     """A replay ended short of the stream's last message."""
 
 
-QUARANTINE_DDL = """
-CREATE TABLE IF NOT EXISTS {t} (
-    projection text NOT NULL,
-    stream_sequence bigint NOT NULL,
-    event_id bigint,
-    event_type text NOT NULL,
-    attempts integer NOT NULL,
-    error text NOT NULL,
-    quarantined_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (projection, stream_sequence)
-)
-"""
-
-
 def is_poison(exc: BaseException) -> bool:
     """An error caused by one event's content (SQLSTATE class 22 data exception, 23 integrity
     constraint violation), not by the database or the projection itself."""
@@ -117,13 +198,14 @@ def _quarantine_select(names: ContractNames) -> sql.Composed:
         "SELECT {columns} FROM {t} WHERE %(p)s::text IS NULL OR projection = %(p)s ORDER BY stream_sequence"
     ).format(
         columns=sql.SQL(", ").join(map(sql.Identifier, QUARANTINE_COLUMNS)),
-        t=sql.Identifier(names.quarantine_table),
+        t=toolschema.table(names, "projection_quarantine"),
     )
 
 
 async def read_quarantine(conn, names: ContractNames, projection: str | None = None) -> list[dict]:
-    """Quarantined events, oldest first (empty before any was quarantined)."""
-    if not (await (await conn.execute("SELECT to_regclass(%s)", (names.quarantine_table,))).fetchone())[0]:
+    """Quarantined events, oldest first (empty before this tool's schema exists)."""
+    exists = toolschema.exists_sql()
+    if not (await (await conn.execute(exists, (toolschema.qualified(names, "projection_quarantine"),))).fetchone())[0]:
         return []
     rows = await (await conn.execute(_quarantine_select(names), {"p": projection})).fetchall()
     return [dict(zip(QUARANTINE_COLUMNS, row, strict=True)) for row in rows]
@@ -131,10 +213,16 @@ async def read_quarantine(conn, names: ContractNames, projection: str | None = N
 
 def quarantined_events(conn, names: ContractNames) -> list[dict]:
     """``read_quarantine`` on a synchronous connection (the API's readiness, the drill's checks)."""
-    if not conn.execute("SELECT to_regclass(%s)", (names.quarantine_table,)).fetchone()[0]:
+    if not conn.execute(toolschema.exists_sql(), (toolschema.qualified(names, "projection_quarantine"),)).fetchone()[0]:
         return []
     rows = conn.execute(_quarantine_select(names), {"p": None}).fetchall()
     return [dict(zip(QUARANTINE_COLUMNS, row, strict=True)) for row in rows]
+
+
+def contract_error(exc: psycopg.Error, projection: str) -> ContractError | None:
+    """A missing table or column named with what to configure (or to leave out), else None."""
+    message = missing_object(exc, f"projection {projection}")
+    return ContractError(f"{message} Or leave this projection out (projections).") if message else None
 
 
 @dataclass
@@ -160,24 +248,40 @@ class Projector:
         self.config = config
         self.stats = ProjectorStats()
         self.excluded_ids: set[int] = set()
-        names = config.names
-        view = sql.Identifier(config.projection.table)
-        self._handlers = {etype: sql.SQL(text).format(view=view) for etype, text in config.projection.handlers.items()}
+        names, projection = config.names, config.projection
+        self._handlers = {key: projection.compose(text, names) for key, text in projection.handlers.items()}
+        self._handler_of: dict[str, str | None] = {}
+        consumed = toolschema.table(names, "projection_consumed")
         self._consume_many = sql.SQL(
-            "INSERT INTO {t} (consumer_name, event_id) SELECT %s, unnest(%s::bigint[]) "
+            "INSERT INTO {t} (projection, event_id) SELECT %s, unnest(%s::bigint[]) "
             "ON CONFLICT DO NOTHING RETURNING event_id"
-        ).format(t=sql.Identifier(names.consumptions_table))
-
-        self._checkpoint_read = sql.SQL("SELECT last_sequence FROM {t} WHERE projection = %s").format(
-            t=sql.Identifier(names.checkpoints_table)
-        )
+        ).format(t=consumed)
+        checkpoints = toolschema.table(names, "projection_checkpoints")
+        self._checkpoint_read = sql.SQL("SELECT last_sequence FROM {t} WHERE projection = %s").format(t=checkpoints)
         self._checkpoint_write = sql.SQL(
             "INSERT INTO {t} (projection, stream, last_sequence, updated_at) VALUES (%s, %s, %s, now()) "
             "ON CONFLICT (projection) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, "
             "stream = EXCLUDED.stream, updated_at = now()"
-        ).format(t=sql.Identifier(names.checkpoints_table))
+        ).format(t=checkpoints)
+        self._forget = [
+            sql.SQL("DELETE FROM {t} WHERE projection = %s").format(t=checkpoints),
+            sql.SQL("DELETE FROM {t} WHERE projection = %s").format(t=consumed),
+        ]
+
+    async def prepare(self, conn: AsyncConnection) -> None:
+        """This tool's bookkeeping and the projection's own table, when missing."""
+        await toolschema.ensure_async(conn, self.config.names)
+        if self.config.projection.create:
+            await conn.execute(self.config.projection.compose(self.config.projection.create, self.config.names))
 
     async def checkpoint(self, conn: AsyncConnection) -> int:
+        exists = toolschema.exists_sql()
+        if not (
+            await (
+                await conn.execute(exists, (toolschema.qualified(self.config.names, "projection_checkpoints"),))
+            ).fetchone()
+        )[0]:
+            return 0
         row = await (await conn.execute(self._checkpoint_read, (self.config.projection.name,))).fetchone()
         return row[0] if row else 0
 
@@ -188,12 +292,17 @@ class Projector:
             return int(msg_id[len(prefix) :])
         return None
 
-    async def apply_batch(self, conn: AsyncConnection, msgs: list) -> None:
-        """Apply messages in one transaction with the consumed ids and the checkpoint.
+    def _handler_key(self, event_type: str) -> str | None:
+        if event_type not in self._handler_of:
+            self._handler_of[event_type] = self.config.projection.handler_for(event_type)
+        return self._handler_of[event_type]
 
-        The consumed ids are recorded with one statement; the handlers run in stream order, one
-        statement per run of events of the same type (the run passed as one JSON array). When an
-        event's content breaks that, the batch is applied again one event at a time and the
+    async def apply_batch(self, conn: AsyncConnection, msgs: list) -> None:
+        """Apply messages in one transaction with the applied ids and the checkpoint.
+
+        The applied ids are recorded with one statement; the handlers run in stream order, one
+        statement per run of events with the same handler (the run passed as one JSON array). When
+        an event's content breaks that, the batch is applied again one event at a time and the
         event that cannot be applied is quarantined (see the module's docstring)."""
         last_seq = max([self.stats.last_sequence] + [m.metadata.sequence.stream for m in msgs])
         counts = {"excluded": 0}
@@ -205,26 +314,23 @@ class Projector:
                 continue
             event_type = msg.subject.split(".", 1)[1] if "." in msg.subject else msg.subject
             events.append((event_id, event_type, msg.data, msg.metadata.sequence.stream))
+        checkpoint = (self.config.projection.name, self.config.names.stream, last_seq)
         try:
             async with conn.transaction():
                 counts.update(await self._apply(conn, events))
-                await conn.execute(
-                    self._checkpoint_write, (self.config.projection.name, self.config.names.stream, last_seq)
-                )
+                await conn.execute(self._checkpoint_write, checkpoint)
         except psycopg.Error as exc:
             if not is_poison(exc):
-                raise
+                raise contract_error(exc, self.config.projection.name) or exc from exc
             async with conn.transaction():
                 counts.update(await self._apply_one_by_one(conn, events))
-                await conn.execute(
-                    self._checkpoint_write, (self.config.projection.name, self.config.names.stream, last_seq)
-                )
+                await conn.execute(self._checkpoint_write, checkpoint)
         self.stats.add(counts)
         self.stats.last_sequence = last_seq
         self.stats.batches += 1
 
     async def _apply(self, conn: AsyncConnection, events: list) -> dict[str, int]:
-        """The consumed ids and the handlers' statements for ``events``; counts of what happened."""
+        """The applied ids and the handlers' statements for ``events``; counts of what happened."""
         counts = {"applied": 0, "skipped": 0, "ignored": 0}
         ids = [e[0] for e in events if e[0] is not None]
         fresh: set[int] = set()
@@ -238,25 +344,28 @@ class Projector:
                     counts["skipped"] += 1
                     continue
                 fresh.discard(event_id)  # a second copy in the same batch is skipped too
-            if event_type not in self._handlers:
+            key = self._handler_key(event_type)
+            if key is None:
                 counts["ignored"] += 1
                 continue
             # the envelope is JSON already: the run's array is put together without parsing it
             item = b'{"ord":%d,"event_id":%d,"envelope":%s}' % (seq, event_id or seq, data)
-            if runs and runs[-1][0] == event_type:
+            if runs and runs[-1][0] == key:
                 runs[-1][1].append(item)
             else:
-                runs.append((event_type, [item]))
+                runs.append((key, [item]))
             counts["applied"] += 1
-        for event_type, items in runs:
-            await conn.execute(self._handlers[event_type], {"batch": (b"[" + b",".join(items) + b"]").decode()})
+        for key, items in runs:
+            await conn.execute(
+                self._handlers[key],
+                {"batch": (b"[" + b",".join(items) + b"]").decode(), "projection": self.config.projection.name},
+            )
         return counts
 
     async def _apply_one_by_one(self, conn: AsyncConnection, events: list) -> dict[str, int]:
         """Each event in a savepoint of its own; one that fails ``max_attempts`` times with an error
         of its content is quarantined and passed over."""
         counts = {"applied": 0, "skipped": 0, "ignored": 0, "quarantined": 0}
-        await conn.execute(sql.SQL(QUARANTINE_DDL).format(t=sql.Identifier(self.config.names.quarantine_table)))
         for event in events:
             error: psycopg.Error | None = None
             for _attempt in range(self.config.max_attempts):
@@ -279,7 +388,7 @@ class Projector:
                     "INSERT INTO {t} (projection, stream_sequence, event_id, event_type, attempts, error) "
                     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (projection, stream_sequence) DO UPDATE "
                     "SET attempts = {t}.attempts + EXCLUDED.attempts, error = EXCLUDED.error, quarantined_at = now()"
-                ).format(t=sql.Identifier(self.config.names.quarantine_table)),
+                ).format(t=toolschema.table(self.config.names, "projection_quarantine")),
                 (
                     self.config.projection.name,
                     seq,
@@ -321,6 +430,10 @@ class Projector:
         async with contextlib.AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(await AsyncConnection.connect(self.config.dsn, autocommit=True))
+            try:
+                await self.prepare(conn)
+            except psycopg.Error as exc:
+                raise contract_error(exc, self.config.projection.name) or exc from exc
             return await self._run(conn, stop or asyncio.Event(), until_idle, until_sequence)
 
     async def _run(self, conn: AsyncConnection, stop: asyncio.Event, until_idle: bool, until_sequence: int):
@@ -362,18 +475,16 @@ class Projector:
         return self.stats
 
     async def reset(self, conn: AsyncConnection) -> None:
-        """Empty the read model, its checkpoint and its consumed ids, in one transaction."""
-        names, name = self.config.names, self.config.projection.name
+        """Empty what the projection owns, its checkpoint and its applied ids, in one transaction."""
+        projection = self.config.projection
         async with conn.transaction():
-            await conn.execute(sql.SQL("TRUNCATE {t}").format(t=sql.Identifier(self.config.projection.table)))
-            await conn.execute(
-                sql.SQL("DELETE FROM {t} WHERE projection = %s").format(t=sql.Identifier(names.checkpoints_table)),
-                (name,),
-            )
-            await conn.execute(
-                sql.SQL("DELETE FROM {t} WHERE consumer_name = %s").format(t=sql.Identifier(names.consumptions_table)),
-                (name,),
-            )
+            await self.prepare(conn)
+            if projection.reset:
+                await conn.execute(projection.compose(projection.reset, self.config.names))
+            elif projection.reset is None and projection.table:
+                await conn.execute(sql.SQL("TRUNCATE {t}").format(t=sql.Identifier(projection.table)))
+            for statement in self._forget:
+                await conn.execute(statement, (projection.name,))
 
     def _require_reached(self, target: int) -> None:
         if self.stats.last_sequence < target:
@@ -394,22 +505,29 @@ class Projector:
         if mode not in ("rebuild", "catch_up"):
             raise ValueError(f"mode must be rebuild or catch_up, not {mode!r}")
         started = time.monotonic()
-        target = (await stream_state(self.config.nats_url, self.config.names))["last_seq"]
-        if mode == "rebuild":
-            # one transaction: a rebuild that fails leaves the read model as it was, never emptier
-            async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn, conn.transaction():
-                await self.reset(conn)
-                await self.run(until_idle=True, until_sequence=target, conn=conn)
-                self._require_reached(target)  # inside the transaction: short, it is rolled back
-        else:
-            await self.run(until_idle=True, until_sequence=target)
-            self._require_reached(target)
-        async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
-            quarantined = await read_quarantine(conn, self.config.names, self.config.projection.name)
+        projection = self.config.projection
+        # a projection without handlers (domain_projection_state) reads no stream: it only finishes
+        target = (await stream_state(self.config.nats_url, self.config.names))["last_seq"] if projection.handlers else 0
+        try:
+            # one transaction: a replay that fails leaves the projection as it was, never emptier
+            async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
+                async with contextlib.AsyncExitStack() as stack:
+                    if mode == "rebuild":
+                        await stack.enter_async_context(conn.transaction())
+                        await self.reset(conn)
+                    if projection.handlers:
+                        await self.run(until_idle=True, until_sequence=target, conn=conn)
+                        self._require_reached(target)  # a rebuild short of it is rolled back
+                    if projection.finish:
+                        await conn.execute(projection.compose(projection.finish, self.config.names))
+                quarantined = await read_quarantine(conn, self.config.names, projection.name)
+        except psycopg.Error as exc:
+            raise contract_error(exc, projection.name) or exc from exc
         seconds = time.monotonic() - started
         return {
             "projection": self.config.projection.name,
             "mode": mode,
+            "finished": bool(projection.finish),
             **self.stats.as_dict(),
             # every event of this projection in quarantine (from this replay or earlier)
             "quarantined_events": quarantined,
@@ -432,9 +550,23 @@ class Projector:
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
+        if not self.config.projection.handlers:
+            return  # nothing to follow (its finish belongs to a replay)
         while not stop.is_set():
             try:
                 await self.run(stop)
             except Exception as exc:  # noqa: BLE001 - a service keeps going; the log says why
                 print(f"projector: {type(exc).__name__}: {exc}; retrying in 1s", flush=True)
                 await sleep_or_stop(stop, 1.0)
+
+
+def projections(selected, names: ContractNames, declarations: dict[str, dict] | None = None) -> list[Projection]:
+    """The selected projections (keys of ``DECLARED`` or of ``declarations``, a user's own)."""
+    own = declarations or {}
+    return [Projection.declared(key, names, own.get(key)) for key in selected]
+
+
+async def follow(configs: list[ProjectorConfig], stop: asyncio.Event | None = None) -> None:
+    """The projector service: each projection follows the stream, side by side."""
+    stop = stop or asyncio.Event()
+    await asyncio.gather(*(Projector(config).run_forever(stop) for config in configs))

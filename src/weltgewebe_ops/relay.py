@@ -5,8 +5,13 @@ Rows are claimed ``FOR UPDATE SKIP LOCKED`` in batches, published asynchronously
 ``Nats-Msg-Id: <prefix><id>`` (bounded in-flight acks), and marked ``published_at`` only after
 JetStream acknowledged them, in the transaction that claimed them. A duplicate ack (the stream
 already had that message id) counts as published. A failed publish increments ``attempt_count``,
-records ``last_error``, moves ``available_at`` by an exponential backoff, and quarantines the row
-after ``max_attempts``.
+records ``last_error``, moves ``available_at`` by an exponential backoff (spread by id), and
+quarantines the row after ``max_attempts`` (``quarantined_at``; an operator requeues it by clearing
+that and ``attempt_count``).
+
+Weltgewebe's own relay (inside its API) leases the rows it claims by moving ``available_at`` 30 s
+ahead; this one holds the row locks of its claim until the marks commit. Both claim due rows with
+``FOR UPDATE SKIP LOCKED``, so running side by side neither publishes a row the other holds.
 """
 
 from __future__ import annotations
@@ -85,9 +90,10 @@ def _outcome(future: asyncio.Future):
     return future.exception() or future.result()
 
 
-def backoff_seconds(attempt: int, base: float, cap: float) -> float:
-    """Delay before the next try after ``attempt`` failed tries (1, 2, 4, ... capped)."""
-    return min(cap, base * (2 ** max(0, attempt - 1)))
+def backoff_seconds(attempt: int, base: float, cap: float, outbox_id: int = 0) -> float:
+    """Delay before the next try after ``attempt`` failed tries (1, 2, 4, ... capped), spread by up
+    to a fifth by the row's id, so rows that failed together do not all come back at once."""
+    return min(cap, base * (2 ** max(0, attempt - 1)) * (1 + (outbox_id % 20) / 100))
 
 
 class Relay:
@@ -139,7 +145,7 @@ class Relay:
                 if isinstance(result, BaseException):
                     self.stats.failed += 1
                     self._floor = 0  # it comes back after its backoff: claims look from the start again
-                    delay = backoff_seconds(attempts + 1, cfg.backoff_base_seconds, cfg.backoff_max_seconds)
+                    delay = backoff_seconds(attempts + 1, cfg.backoff_base_seconds, cfg.backoff_max_seconds, outbox_id)
                     cur = await conn.execute(
                         self._mark_failed,
                         {

@@ -6,7 +6,8 @@ Components, in start order (each idempotent: starting what runs already changes 
                default retention) and default SSE-KMS through SeaweedFS's local KMS provider.
 ``postgres``   the primary, archive_mode=on, archive_command = ``wgops wal-push``.
 ``nats``       nats-server with JetStream and the stream ``WELTGEWEBE_DOMAIN``.
-``schema``     the Weltgewebe contract: domain tables, trigger-written outbox, faden_view; a new
+``schema``     Weltgewebe's data contract (or a team's own sqlx migrations) and this tool's
+               ``wgops`` bookkeeping schema; a new
                database next to an older stream (the primary re-created after a drill) gets the
                event-log remedy first, so its outbox ids never collide with the stream's.
 ``basebackup`` a base backup in S3 when the cluster has none yet.
@@ -35,7 +36,7 @@ from typing import Any
 
 import psycopg
 
-from . import audit, basebackup, natsio, pg, procs
+from . import audit, basebackup, natsio, pg, procs, toolschema
 from . import s3 as s3mod
 from . import schema as schemamod
 from .settings import Ports, SandboxSettings, SettingsError
@@ -425,14 +426,25 @@ class Sandbox:
         return prefix
 
     def _up_schema(self, check_mode: bool) -> tuple[bool, str]:
+        source = f"the migrations in {self.s.migrations_dir}" if self.s.migrations_dir else "the built-in contract"
         if check_mode:
-            return False, "schema is checked when applied"
-        with psycopg.connect(self.s.dsn(), autocommit=True) as conn:
-            changed = schemamod.apply(conn, self.s.names)
-        if not changed:
-            return False, "schema present"
+            return False, f"{source} are checked when applied"
+        try:
+            with psycopg.connect(self.s.dsn(), autocommit=True) as conn:
+                applied = schemamod.apply(conn, self.s.names, self.s.migrations_dir)
+                missing = schemamod.missing_tables(conn, self.s.names)
+                toolschema.ensure(conn, self.s.names)
+        except schemamod.MigrationError as exc:
+            raise SandboxError(str(exc)) from exc
+        if missing:
+            raise SandboxError(
+                f"after {source}, the database lacks {', '.join(missing)}: the sandbox's API, workload and relay "
+                "write these tables. Add them to the migrations, or set their names in sandbox_names"
+            )
+        if not applied:
+            return False, f"schema present ({source})"
         reconciled = self._reconcile_outbox_with_stream()
-        return True, "; ".join(filter(None, ("created the Weltgewebe schema", reconciled)))
+        return True, "; ".join(filter(None, (f"applied {', '.join(applied)}", reconciled)))
 
     def _up_basebackup(self, check_mode: bool) -> tuple[bool, str]:
         loc = self.s.s3_location()

@@ -38,15 +38,21 @@ class S3Location:
 
 @dataclass(frozen=True)
 class ContractNames:
-    """Names of the Weltgewebe data contract (tables, stream, subjects, message ids)."""
+    """Names of the Weltgewebe data contract (tables, stream, subjects, message ids, consumers).
+
+    ``tool_schema`` is this tool's own schema on a recovery database (checkpoints, quarantine, the
+    ids excluded after a restore): never part of the application's migrations."""
 
     accounts_table: str = "domain_accounts"
     nodes_table: str = "domain_nodes"
     edges_table: str = "domain_edges"
     outbox_table: str = "domain_outbox"
     consumptions_table: str = "domain_event_consumptions"
+    projection_state_table: str = "domain_projection_state"
+    migrations_table: str = "_sqlx_migrations"
+    receipts_consumer: str = "weltgewebe-api-domain-receipts-v1"
     faden_view: str = "faden_view"
-    checkpoints_table: str = "projection_checkpoints"
+    tool_schema: str = "wgops"
     stream: str = "WELTGEWEBE_DOMAIN"
     subject_prefix: str = "weltgewebe"
     msg_id_prefix: str = "domain-outbox-"
@@ -61,11 +67,6 @@ class ContractNames:
 
     def msg_id(self, outbox_id: int) -> str:
         return f"{self.msg_id_prefix}{outbox_id}"
-
-    @property
-    def quarantine_table(self) -> str:
-        """Events a projection could not apply (this tool's bookkeeping, beside the checkpoints)."""
-        return self.checkpoints_table.removesuffix("_checkpoints") + "_quarantine"
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ class SandboxSettings:
     pg_bindir: str = ""
     pg_os_user: str = "wgsandbox"
     database: str = "weltgewebe"
+    # A directory of sqlx-style <version>_<name>.up.sql migrations to build the schema from, instead
+    # of the built-in contract (a team's own schema). "" = the built-in contract.
+    migrations_dir: str = ""
+    # What the projector service keeps up to date (receipts, projection_state, faden_view).
+    projections: tuple[str, ...] = ("receipts", "projection_state", "faden_view")
     # Generated on first start, kept in the state file (mode 0600), never printed by Ansible.
     s3_access_key: str = ""
     s3_secret_key: str = ""
@@ -185,8 +191,12 @@ class SandboxSettings:
         if "state_dir" not in data or not data["state_dir"]:
             raise SettingsError("state_dir is required")
         data["state_dir"] = str(Path(data["state_dir"]).expanduser().resolve())
-        data["ports"] = _sub(Ports, data.get("ports") or {}, "ports")
-        data["names"] = _sub(ContractNames, data.get("names") or {}, "names")
+        if data.get("migrations_dir"):
+            data["migrations_dir"] = str(Path(data["migrations_dir"]).expanduser().resolve())
+        data["ports"] = settings_part(Ports, data.get("ports") or {}, "ports")
+        data["names"] = settings_part(ContractNames, data.get("names") or {}, "names")
+        if "projections" in data:
+            data["projections"] = tuple(data["projections"] or ())
         return cls(**data)
 
     def save(self) -> None:
@@ -205,7 +215,8 @@ class SandboxSettings:
         return cls.from_dict(json.loads(path.read_text()))
 
 
-def _sub(kind: type, value: Any, label: str) -> Any:
+def settings_part(kind: type, value: Any, label: str) -> Any:
+    """``kind`` (a settings dataclass) from a mapping; unknown keys are a SettingsError naming them."""
     if isinstance(value, kind):
         return value
     if not isinstance(value, dict):

@@ -34,7 +34,7 @@ def test_health_endpoints(sandbox):
     status, body = http("GET", f"{sandbox.s.api_url}/health/ready")
     assert status == 200, body
     passed = {name for name, check in body["checks"].items() if check["ok"]}
-    assert passed == {"database", "projections", "nats", "outbox"}
+    assert passed == {"database", "event_chain", "nats"}, body
 
 
 def test_faden_reaches_faden_view_end_to_end(sandbox, db):
@@ -48,9 +48,10 @@ def test_faden_reaches_faden_view_end_to_end(sandbox, db):
         time.sleep(0.2)
     assert status == 200, faden
     edge = db.execute(
-        "SELECT source_id::text, target_id::text, note FROM domain_edges WHERE id = %s", (created["id"],)
+        "SELECT source_id, target_id, edge_kind, payload FROM domain_edges WHERE id = %s", (created["id"],)
     ).fetchone()
-    assert (faden["source_id"], faden["target_id"], faden["note"]) == edge
+    assert (faden["source_id"], faden["target_id"], faden["edge_kind"], faden["payload"]) == edge
+    assert edge[3] == {"note": "e2e"}
     outbox = db.execute(
         "SELECT id, published_at IS NOT NULL FROM domain_outbox "
         "WHERE aggregate_id = %s AND event_type = 'domain.edge.created'",

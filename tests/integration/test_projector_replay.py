@@ -18,8 +18,8 @@ from weltgewebe_ops.relay import Relay, RelayConfig
 pytestmark = pytest.mark.integration
 
 DERIVED = "SELECT count(*), md5(coalesce(string_agg(row_text, ',' ORDER BY row_text), '')) FROM ({rows}) r"
-EDGES = "SELECT concat_ws('|', id, source_id, target_id, kind, note) AS row_text FROM domain_edges"
-VIEW = "SELECT concat_ws('|', id, source_id, target_id, kind, note) AS row_text FROM faden_view"
+EDGES = "SELECT concat_ws('|', id, source_id, target_id, edge_kind, payload) AS row_text FROM domain_edges"
+VIEW = "SELECT concat_ws('|', id, source_id, target_id, edge_kind, payload) AS row_text FROM faden_view"
 
 
 def fingerprint(box, rows: str) -> tuple[int, str]:
@@ -46,7 +46,10 @@ def projector_paused(sandbox):
 def replay(box, mode: str) -> dict:
     projector = Projector(
         ProjectorConfig(
-            dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names, projection=Projection.faden_view(box.s.names)
+            dsn=box.s.dsn(),
+            nats_url=box.s.nats_url,
+            names=box.s.names,
+            projection=Projection.declared("faden_view", box.s.names),
         )
     )
     return asyncio.run(projector.replay(mode))
@@ -55,7 +58,7 @@ def replay(box, mode: str) -> dict:
 def test_rebuild_equals_what_the_source_tables_derive(projector_paused):
     box = projector_paused
     with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
-        conn.execute("UPDATE faden_view SET note = 'tampered' WHERE id IN (SELECT id FROM faden_view LIMIT 5)")
+        conn.execute("UPDATE faden_view SET payload = '{\"x\": 1}' WHERE id IN (SELECT id FROM faden_view LIMIT 5)")
     assert fingerprint(box, VIEW) != fingerprint(box, EDGES)
     result = replay(box, "rebuild")
     assert result["applied"] > 1000 and result["last_sequence"] == result["stream_last_sequence"]
@@ -70,7 +73,7 @@ def test_a_killed_rebuild_leaves_the_read_model_as_it_was(projector_paused):
     completes it."""
     box = projector_paused
     with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
-        conn.execute("UPDATE faden_view SET note = 'before' WHERE id IN (SELECT id FROM faden_view LIMIT 5)")
+        conn.execute("UPDATE faden_view SET payload = '{\"y\": 1}' WHERE id IN (SELECT id FROM faden_view LIMIT 5)")
     before = fingerprint(box, VIEW)
     proc = subprocess.Popen(
         [
@@ -84,6 +87,8 @@ def test_a_killed_rebuild_leaves_the_read_model_as_it_was(projector_paused):
             "rebuild",
             "--batch-size",
             "20",
+            "--projection",
+            "faden_view",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
