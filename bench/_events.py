@@ -1,5 +1,5 @@
 """Shared set-up of bench/relay.py and bench/projector.py: a sandbox (S3, PostgreSQL, NATS) on free
-loopback ports with N outbox rows shaped like real `domain.edge.created` events."""
+loopback ports with N Fäden and the N `domain.edge.created` outbox rows their trigger wrote."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from weltgewebe_ops import sandbox as sb
 
 PORTS = dict.fromkeys(("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "postgres", "nats", "api"), 0)
 
+# Fäden written into domain_edges: the contract's trigger writes one domain.edge.created outbox row
+# each, with Weltgewebe's metadata-only payload
 FILL = """
-INSERT INTO domain_outbox (aggregate_type, aggregate_id, event_type, payload)
-SELECT 'edge', id, 'domain.edge.created',
-       jsonb_build_object('id', id, 'source_id', gen_random_uuid(), 'target_id', gen_random_uuid(),
-                          'kind', 'faden', 'note', repeat('n', 120), 'created_at', now(), 'updated_at', now())
-FROM (SELECT gen_random_uuid() AS id FROM generate_series(1, %s)) g
+INSERT INTO domain_edges (id, source_id, target_id, edge_kind, payload)
+SELECT gen_random_uuid()::text, gen_random_uuid()::text, gen_random_uuid()::text, 'faden',
+       jsonb_build_object('note', repeat('n', 120))
+FROM generate_series(1, %s)
 """
 
 
@@ -42,7 +43,7 @@ def sandbox_with_events(count: int):
             say(box.up(component).line)
         with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
             conn.execute(FILL, (count,))
-        say(f"{count} outbox rows (domain.edge.created, ~300 bytes each)")
+        say(f"{count} Fäden and their domain.edge.created outbox rows (metadata-only payload)")
         yield box
     finally:
         box.down()
@@ -60,3 +61,7 @@ def print_table(
     print(f"{raw_name:<34} {raw_seconds:8.2f} {raw_rate:10.0f} {1:6.2f}x")
     print(f"{ours_name:<34} {ours_seconds:8.2f} {ours_rate:10.0f} {ours_rate / raw_rate:6.2f}x")
     print(f"targets: {target}")
+
+
+def print_row(name: str, seconds: float, rate: float, raw_rate: float) -> None:
+    print(f"{name:<34} {seconds:8.2f} {rate:10.0f} {rate / raw_rate:6.2f}x")

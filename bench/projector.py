@@ -64,7 +64,7 @@ def main() -> int:
                 dsn=box.s.dsn(),
                 nats_url=box.s.nats_url,
                 names=box.s.names,
-                projection=Projection.faden_view(box.s.names),
+                projection=Projection.declared("faden_view", box.s.names),
             )
         )
         result = asyncio.run(projector.replay("rebuild"))

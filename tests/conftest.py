@@ -83,11 +83,15 @@ FREE_PORTS = {
 }
 
 
-@pytest.fixture(scope="session")
-def sandbox():
+# sqlx-style migrations written for the tests (tests/fixtures/weltgewebe-migrations/README.md)
+MIGRATIONS_FIXTURE = REPO / "tests" / "fixtures" / "weltgewebe-migrations"
+
+
+def running_sandbox(prefix: str, **settings):
+    """A sandbox up on free ports in a new state directory, stopped and removed afterwards."""
     from weltgewebe_ops import sandbox as sb
 
-    state = new_state_dir("wgops-test-sandbox-")
+    state = new_state_dir(prefix)
     box = sb.Sandbox(
         sb.prepare(
             {
@@ -95,6 +99,7 @@ def sandbox():
                 "ports": FREE_PORTS,
                 "wal_push_deadline_seconds": 5,
                 "archive_timeout_seconds": 30,
+                **settings,
             }
         )
     )
@@ -105,6 +110,18 @@ def sandbox():
     finally:
         box.down(purge=False)
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    """The sandbox with the built-in Weltgewebe contract."""
+    yield from running_sandbox("wgops-test-sandbox-")
+
+
+@pytest.fixture(scope="session")
+def migrated_sandbox():
+    """A sandbox whose schema comes from the migrations fixture (sandbox_migrations_dir)."""
+    yield from running_sandbox("wgops-test-migrated-", migrations_dir=str(MIGRATIONS_FIXTURE))
 
 
 @pytest.fixture()

@@ -22,9 +22,9 @@ description:
     C(passkey_credentials) where they exist);
     C(api_live) and C(api_ready) the front door's health paths, readiness with its named checks;
     C(no_quarantined_events) no outbox row and no event of a projection is quarantined (each named);
-    with V(faden_view) in O(projections): C(api_create_and_read_faden) (O(faden_smoke), the
+    with V(faden_view) in O(projections), C(api_create_and_read_faden) (O(faden_smoke), the
     sandbox API) and C(faden_view_matches_domain_edges) (count and checksum);
-    with V(receipts): C(receipts_complete) every published event has a receipt of the receipts
+    with V(receipts), C(receipts_complete) every published event has a receipt of the receipts
     consumer; C(stream_matches_outbox) every outbox row is published and in the stream, no reused
     ids, lost events excluded, foreign messages (not the envelope) counted and named.
   - Checks that wait for the service (readiness, receipts, the read model) retry for up to
@@ -59,7 +59,9 @@ options:
     description: The application's migrations directory to compare C(_sqlx_migrations) with.
     type: path
   smoke_timeout_seconds:
-    description: How long a Faden may take from the API to C(faden_view).
+    description: >-
+      How long the checks that wait for the service may take (readiness, a Faden from the API to
+      C(faden_view), the read model, the receipts).
     type: float
     default: 30
   ground_truth_dir:

@@ -12,8 +12,8 @@ short_description: Rebuild or catch up what Weltgewebe derives from its events, 
 version_added: "0.1.0"
 description:
   - Projections are declared as data (name, SQL per event type or pattern, optionally a table of
-    their own and SQL run once at the end). Declared: V(receipts), Weltgewebe's receipts consumer
-    (C(weltgewebe-api-domain-receipts-v1)): one row per event in C(domain_event_consumptions), each
+    their own and SQL run once at the end). Declared are V(receipts), Weltgewebe's receipts consumer
+    (C(weltgewebe-api-domain-receipts-v1)), one row per event in C(domain_event_consumptions), each
     once; V(projection_state), a bump of C(domain_projection_state.version) so the API's caches
     reload; V(faden_view), the runbook's example read model built from C(domain_edges). Give your
     own in O(declarations).
@@ -80,10 +80,26 @@ author:
 """
 
 EXAMPLES = r"""
-- name: Rebuild faden_view from the recovery site's stream
+- name: Rebuild Weltgewebe's receipts and cache version from the recovery site's stream
   weltgewebe.ops.projector_replay:
     dsn: "host=127.0.0.1 port={{ restored.port }} dbname=weltgewebe user=postgres"
     nats_url: nats://127.0.0.1:4222
+    projections: [receipts, projection_state]
+    mode: rebuild
+
+- name: Also a read model of your own, declared as data
+  weltgewebe.ops.projector_replay:
+    dsn: "{{ recovery_dsn }}"
+    nats_url: nats://127.0.0.1:4222
+    projections: [node_titles]
+    declarations:
+      node_titles:
+        table: node_titles
+        create: CREATE TABLE IF NOT EXISTS {table} (id text PRIMARY KEY, title text NOT NULL)
+        handlers:
+          domain.node.created: >-
+            INSERT INTO {table} SELECT n.id, n.title FROM jsonb_to_recordset(%(batch)s::jsonb) AS e(envelope jsonb)
+            JOIN {nodes} n ON n.id = e.envelope ->> 'aggregate_id' ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title
     mode: rebuild
 """
 
@@ -92,7 +108,8 @@ projections:
   description:
     - Per projection, applied, skipped (already consumed), ignored (no handler), excluded (lost in a
       restore), quarantined (in this replay), last_sequence, seconds, events_per_second, and
-      quarantined_events (every event of the projection in quarantine, with its error).
+      quarantined_events (every event of the projection in quarantine, with its error), finished
+      (its C(finish) statement ran).
   returned: success and not check mode
   type: list
   elements: dict

@@ -17,7 +17,10 @@ description:
     Object Lock (COMPLIANCE, default retention) and default SSE-KMS.
   - C(postgres) starts the primary with C(archive_mode=on) and C(archive_command) = C(wgops wal-push);
     when Ansible runs as root, PostgreSQL runs as the unprivileged O(settings.pg_os_user).
-  - C(schema) creates the Weltgewebe contract (domain tables, trigger-written outbox, faden_view).
+  - C(schema) creates Weltgewebe's data contract (domain tables, trigger-written outbox, receipts,
+    projection state, recorded in C(_sqlx_migrations)), or applies O(settings.migrations_dir), a
+    directory of sqlx-style C(<version>_<name>.up.sql) migrations (your own schema), and this tool's
+    C(wgops) schema.
   - C(basebackup) takes a base backup into S3 when the cluster has none.
   - C(nats) starts nats-server with JetStream and the domain stream.
   - C(relay), C(projector) and C(api) start the long-running services.
@@ -54,7 +57,8 @@ options:
     description:
       - Sandbox settings used when the sandbox is first created (ports, bucket, archive_prefix,
         object_lock_days, archive_timeout_seconds, wal_push_deadline_seconds, pg_bindir,
-        pg_os_user, database, kms_key_id, and C(names) for the data contract).
+        pg_os_user, database, kms_key_id, migrations_dir, projections (those the projector service
+        follows), and C(names) for the data contract).
         Ports given as 0 are chosen free.
       - An existing sandbox keeps the settings it was created with; differences are reported in
         RV(drifted_settings).

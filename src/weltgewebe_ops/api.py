@@ -84,7 +84,8 @@ def readiness(config: ApiConfig) -> tuple[bool, dict]:
             problems.append(
                 f"{len(quarantined)} events quarantined by a projection: "
                 + "; ".join(
-                    f"{q['projection']}: event {q['event_id']} ({q['event_type']}): {q['error']}"
+                    f"{q['projection']}: event {q['event_id']} (stream sequence {q['stream_sequence']}, "
+                    f"{q['event_type']}): {q['error']}"
                     for q in quarantined[:5]
                 )
             )

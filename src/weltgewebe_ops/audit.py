@@ -124,8 +124,9 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
         excluded_before = await read_exclusions(conn, names)
     db = {row[0]: _digest(row[1], row[2], row[3], row[4]) for row in rows}
     # ids excluded before this restore (an earlier database's events) are not lost by it
-    lost = sorted(set(stream) - set(db) - excluded_before)
     foreign = sorted(i for i in stream if stream[i]["digest"] is None)
+    # a foreign message is no event of this outbox: named as foreign, never counted as lost
+    lost = sorted(set(stream) - set(db) - excluded_before - set(foreign))
     reused = sorted(i for i in set(stream) & set(db) if stream[i]["digest"] not in (None, db[i]))
     unstreamed = sorted(row[0] for row in rows if row[5] and row[0] not in stream)
     lost_times = [stream[i]["time"] for i in lost if stream[i]["time"]]

@@ -194,6 +194,11 @@ class SandboxSettings:
         if data.get("migrations_dir"):
             data["migrations_dir"] = str(Path(data["migrations_dir"]).expanduser().resolve())
         data["ports"] = settings_part(Ports, data.get("ports") or {}, "ports")
+        if "checkpoints_table" in (data.get("names") or {}):
+            raise SettingsError(
+                f"the sandbox in {data['state_dir']} was made by weltgewebe.ops 0.1, whose schema is not "
+                "Weltgewebe's: re-create it (make sandbox-down PURGE=1, then make sandbox-up)"
+            )
         data["names"] = settings_part(ContractNames, data.get("names") or {}, "names")
         if "projections" in data:
             data["projections"] = tuple(data["projections"] or ())

@@ -1,10 +1,14 @@
 """Row 7: an event a projection cannot apply. Before, the projector retried it forever, nothing
 after it reached the read model, /health/ready stayed 200, and a rebuild emptied faden_view and
 then failed. Now it is quarantined by name, later events flow, readiness and the drill's checks
-fail naming it, and a rebuild that fails leaves the read model as it was."""
+fail naming it, and a rebuild that fails leaves the read model as it was.
+
+The poison is what Weltgewebe's own consumer meets: a message in the stream that does not parse
+(another publisher's), between Fäden the relay published."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -34,39 +38,55 @@ def ready(box) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+async def publish_unparsable(box) -> int:
+    """A message that is not JSON on an edge subject; its stream sequence. Its message id is not
+    the outbox's (the relay's later ids must not be taken as duplicates of it)."""
+    import nats
+
+    nc = await nats.connect(box.s.nats_url)
+    try:
+        ack = await nc.jetstream().publish(
+            box.s.names.subject_for("domain.edge.created"), b"{not json", headers={"Nats-Msg-Id": "wgops-poison-1"}
+        )
+        return ack.seq
+    finally:
+        await nc.close()
+
+
 @pytest.fixture(scope="module")
 def poisoned(event_site):
-    """Fäden, then an outbox row the faden_view handler cannot apply (its id is no uuid), then more."""
+    """Fäden, then a message no handler can read, then more Fäden; the poison's stream sequence."""
     write_faeden(event_site, 40)
-    with psycopg.connect(event_site.s.dsn(), autocommit=True) as conn:
-        poison_id = conn.execute(
-            "INSERT INTO domain_outbox (aggregate_type, aggregate_id, event_type, payload) "
-            "VALUES ('edge', gen_random_uuid(), 'domain.edge.created', '{\"id\": \"not-a-uuid\"}') RETURNING id"
-        ).fetchone()[0]
+    sequence = asyncio.run(publish_unparsable(event_site))
     write_faeden(event_site, 40)
-    return poison_id
+    return sequence
 
 
 def test_the_running_projector_quarantines_the_event_and_later_ones_flow(event_site, poisoned):
     wait_for(lambda: digests(event_site)[0] == digests(event_site)[1], 60, "faden_view to catch up past the poison")
     with psycopg.connect(event_site.s.dsn(), autocommit=True) as conn:
-        rows = conn.execute("SELECT event_id, event_type, attempts, error FROM projection_quarantine").fetchall()
-    assert [(r[0], r[1], r[2]) for r in rows] == [(poisoned, "domain.edge.created", 3)]
-    assert "uuid" in rows[0][3]
+        rows = conn.execute(
+            "SELECT projection, stream_sequence, event_type, attempts, error FROM wgops.projection_quarantine "
+            "ORDER BY projection"
+        ).fetchall()
+    # both projections that read edge events met it: the receipts consumer and faden_view
+    assert [r[:4] for r in rows] == [
+        ("faden_view", poisoned, "domain.edge.created", 3),
+        ("weltgewebe-api-domain-receipts-v1", poisoned, "domain.edge.created", 3),
+    ]
+    assert "json" in rows[0][4]
 
 
 def test_readiness_and_the_drill_checks_fail_naming_the_event(event_site, poisoned):
     wait_for(lambda: ready(event_site)[0] == 503, 60, "readiness to see the quarantine")
     _, body = ready(event_site)
-    projections = body["checks"]["projections"]
-    assert projections["ok"] is False and projections["quarantined_events"] == 1
-    assert f"event {poisoned} " in projections["quarantined"][0]
-    checks = {
-        c.name: c
-        for c in drill.verify(event_site.s.dsn(), event_site.s.nats_url, event_site.s.api_url, event_site.s.names)
-    }
+    chain = body["checks"]["event_chain"]
+    assert chain["ok"] is False and chain["quarantined_events"] == 2
+    assert f"stream sequence {poisoned}, " in " ".join(chain["problems"])
+    options = drill.VerifyOptions(api_url=event_site.s.api_url, smoke_timeout_seconds=5)
+    checks = {c.name: c for c in drill.verify(event_site.s.dsn(), event_site.s.nats_url, event_site.s.names, options)}
     assert checks["no_quarantined_events"].status == "failed"
-    assert f"event {poisoned} " in checks["no_quarantined_events"].detail
+    assert f"(seq {poisoned}, " in checks["no_quarantined_events"].detail
     assert checks["faden_view_matches_domain_edges"].status == "passed"
 
 
@@ -74,7 +94,7 @@ def test_a_rebuild_passes_over_the_event_and_a_failing_rebuild_leaves_the_read_m
     event_site.services["projector"].stop()
     try:
         rebuilt = replay(event_site, "rebuild")
-        assert [q["event_id"] for q in rebuilt["quarantined_events"]] == [poisoned]
+        assert [q["stream_sequence"] for q in rebuilt["quarantined_events"]] == [poisoned]
         before = digests(event_site)
         assert rebuilt["quarantined"] == 1 and rebuilt["applied"] >= before[0][0] > 60
         assert before[0] == before[1]

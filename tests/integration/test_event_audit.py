@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import new_state_dir
 from tests.integration.test_pitr import archive_now, commit
-from weltgewebe_ops import audit, domain, pg, restore, workload
+from weltgewebe_ops import audit, domain, drill, pg, restore, workload
 from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
 from weltgewebe_ops.relay import Relay, RelayConfig
 
@@ -87,17 +87,15 @@ def test_audit_remedy_and_rebuild_after_pitr(sandbox):
         assert after["reused_count"] == 0 and after["stream_max_id"] == new_ids[-1], "the new events reached the stream"
 
         projector = Projector(
-            ProjectorConfig(dsn=dsn, nats_url=box.s.nats_url, names=names, projection=Projection.faden_view(names))
+            ProjectorConfig(
+                dsn=dsn, nats_url=box.s.nats_url, names=names, projection=Projection.declared("faden_view", names)
+            )
         )
         rebuilt = asyncio.run(projector.replay("rebuild"))
         assert rebuilt["excluded"] >= len(truth_lost)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            view = conn.execute(
-                "SELECT count(*), coalesce(sum(hashtext(id::text || note)), 0) FROM faden_view"
-            ).fetchone()
-            edges = conn.execute(
-                "SELECT count(*), coalesce(sum(hashtext(id::text || note)), 0) FROM domain_edges"
-            ).fetchone()
+            view = drill.read_model_digest(conn, "faden_view")
+            edges = drill.read_model_digest(conn, "domain_edges")
         assert view == edges, "the rebuilt read model shows exactly the restored database's Fäden"
     finally:
         pg.stop(pg.resolve_bindir(), where / "data", pg.run_as_user(box.s.pg_os_user), "immediate")
@@ -107,3 +105,84 @@ def test_audit_remedy_and_rebuild_after_pitr(sandbox):
         # trap this test is about. Apply the same remedy to it, so later tests start consistent.
         source = asyncio.run(audit.audit(box.s.dsn(), box.s.nats_url, names))
         asyncio.run(audit.remedy(box.s.dsn(), names, source))
+
+
+def test_audit_of_a_stream_written_by_another_publisher(sandbox):
+    """The stream as Weltgewebe's API writes it: envelopes serialised its own way (other key order,
+    spacing, an RFC 3339 offset instead of Z), into a stream of their own. The audit compares the
+    events, not the bytes: reused 0, lost exact; a message that is not the envelope is named as
+    foreign; an id whose message holds another event is reused."""
+    import datetime as dt
+    import json
+
+    import nats
+
+    from weltgewebe_ops import natsio
+    from weltgewebe_ops.settings import ContractNames
+
+    box = sandbox
+    names = ContractNames(stream="WGOPS_AUDIT_TEST", subject_prefix="wgopsaudittest")
+    write(box, 12)
+    with psycopg.connect(box.s.dsn(), autocommit=True) as db:
+        rows = db.execute(
+            "SELECT id, aggregate_type, aggregate_id, event_type, payload, created_at FROM domain_outbox "
+            "ORDER BY id DESC LIMIT 20"
+        ).fetchall()
+    top = rows[0][0]
+    fabricated = [
+        (top + n, "edge", f"gone-{n}", "domain.edge.created", {"schema_version": 1}, rows[0][5]) for n in (1, 2, 3)
+    ]
+
+    def envelope(row) -> bytes:
+        outbox_id, aggregate_type, aggregate_id, event_type, payload, created_at = row
+        body = {
+            "payload": payload,
+            "event_type": event_type,
+            "created_at": created_at.astimezone(dt.timezone(dt.timedelta(hours=1))).isoformat(),
+            "aggregate_id": aggregate_id,
+            "event_id": outbox_id,
+            "aggregate_type": aggregate_type,
+            "schema_version": 1,
+        }
+        return json.dumps(body, indent=1).encode()
+
+    async def publish() -> None:
+        await natsio.ensure_stream(box.s.nats_url, names)
+        nc = await nats.connect(box.s.nats_url)
+        js = nc.jetstream()
+        for row in rows + fabricated:
+            await js.publish(names.subject_for(row[3]), envelope(row), headers={"Nats-Msg-Id": names.msg_id(row[0])})
+        await js.publish(
+            names.subject_for("domain.node.created"), b"not json", headers={"Nats-Msg-Id": names.msg_id(top + 10)}
+        )
+        await nc.close()
+
+    async def delete_stream() -> None:
+        nc = await nats.connect(box.s.nats_url)
+        await nc.jetstream().delete_stream(names.stream)
+        await nc.close()
+
+    try:
+        asyncio.run(publish())
+        report = asyncio.run(audit.audit(box.s.dsn(), box.s.nats_url, names))
+        assert report["reused_count"] == 0, report["reused_ids"]
+        assert report["lost_events"] == 3 and report["lost_ids"] == [f"{top + 1}-{top + 3}"]
+        assert report["foreign_count"] == 1 and report["foreign_ids"] == [str(top + 10)]
+        assert "not JSON" in report["foreign_examples"][0]
+
+        # an id whose message holds another event than the outbox row: reused, by id
+        async def tamper() -> None:
+            await delete_stream()  # a new stream: a purge keeps the duplicate window's ids
+            await natsio.ensure_stream(box.s.nats_url, names)
+            nc = await nats.connect(box.s.nats_url)
+            other = (rows[0][0], rows[0][1], "someone-else", *rows[0][3:])
+            await nc.jetstream().publish(
+                names.subject_for(other[3]), envelope(other), headers={"Nats-Msg-Id": names.msg_id(other[0])}
+            )
+            await nc.close()
+
+        asyncio.run(tamper())
+        tampered = asyncio.run(audit.audit(box.s.dsn(), box.s.nats_url, names))
+        assert tampered["reused_ids"] == [rows[0][0]] and tampered["foreign_count"] == 0
+    finally:
+        asyncio.run(delete_stream())

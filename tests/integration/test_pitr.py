@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 def commit(db, label: str) -> dict:
     with db.transaction():
         xid = db.execute("SELECT txid_current()").fetchone()[0]
-        db.execute("INSERT INTO domain_accounts (name) VALUES (%s)", (label,))
+        db.execute("INSERT INTO domain_accounts (id, title) VALUES (gen_random_uuid()::text, %s)", (label,))
     ts, lsn = db.execute(
         "SELECT pg_xact_commit_timestamp(%s::text::xid), pg_current_wal_lsn()::text", (str(xid),)
     ).fetchone()
@@ -68,7 +68,7 @@ def run_restore(box, where: Path, target: Target, **kw) -> dict:
 def accounts(result: dict, work: Path) -> set[str]:
     dsn = f"host={work / 'data.wgops' / 'socket'} port={result['port']} dbname=weltgewebe user=postgres"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return {row[0] for row in conn.execute("SELECT name FROM domain_accounts WHERE name LIKE 'pitr-%'")}
+        return {row[0] for row in conn.execute("SELECT title FROM domain_accounts WHERE title LIKE 'pitr-%'")}
 
 
 def test_restore_to_latest_has_every_archived_commit(sandbox, history, restore_dir):
@@ -262,7 +262,7 @@ def test_restore_follows_a_new_timeline_after_an_earlier_promotion(sandbox, hist
     )
     pg.start(bindir, restore_dir / "data", work / "postgres.log", user)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO domain_accounts (name) VALUES ('pitr-on-timeline-2')")
+        conn.execute("INSERT INTO domain_accounts (id, title) VALUES (gen_random_uuid()::text, 'pitr-on-timeline-2')")
         segment = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
         deadline = time.monotonic() + 60
         while conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0] != segment:

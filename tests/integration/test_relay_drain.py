@@ -192,14 +192,14 @@ def test_a_relay_dying_between_publish_and_mark_republishes_and_the_read_model_s
     assert sorted(ids) == sorted(f"domain-outbox-{i}" for i in waiting), "each event once in the stream"
     with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
         edges = conn.execute(
-            "SELECT e.id, e.note FROM domain_edges e JOIN domain_outbox o ON o.aggregate_id = e.id "
+            "SELECT e.id, e.payload FROM domain_edges e JOIN domain_outbox o ON o.aggregate_id = e.id "
             "WHERE o.id = ANY(%s) AND o.event_type = 'domain.edge.created' ORDER BY e.id",
             (waiting,),
         ).fetchall()
         deadline = time.monotonic() + 30
         while True:
             view = conn.execute(
-                "SELECT id, note FROM faden_view WHERE id = ANY(%s) ORDER BY id", ([e[0] for e in edges],)
+                "SELECT id, payload FROM faden_view WHERE id = ANY(%s) ORDER BY id", ([e[0] for e in edges],)
             ).fetchall()
             if view == edges or time.monotonic() > deadline:
                 break
@@ -237,7 +237,7 @@ def test_replay_roles_audit_drain_and_rebuild(relay_paused):
         assert box.s.pg_password not in proc.stdout
         result = report(proc.stdout)
         with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
-            excluded = conn.execute("SELECT count(*) FROM domain_event_consumptions_excluded").fetchone()[0]
+            excluded = conn.execute("SELECT count(*) FROM wgops.excluded_events").fetchone()[0]
         assert result["reused"] == 0, "no outbox id means two different events"
         # lost now, or lost in an earlier restore and excluded then
         assert result["lost"] + result["excluded_before"] == excluded, (
@@ -255,7 +255,7 @@ def test_a_row_that_cannot_be_published_is_retried_then_quarantined(relay_paused
         # no stream takes this subject: every publish of it fails (no responders)
         bad = conn.execute(
             "INSERT INTO domain_outbox (aggregate_type, aggregate_id, event_type, payload) "
-            "VALUES ('edge', gen_random_uuid(), 'bogus.event', '{}') RETURNING id"
+            "VALUES ('edge', gen_random_uuid()::text, 'bogus.event', '{}') RETURNING id"
         ).fetchone()[0]
     write_faeden(box, 5)
     relay = Relay(
