@@ -478,8 +478,12 @@ def ground_truth(
     truth_dir: Path, dsn: str, names: ContractNames, failure_at: dt.datetime, restored_to: dt.datetime | None
 ) -> dict[str, Any]:
     """Sandbox mode: what was really lost, from the workload's and the relay's own records (files
-    outside the destroyed database), compared with the restored database. ``restored_to`` (the
-    base backup's end when no commit was replayed) counts when no recorded write survived."""
+    outside the destroyed database), compared with the restored database.
+
+    The loss runs from the recovery point to the last write acknowledged before the failure. The
+    recovery point is the later of the last recorded write that survived and ``restored_to`` (the
+    restored database's last commit, or the base backup's end): a later commit that is no recorded
+    write (the relay marking rows published) came back too, and every write before it with it."""
     from .domain import GroundTruth
 
     truth = GroundTruth(truth_dir)
@@ -511,8 +515,8 @@ def ground_truth(
     lost_writes = len(writes) - len(survived)
     rpo = 0.0
     if lost_writes and last_commit is not None:
-        since = last_survived if last_survived is not None else (restored_to.timestamp() if restored_to else None)
-        rpo = last_commit - since if since is not None else None
+        points = [t for t in (last_survived, restored_to.timestamp() if restored_to else None) if t is not None]
+        rpo = last_commit - max(points) if points else None
     return {
         "writes_before_failure": len(writes),
         "lost_writes": lost_writes,

@@ -45,9 +45,12 @@ from .settings import ContractNames
 # order, and applies the run in one statement. %(projection)s is the projection's name.
 # Placeholders in braces are the contract's tables ({edges}, {consumptions}, ...) and {table}, the
 # projection's own.
+# A receipt for the event id its envelope carries (as Weltgewebe's consumer reads it); a message
+# without one breaks the NOT NULL and is quarantined, never receipted under another id.
 RECEIPT = """
 INSERT INTO {consumptions} (consumer_name, event_id)
-SELECT %(projection)s, e.event_id FROM jsonb_to_recordset(%(batch)s::jsonb) AS e(event_id bigint)
+SELECT %(projection)s, (e.envelope ->> 'event_id')::bigint
+FROM jsonb_to_recordset(%(batch)s::jsonb) AS e(envelope jsonb)
 ON CONFLICT DO NOTHING
 """
 # faden_view: the edge as domain_edges has it now (the event names it; within a run the last event
@@ -142,7 +145,7 @@ class Projection:
         if unknown:
             raise ValueError(f"projection {key!r}: unknown keys {', '.join(sorted(unknown))}")
         text = {f.name: getattr(names, f.name) for f in ContractNames.__dataclass_fields__.values()}
-        return cls(
+        projection = cls(
             key=key,
             name=str(spec.get("name") or key).format(**text),
             handlers=dict(spec.get("handlers") or {}),
@@ -151,6 +154,16 @@ class Projection:
             finish=spec.get("finish") or "",
             reset=spec.get("reset"),
         )
+        for statement in [*projection.handlers.values(), projection.create, projection.finish, projection.reset or ""]:
+            try:
+                projection.compose(statement, names)
+            except (KeyError, IndexError, ValueError) as exc:
+                known = ", ".join(f"{{{k}}}" for k in [*_contract_identifiers(names), "table"])
+                raise ValueError(
+                    f"projection {key!r}: a placeholder in its SQL is unknown ({exc}); known are {known} "
+                    f"(and {{table}} only with a table); write a literal brace as {{{{ or }}}}"
+                ) from exc
+        return projection
 
     def compose(self, text: str, names: ContractNames) -> sql.Composed:
         ids = _contract_identifiers(names)

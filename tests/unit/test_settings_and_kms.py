@@ -61,3 +61,16 @@ def test_sandbox_kms_envelope(tmp_path):
         )["Plaintext"]
         == out["Plaintext"]
     )
+
+
+def test_relay_backoff_is_spread_by_id_and_capped():
+    assert backoff_seconds(3, 1.0, 300.0, outbox_id=7) == pytest.approx(4.28)
+    assert backoff_seconds(3, 1.0, 300.0, outbox_id=27) == pytest.approx(4.28)
+    assert backoff_seconds(20, 1.0, 300.0, outbox_id=19) == 300.0
+
+
+def test_a_sandbox_of_the_old_schema_is_named_with_what_to_do(tmp_path):
+    with pytest.raises(SettingsError, match=r"made by weltgewebe.ops 0.1.*make sandbox-down PURGE=1"):
+        SandboxSettings.from_dict(
+            {"state_dir": str(tmp_path), "names": {"checkpoints_table": "projection_checkpoints"}}
+        )
