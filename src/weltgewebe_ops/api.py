@@ -152,8 +152,14 @@ def make_handler(config: ApiConfig):
                 )
             match = FADEN_PATH.match(self.path)
             if match:
-                with psycopg.connect(config.dsn, autocommit=True) as conn:
-                    faden = domain.read_faden(conn, config.names, match.group(1))
+                try:
+                    with psycopg.connect(config.dsn, autocommit=True) as conn:
+                        faden = domain.read_faden(conn, config.names, match.group(1))
+                except psycopg.errors.UndefinedTable:
+                    return self._send(
+                        HTTPStatus.NOT_FOUND,
+                        {"error": f"no read model {config.names.faden_view}: its projection is not kept here"},
+                    )
                 if faden is None:
                     return self._send(HTTPStatus.NOT_FOUND, {"error": "no such Faden in faden_view (yet)"})
                 return self._send(HTTPStatus.OK, faden)

@@ -748,12 +748,40 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         "|---|---|---|",
         check_rows,
         "",
+        *replay_lines(report.get("replay") or {}),
         "## Trend (RTO/RPO over the drills in history.jsonl)",
         "",
         trend_table(history),
         "",
     ]
     return "\n".join(lines)
+
+
+def replay_lines(replay: dict[str, Any]) -> list[str]:
+    """The replay phase in the report: what the relay published and what each projection applied."""
+    relay, projections = replay.get("relay") or {}, replay.get("projectors") or []
+    if not relay and not projections:
+        return []
+    lines = ["## Replay", ""]
+    if relay:
+        lines += [
+            f"Outbox relay: {relay.get('published', 0)} published, {relay.get('duplicates', 0)} already in the "
+            f"stream, {relay.get('quarantined', 0)} quarantined, {relay.get('remaining', 0)} left, "
+            f"{relay.get('seconds', 0)} s",
+            "",
+        ]
+    if projections:
+        lines += [
+            "| Projection | applied | excluded (lost) | ignored | quarantined | seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p['projection']}{' (+ finish)' if p.get('finished') else ''} | {p['applied']} | {p['excluded']} "
+            f"| {p['ignored']} | {p['quarantined']} | {p['seconds']} |"
+            for p in projections
+        ]
+        lines.append("")
+    return lines
 
 
 def _testcase(classname: str, name: str, seconds: float, body: str) -> str:
