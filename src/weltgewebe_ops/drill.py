@@ -327,7 +327,8 @@ def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions
         if problems:
             return False, f"{names.migrations_table}: " + "; ".join(problems)
         against = f", all {len(rows)} of {options.migrations_dir}" if options.migrations_dir else ""
-        return True, f"{len(rows)} migrations applied and successful{against}, newest {newest}"
+        counted = f"{len(rows)} migration{'s' if len(rows) != 1 else ''}"
+        return True, f"{counted} applied and successful{against}, newest {newest}"
 
     def row_counts():
         with psycopg.connect(dsn, autocommit=True) as conn:
