@@ -74,3 +74,15 @@ def test_a_sandbox_of_the_old_schema_is_named_with_what_to_do(tmp_path):
         SandboxSettings.from_dict(
             {"state_dir": str(tmp_path), "names": {"checkpoints_table": "projection_checkpoints"}}
         )
+
+
+def test_free_ports_are_chosen_below_the_ephemeral_range(monkeypatch, tmp_path):
+    from weltgewebe_ops import procs
+
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("32768\t60999\n")
+    assert procs.ephemeral_port_low(str(ranges)) == 32768
+    monkeypatch.setattr(procs, "ephemeral_port_low", lambda: 32768)
+    for _ in range(20):
+        port = procs.free_port()
+        assert port >= procs.FREE_PORTS_FROM and port + 10000 < 32768
