@@ -34,8 +34,7 @@ from .settings import ContractNames
 
 async def read_exclusions(conn: AsyncConnection, names: ContractNames) -> set[int]:
     """Event ids a remedy excluded from read models (empty before this tool's schema exists)."""
-    exists = toolschema.exists_sql()
-    if not (await (await conn.execute(exists, (toolschema.qualified(names, "excluded_events"),))).fetchone())[0]:
+    if not await toolschema.exists_async(conn, names, "excluded_events"):
         return set()
     table = toolschema.table(names, "excluded_events")
     rows = await (await conn.execute(sql.SQL("SELECT event_id FROM {t}").format(t=table))).fetchall()

@@ -217,8 +217,7 @@ def _quarantine_select(names: ContractNames) -> sql.Composed:
 
 async def read_quarantine(conn, names: ContractNames, projection: str | None = None) -> list[dict]:
     """Quarantined events, oldest first (empty before this tool's schema exists)."""
-    exists = toolschema.exists_sql()
-    if not (await (await conn.execute(exists, (toolschema.qualified(names, "projection_quarantine"),))).fetchone())[0]:
+    if not await toolschema.exists_async(conn, names, "projection_quarantine"):
         return []
     rows = await (await conn.execute(_quarantine_select(names), {"p": projection})).fetchall()
     return [dict(zip(QUARANTINE_COLUMNS, row, strict=True)) for row in rows]
@@ -226,7 +225,7 @@ async def read_quarantine(conn, names: ContractNames, projection: str | None = N
 
 def quarantined_events(conn, names: ContractNames) -> list[dict]:
     """``read_quarantine`` on a synchronous connection (the API's readiness, the drill's checks)."""
-    if not conn.execute(toolschema.exists_sql(), (toolschema.qualified(names, "projection_quarantine"),)).fetchone()[0]:
+    if not toolschema.exists(conn, names, "projection_quarantine"):
         return []
     rows = conn.execute(_quarantine_select(names), {"p": None}).fetchall()
     return [dict(zip(QUARANTINE_COLUMNS, row, strict=True)) for row in rows]
@@ -288,12 +287,7 @@ class Projector:
             await conn.execute(self.config.projection.compose(self.config.projection.create, self.config.names))
 
     async def checkpoint(self, conn: AsyncConnection) -> int:
-        exists = toolschema.exists_sql()
-        if not (
-            await (
-                await conn.execute(exists, (toolschema.qualified(self.config.names, "projection_checkpoints"),))
-            ).fetchone()
-        )[0]:
+        if not await toolschema.exists_async(conn, self.config.names, "projection_checkpoints"):
             return 0
         row = await (await conn.execute(self._checkpoint_read, (self.config.projection.name,))).fetchone()
         return row[0] if row else 0

@@ -49,10 +49,18 @@ def table(names: ContractNames, name: str) -> sql.Identifier:
     return sql.Identifier(names.tool_schema, name)
 
 
-def qualified(names: ContractNames, name: str) -> str:
-    """``schema.table`` as text (for to_regclass and messages)."""
+EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+
+
+def exists(conn, names: ContractNames, name: str) -> bool:
+    """Whether the bookkeeping table ``name`` is there yet (synchronous connection)."""
     table(names, name)
-    return f"{names.tool_schema}.{name}"
+    return conn.execute(EXISTS, (f"{names.tool_schema}.{name}",)).fetchone()[0]
+
+
+async def exists_async(conn, names: ContractNames, name: str) -> bool:
+    table(names, name)
+    return (await (await conn.execute(EXISTS, (f"{names.tool_schema}.{name}",))).fetchone())[0]
 
 
 def ensure(conn, names: ContractNames) -> None:
@@ -71,8 +79,3 @@ def _statements(names: ContractNames) -> list[sql.Composed]:
     for name, columns in TABLES.items():
         out.append(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + columns + "\n)").format(table(names, name)))
     return out
-
-
-def exists_sql() -> str:
-    """A query (one parameter: ``schema.table``) that is true when the table exists."""
-    return "SELECT to_regclass(%s) IS NOT NULL"
