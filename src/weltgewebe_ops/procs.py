@@ -208,20 +208,21 @@ def _bindable(port: int) -> bool:
     return not port_open(port)
 
 
-def free_port() -> int:
+def free_port(taken: set[int] | frozenset[int] = frozenset()) -> int:
     """A TCP port on 127.0.0.1 that is free now, and whose +10000 neighbour is free too
-    (SeaweedFS puts its gRPC port there); both below the ephemeral range when there is room."""
+    (SeaweedFS puts its gRPC port there); both below the ephemeral range when there is room.
+    ``taken``: ports chosen already but not bound yet (several picked at once must differ)."""
     top = ephemeral_port_low() - 10001
     if top > FREE_PORTS_FROM + 100:
         for _ in range(500):
             port = random.randint(FREE_PORTS_FROM, top)  # noqa: S311 - a port, not a secret
-            if _bindable(port) and _bindable(port + 10000):
+            if port not in taken and _bindable(port) and _bindable(port + 10000):
                 return port
     for _ in range(200):  # no room below the ephemeral range: any free pair
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port + 10000 < 65536 and _bindable(port) and _bindable(port + 10000):
+        if port + 10000 < 65536 and port not in taken and _bindable(port) and _bindable(port + 10000):
             return port
     raise ServiceError("no free port pair found on 127.0.0.1")
 

@@ -70,7 +70,9 @@ def prepare(requested: dict[str, Any]) -> SandboxSettings:
     wanted = SandboxSettings.from_dict(requested)
     if wanted.settings_file.exists():
         return SandboxSettings.load(wanted.state_dir)
-    ports = {f.name: getattr(wanted.ports, f.name) or procs.free_port() for f in dataclasses.fields(Ports)}
+    ports: dict[str, int] = {}
+    for f in dataclasses.fields(Ports):  # chosen before any is bound: each must differ from the others
+        ports[f.name] = getattr(wanted.ports, f.name) or procs.free_port(set(ports.values()))
     return dataclasses.replace(
         wanted,
         ports=Ports(**ports),

@@ -83,6 +83,9 @@ def test_free_ports_are_chosen_below_the_ephemeral_range(monkeypatch, tmp_path):
     ranges.write_text("32768\t60999\n")
     assert procs.ephemeral_port_low(str(ranges)) == 32768
     monkeypatch.setattr(procs, "ephemeral_port_low", lambda: 32768)
+    taken: set[int] = set()
     for _ in range(20):
-        port = procs.free_port()
+        port = procs.free_port(taken)
         assert port >= procs.FREE_PORTS_FROM and port + 10000 < 32768
+        assert port not in taken, "ports chosen together differ"
+        taken.add(port)
