@@ -27,6 +27,9 @@ description:
     with V(receipts), C(receipts_complete) every published event has a receipt of the receipts
     consumer; C(stream_matches_outbox) every outbox row is published and in the stream, no reused
     ids, lost events excluded, foreign messages (not the envelope) counted and named.
+  - With O(app_url) (the application's own stack, see M(weltgewebe.ops.app_stack)) also
+    C(app_stack_live) and C(app_stack_ready) through its front door (when it is not O(api_url)) and
+    C(app_stack_reads) (each of O(app_read_paths) answers 200 with JSON, as Weltgewebe's own smoke test reads).
   - Checks that wait for the service (readiness, receipts, the read model) retry for up to
     O(smoke_timeout_seconds).
   - With O(ground_truth_dir) (sandbox mode) also compares with the ground truth the workload and the
@@ -64,6 +67,23 @@ options:
       C(faden_view), the read model, the receipts).
     type: float
     default: 30
+  app_url:
+    description: The application stack's front door ("" = no application stack).
+    type: str
+    default: ""
+  app_live_path:
+    description: Its liveness path.
+    type: str
+    default: /api/health/live
+  app_ready_path:
+    description: Its readiness path.
+    type: str
+    default: /api/health/ready
+  app_read_paths:
+    description: Paths that must answer 200 with JSON through it.
+    type: list
+    elements: str
+    default: [/api/nodes, /api/edges]
   ground_truth_dir:
     description: The sandbox's ground-truth directory (sandbox mode).
     type: path
@@ -140,6 +160,10 @@ def main():
             "faden_smoke": {"type": "bool", "default": True},
             "migrations_dir": {"type": "path"},
             "smoke_timeout_seconds": {"type": "float", "default": 30},
+            "app_url": {"type": "str", "default": ""},
+            "app_live_path": {"type": "str", "default": "/api/health/live"},
+            "app_ready_path": {"type": "str", "default": "/api/health/ready"},
+            "app_read_paths": {"type": "list", "elements": "str", "default": ["/api/nodes", "/api/edges"]},
             "ground_truth_dir": {"type": "path"},
             "failure_at": {"type": "str"},
             "restored_to": {"type": "str"},
@@ -162,6 +186,10 @@ def main():
         faden_smoke=p["faden_smoke"],
         migrations_dir=p["migrations_dir"] or "",
         smoke_timeout_seconds=p["smoke_timeout_seconds"],
+        app_url=p["app_url"],
+        app_live_path=p["app_live_path"],
+        app_ready_path=p["app_ready_path"],
+        app_read_paths=tuple(p["app_read_paths"]),
     )
     checks = drill.verify(p["dsn"], p["nats_url"], names, options)
     checks = [c.as_dict() for c in checks]

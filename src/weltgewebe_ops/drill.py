@@ -264,6 +264,12 @@ class VerifyOptions:
     faden_smoke: bool = True
     migrations_dir: str = ""
     smoke_timeout_seconds: float = 30.0
+    # the application's own stack (app_stack), through its front door: health, and the reads
+    # Weltgewebe's own smoke test makes (GET /api/nodes, /api/edges)
+    app_url: str = ""
+    app_live_path: str = "/api/health/live"
+    app_ready_path: str = "/api/health/ready"
+    app_read_paths: tuple[str, ...] = ("/api/nodes", "/api/edges")
 
 
 def _until(deadline: float, probe):
@@ -284,6 +290,7 @@ def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions
     from .schema import read_migrations
 
     api = options.api_url.rstrip("/")
+    app = options.app_url.rstrip("/")
 
     def table(name: str) -> sql.Identifier:
         return sql.Identifier(name)
@@ -351,17 +358,29 @@ def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions
             return False, f"missing tables: {', '.join(missing)}; {detail}"
         return True, detail
 
-    def api_live():
-        status, body = _http("GET", f"{api}{options.live_path}")
-        return status == 200 and body.get("status") == "ok", f"GET {options.live_path} -> {status} {json.dumps(body)}"
+    def live(base: str, path: str):
+        def check():
+            status, body = _http("GET", f"{base}{path}")
+            return status == 200 and body.get("status") == "ok", f"GET {path} -> {status} {json.dumps(body)}"
 
-    def api_ready():
+        return check
+
+    def ready(base: str, path: str):
         def probe():
-            status, body = _http("GET", f"{api}{options.ready_path}")
+            status, body = _http("GET", f"{base}{path}")
             shaped = isinstance(body.get("checks"), dict) and "status" in body
-            return status == 200 and shaped, f"GET {options.ready_path} -> {status} {json.dumps(body)}"
+            return status == 200 and shaped, f"GET {path} -> {status} {json.dumps(body)}"
 
-        return _until(time.monotonic() + options.smoke_timeout_seconds, probe)
+        return lambda: _until(time.monotonic() + options.smoke_timeout_seconds, probe)
+
+    def app_reads():
+        answers = []
+        for path in options.app_read_paths:
+            status, body = _http("GET", f"{app}{path}")
+            answers.append(f"GET {path} -> {status} {json.dumps(body)[:120]}")
+            if status != 200:
+                return False, "; ".join(answers)
+        return True, "; ".join(answers)
 
     def no_quarantined_events():
         with psycopg.connect(dsn, autocommit=True) as conn:
@@ -460,10 +479,15 @@ def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions
         _timed("sql_smoke", sql_smoke),
         _timed("migrations_applied", migrations_applied),
         _timed("row_counts", row_counts),
-        _timed("api_live", api_live),
-        _timed("api_ready", api_ready),
+        _timed("api_live", live(api, options.live_path)),
+        _timed("api_ready", ready(api, options.ready_path)),
         _timed("no_quarantined_events", no_quarantined_events),
     ]
+    if app and app != api:
+        checks.append(_timed("app_stack_live", live(app, options.app_live_path)))
+        checks.append(_timed("app_stack_ready", ready(app, options.app_ready_path)))
+    if app and options.app_read_paths:
+        checks.append(_timed("app_stack_reads", app_reads))
     if "faden_view" in options.projections:
         if options.faden_smoke:
             checks.append(_timed("api_create_and_read_faden", api_end_to_end))
@@ -605,6 +629,7 @@ def build_report(record: dict[str, Any]) -> dict[str, Any]:
         "event_log": facts.get("audit"),
         "replay": facts.get("replay"),
         "disaster": facts.get("disaster"),
+        "app_stack": facts.get("app_stack") or None,
         "report_written_at": iso(now()),
     }
     if "ground_truth" in facts:
@@ -750,6 +775,7 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         check_rows,
         "",
         *replay_lines(report.get("replay") or {}),
+        *app_stack_lines(report.get("app_stack") or {}),
         "## Trend (RTO/RPO over the drills in history.jsonl)",
         "",
         trend_table(history),
@@ -782,6 +808,39 @@ def replay_lines(replay: dict[str, Any]) -> list[str]:
             for p in projections
         ]
         lines.append("")
+    return lines
+
+
+def app_stack_lines(stack: dict[str, Any]) -> list[str]:
+    """The application's own stack: where it came from, its containers, and the last log lines
+    of any that did not get healthy."""
+    if not stack:
+        return []
+    lines = [
+        "## Application stack",
+        "",
+        f"- From {stack.get('repo')} ({stack.get('version')}), files {', '.join(stack.get('files') or [])}, "
+        f"Compose project {stack.get('project')}; front door {stack.get('front_door_url') or '—'}",
+        f"- Images built in {_dur(stack.get('build_seconds'))}; started and healthy in "
+        + (_dur(stack["start_seconds"]) if stack.get("start_seconds") is not None else "— (not started)"),
+        "",
+    ]
+    containers = stack.get("containers") or []
+    if containers:
+        lines += [
+            "| Service | Container | State | Health | Started at | Healthy after | Restarts |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {c['service']} | {c['name']} | {c['state']} | {c['health']} | {c.get('started_at') or '—'} "
+                f"| {_dur(c.get('healthy_after_seconds')) if c.get('healthy_after_seconds') is not None else '—'} "
+                f"| {c.get('restarts', 0)} |"
+                for c in containers
+            ),
+            "",
+        ]
+    for c in containers:
+        if c.get("log"):
+            lines += [f"Last log lines of {c['name']}:", "", "```", *c["log"], "```", ""]
     return lines
 
 
