@@ -27,7 +27,7 @@ description:
     healthy it fails with that container's last log lines (also in RV(containers)).
   - V(absent) stops and removes the project's containers; its volumes only when the project is
     the recovery's own (its name starts with C(wgops-recovery-)), never anyone else's.
-  - Compose runs with a clean environment (PATH, HOME, Docker's variables): nothing of the
+  - Compose runs with a clean environment (PATH, HOME, Docker's variables) - nothing of the
     caller's shell reaches the stack.
 options:
   state:
@@ -255,7 +255,8 @@ def main():
             failing = [c for c in result["containers"] if not appstack.ready(c) and c["service"] in stack.services]
             detail = (
                 "; ".join(
-                    f"{c['service']} is {c['state']} (health {c['health']}, {c['restarts']} restarts), its last log lines: "
+                    f"{c['service']} is {c['state']} (health {c['health']}, {c['restarts']} restarts), "
+                    "its last log lines: "
                     + " | ".join(line.strip() for line in (c.get("log") or [])[-5:] if line.strip())
                     for c in failing
                 )

@@ -317,3 +317,67 @@ def test_outbox_relay_service_started_status_stopped(relay_paused, tmp_path):
         from weltgewebe_ops.relay import stop_service
 
         stop_service(service_dir)
+
+
+def lease_relay(box, stop: threading.Event, counts: dict) -> None:
+    """Another relay on the same outbox, claiming the way Weltgewebe's API does (docs: up to 32 due
+    rows, FOR UPDATE SKIP LOCKED, a 30 s lease that moves available_at forward, publish and wait
+    for the ack, then mark published). Written here from those facts, for the test only."""
+    from weltgewebe_ops import envelope, natsio
+
+    async def run() -> None:
+        nc = await natsio.connect(box.s.nats_url)
+        js = nc.jetstream()
+        try:
+            with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+                while not stop.is_set():
+                    with conn.transaction():
+                        rows = conn.execute(
+                            "UPDATE domain_outbox SET available_at = now() + interval '30 seconds' WHERE id IN ("
+                            " SELECT id FROM domain_outbox WHERE published_at IS NULL AND quarantined_at IS NULL"
+                            " AND available_at <= now() ORDER BY available_at, id LIMIT 32 FOR UPDATE SKIP LOCKED)"
+                            f" RETURNING id, event_type, {envelope.SQL_EXPRESSION}"
+                        ).fetchall()
+                    if not rows:
+                        await asyncio.sleep(0.05)
+                        continue
+                    for row_id, event_type, body in rows:
+                        ack = await js.publish(
+                            f"weltgewebe.{event_type}",
+                            body.encode(),
+                            headers={"Nats-Msg-Id": f"domain-outbox-{row_id}"},
+                        )
+                        counts["duplicates" if ack.duplicate else "published"] += 1
+                    conn.execute(
+                        "UPDATE domain_outbox SET published_at = now() WHERE id = ANY(%s)", ([r[0] for r in rows],)
+                    )
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
+def test_two_relays_claiming_with_skip_locked_publish_each_row_once(relay_paused):
+    """The drill's relay and the application's own (which relays by itself once its stack runs)
+    drain one outbox at the same time: every row reaches the stream once, none twice, none lost."""
+    box = relay_paused
+    write_faeden(box, 400)
+    waiting = pending_ids(box)
+    start = asyncio.run(last_seq(box)) + 1
+    stop, counts = threading.Event(), {"published": 0, "duplicates": 0}
+    other = threading.Thread(target=lease_relay, args=(box, stop, counts))
+    other.start()
+    try:
+        ours = drain(box, batch_size=32)
+    finally:
+        deadline = time.monotonic() + 30
+        while pending_ids(box) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stop.set()
+        other.join(30)
+    assert pending_ids(box) == []
+    assert ours["published"] > 0 and counts["published"] > 0, ("both relays took part", ours, counts)
+    assert ours["duplicates"] == counts["duplicates"] == 0, "no row was published by both"
+    assert ours["published"] + counts["published"] == len(waiting)
+    ids = asyncio.run(stream_msg_ids(box, start))
+    assert sorted(ids) == sorted(f"domain-outbox-{i}" for i in waiting), "each row once, none missing"
