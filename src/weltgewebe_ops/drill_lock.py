@@ -152,6 +152,19 @@ def stop_recovery(recovery: dict[str, Any]) -> list[str]:
     return done
 
 
+def stop_app_stack(project: str) -> list[str]:
+    """Remove the application stack a drill's recovery started (role app_stack), if it still runs."""
+    from . import appstack
+
+    try:
+        if not appstack.containers(project):
+            return []
+        removed = appstack.remove(project)
+    except Exception as exc:  # noqa: BLE001 - said in the record and the output, never swallowed
+        return [f"could NOT remove the application stack {project}: {exc}; docker compose -p {project} down"]
+    return [f"removed the application stack {project} ({', '.join(removed['removed'])})"]
+
+
 def reclaim(reports_dir: str | os.PathLike[str], current_drill_id: str = "") -> list[str]:
     """Stop what earlier drills that never reached their report left running, by their records,
     and record that they were interrupted. A recovery kept on purpose (its report was written
@@ -169,6 +182,9 @@ def reclaim(reports_dir: str | os.PathLike[str], current_drill_id: str = "") -> 
             continue
         recovery = record.data.get("facts", {}).get("recovery")
         stopped = stop_recovery(recovery) if recovery else []
+        project = (record.data.get("facts", {}).get("app_stack") or {}).get("project")
+        if project:
+            stopped = stop_app_stack(project) + stopped
         for phase in record.data.get("phases", []):
             if phase.get("status") == "running":
                 phase.update(status="failed", detail="interrupted: the drill ended before this phase did")

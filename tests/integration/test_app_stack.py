@@ -179,3 +179,32 @@ def test_removal_keeps_the_volumes_of_a_project_that_is_not_the_recoverys(app_co
         assert f"{project}_caddy_data" in volumes.split(), "a volume not of the recovery's own project is kept"
     finally:
         subprocess.run([*appstack.compose_command(), "-p", project, "down", "-v"], capture_output=True, check=False)
+
+
+def test_the_stack_of_an_interrupted_drill_is_removed_by_the_next(app_copy):
+    """A drill that died after starting the application stack (a killed CI job) left containers;
+    the next drill's start finds them through the interrupted drill's record and removes them."""
+    from weltgewebe_ops import drill, drill_lock
+
+    project = f"wgops-recovery-test-{uuid.uuid4().hex[:8]}"
+    stack = appstack.AppStack(
+        state_dir=str(app_copy / "state"), project=project, project_dir=str(app_copy / "app"),
+        files=["infra/compose/compose.prod.yml"], services=["caddy"],
+    )  # fmt: skip
+    appstack.prepare(
+        stack, FIXTURE_VARIABLES, {"caddy": {"FRONT_DOOR_BIND": "127.0.0.1:{port:door}"}}, {}, [], True, 300
+    )
+    try:
+        assert appstack.start(stack, 60)["ok"]
+        reports = app_copy / "drills"
+        record = drill.Record(reports, "drill-interrupted")
+        record.begin("sandbox", {"rto": 1, "rpo": 1}, {})
+        record.put({"app_stack": {"project": project}})
+        record.phase_started("replay")
+        lines = drill_lock.reclaim(reports)
+        assert lines == [
+            f"drill drill-interrupted was interrupted: removed the application stack {project} ({project}-caddy-1)"
+        ]
+        assert docker_names(f"com.docker.compose.project={project}") == []
+    finally:
+        subprocess.run([*appstack.compose_command(), "-p", project, "down", "-v"], capture_output=True, check=False)
