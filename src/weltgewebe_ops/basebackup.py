@@ -101,12 +101,16 @@ def take_base_backup(
     password: str,
     loc: S3Location,
     *,
+    host: str = "127.0.0.1",
     user: str = "postgres",
     dbname: str = "postgres",
     log=lambda _m: None,
 ) -> dict:
-    """Take a base backup of the cluster on 127.0.0.1:``port`` into S3; returns its label."""
-    dsn = f"host=127.0.0.1 port={port} dbname={dbname} user={user} password={password} connect_timeout=5"
+    """Take a base backup of the cluster on ``host``:``port`` into S3; returns its label. ``host``
+    may be a socket directory and ``password`` empty (peer authentication, as the OS user)."""
+    dsn = f"host={host} port={port} dbname={dbname} user={user} connect_timeout=5" + (
+        f" password={password}" if password else ""
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
         version, version_num, system_id = conn.execute(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
@@ -121,7 +125,7 @@ def take_base_backup(
         [
             str(bindir / "pg_basebackup"),
             "-h",
-            "127.0.0.1",
+            host,
             "-p",
             str(port),
             "-U",
@@ -138,7 +142,7 @@ def take_base_backup(
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PGPASSWORD": password},
+        env={**os.environ, **({"PGPASSWORD": password} if password else {})},
     )
     tap = TarTap(proc.stdout)
     try:

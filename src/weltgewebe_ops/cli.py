@@ -1,8 +1,14 @@
 """``wgops``: the command line of weltgewebe.ops.
 
+wgops version                         the library's version
 wgops wal-push --config FILE PATH     PostgreSQL's archive_command
+wgops wal-fetch --config FILE F P     PostgreSQL's restore_command (written by a restore)
 wgops sandbox up|down|status|env      the embedded sandbox
 wgops base-backup --state-dir D       a base backup of the sandbox primary into S3
+wgops base-backup --config FILE       a base backup of a server (role pg_archive), --if-none for the first
+wgops archive-metrics --config FILE   the archive's health as Prometheus text (--textfile PATH)
+wgops archive-retention --config FILE --keep N [--apply]   what retention removes (a dry run unless --apply)
+wgops projector-replay --state-dir D  rebuild or catch up the sandbox's projections
 wgops workload --state-dir D          Fäden at a rate, recorded as ground truth
 wgops service relay|projector|api|kms --state-dir D   the sandbox's long-running services
 wgops relay --config FILE             the outbox relay as a service (weltgewebe.ops.outbox_relay)
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -70,14 +77,61 @@ def cmd_sandbox(args) -> int:
     return 0
 
 
+def _archive_args(args):
+    from .archiver import Server
+    from .settings import S3Location
+
+    loc = S3Location(**json.loads(Path(args.config).read_text()))
+    server = Server(host=args.pg_host, port=args.pg_port, user=args.pg_user, bindir=args.bindir,
+                    password=os.environ.get("PGPASSWORD", ""))  # fmt: skip
+    return loc, server
+
+
 def cmd_base_backup(args) -> int:
     from . import basebackup, pg, sandbox
 
+    if args.config:
+        from .archiver import base_backup
+
+        loc, server = _archive_args(args)
+        print(json.dumps(base_backup(loc, server, if_none=args.if_none, log=_stderr)))
+        return 0
     box = sandbox.load(args.state_dir)
     label = basebackup.take_base_backup(
         pg.resolve_bindir(box.s.pg_bindir), box.s.ports.postgres, box.s.pg_password, box.s.s3_location(), log=_stderr
     )
     print(json.dumps(label, indent=2))
+    return 0
+
+
+def cmd_archive_metrics(args) -> int:
+    from . import archiver
+
+    loc, server = _archive_args(args)
+    try:
+        figures = archiver.health(loc, server)
+    except Exception as exc:  # noqa: BLE001 - the scrape says "down"; the reason goes to the log
+        _stderr(f"archive-metrics: the figures could not be read: {type(exc).__name__}: {exc}")
+        figures = None
+    text = archiver.prometheus_text(figures)
+    if args.textfile:
+        archiver.write_textfile(args.textfile, text)
+    else:
+        print(text, end="")
+    return 0 if figures else 1
+
+
+def cmd_archive_retention(args) -> int:
+    from . import archiver
+    from .settings import S3Location
+
+    loc = S3Location(**json.loads(Path(args.config).read_text()))
+    result = archiver.retention(loc, args.keep, apply=args.apply)
+    text = json.dumps(result, indent=2, default=str)
+    if args.report:
+        archiver.write_textfile(args.report, text + "\n")
+    _stderr(f"archive-retention: {result['detail']}")
+    print(text)
     return 0
 
 
@@ -236,9 +290,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purge", action="store_true", help="with down: also remove the state directory")
     p.set_defaults(func=cmd_sandbox)
 
-    with_state(sub.add_parser("base-backup", help="take a base backup of the sandbox primary")).set_defaults(
-        func=cmd_base_backup
+    def with_server(p, config_required=True):
+        p.add_argument("--config", required=config_required, help="the archive's JSON file (S3 location, credentials)")
+        p.add_argument("--pg-host", default="/var/run/postgresql", help="socket directory or host")
+        p.add_argument("--pg-port", type=int, default=5432)
+        p.add_argument("--pg-user", default="postgres", help="password, if any, from PGPASSWORD")
+        p.add_argument("--bindir", default="", help="PostgreSQL's bin directory (default: found)")
+        return p
+
+    p = with_server(
+        with_state(sub.add_parser("base-backup", help="a base backup into S3: the sandbox's, or --config's")), False
     )
+    p.add_argument("--if-none", action="store_true", help="only when the archive has none of this cluster")
+    p.set_defaults(func=cmd_base_backup)
+
+    p = with_server(sub.add_parser("archive-metrics", help="the archive's health as Prometheus text"))
+    p.add_argument("--textfile", help="write it here atomically (node_exporter's textfile collector)")
+    p.set_defaults(func=cmd_archive_metrics)
+
+    p = sub.add_parser("archive-retention", help="what retention removes (a dry run unless --apply)")
+    p.add_argument("--config", required=True, help="the archive's JSON file")
+    p.add_argument("--keep", type=int, required=True, help="base backups to keep (the newest)")
+    p.add_argument("--apply", action="store_true", help="remove what is no longer locked nor needed")
+    p.add_argument("--report", help="also write the result (JSON) here")
+    p.set_defaults(func=cmd_archive_retention)
 
     p = with_state(sub.add_parser("workload", help="write Fäden at a rate, recorded as ground truth"))
     p.add_argument("--rate", type=float, default=20.0, help="writes per second (0: as fast as possible)")

@@ -297,46 +297,9 @@ class Sandbox:
             return False
 
     def _configure_bucket(self, check_mode: bool) -> tuple[bool, str]:
-        from botocore.exceptions import ClientError
-
-        client, bucket, done = self.s3(), self.s.bucket, []
-        try:
-            client.head_bucket(Bucket=bucket)
-        except ClientError:
-            if check_mode:
-                return True, f"would create bucket {bucket}"
-            client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-            done.append(f"created bucket {bucket}")
-        if client.get_bucket_versioning(Bucket=bucket).get("Status") != "Enabled":
-            if not check_mode:
-                client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-            done.append("versioning enabled")
-        lock = {
-            "ObjectLockEnabled": "Enabled",
-            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": self.s.object_lock_days}},
-        }
-        try:
-            current_lock = client.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
-        except ClientError:
-            current_lock = {}
-        if current_lock != lock:
-            if not check_mode:
-                client.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration=lock)
-            done.append(f"Object Lock COMPLIANCE {self.s.object_lock_days} d")
-        rule = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": self.s.kms_key_id}
-        try:
-            rules = client.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
-            current_rule = rules[0]["ApplyServerSideEncryptionByDefault"]
-        except (ClientError, KeyError, IndexError):
-            current_rule = {}
-        if current_rule != rule:
-            if not check_mode:
-                client.put_bucket_encryption(
-                    Bucket=bucket,
-                    ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": rule}]},
-                )
-            done.append("default SSE-KMS")
-        return bool(done), ", ".join(done)
+        return s3mod.ensure_bucket_protection(
+            self.s3(), self.s.bucket, self.s.kms_key_id, self.s.object_lock_days, check_mode
+        )
 
     # ------------------------------------------------------------------ PostgreSQL
     def _pg_user(self) -> str | None:

@@ -1,0 +1,218 @@
+"""Production WAL archiving around a PostgreSQL server (role pg_archive): base backups on a
+schedule, the archive's health as Prometheus metrics, and retention.
+
+Retention never deletes an object that is still under Object Lock (S3 would refuse anyway, this
+says so first), never a base backup among the newest ``keep``, and never a WAL file the oldest
+kept backup needs (its start segment and everything after, on its timeline and later ones;
+timeline history files always stay). It is a dry run unless told to apply, and it reports what it
+would remove and why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from . import basebackup
+from . import s3 as s3mod
+from .settings import S3Location
+from .walnames import SEGMENT_RE, segment_parts
+
+
+@dataclass(frozen=True)
+class Server:
+    """How the archive's jobs reach the PostgreSQL server: as its OS user through the socket
+    directory (peer authentication), or over TCP with a password."""
+
+    host: str = "/var/run/postgresql"
+    port: int = 5432
+    user: str = "postgres"
+    password: str = ""
+    bindir: str = ""
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"host={self.host} port={self.port} dbname={dbname} user={self.user} connect_timeout=5" + (
+            f" password={self.password}" if self.password else ""
+        )
+
+
+def system_identifier(server: Server) -> str:
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        return conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+
+
+def base_backup(loc: S3Location, server: Server, *, if_none: bool = False, log=lambda _m: None) -> dict[str, Any]:
+    """A base backup into the archive; with ``if_none`` only when the archive has none of this
+    cluster yet (the role's first backup: running it again changes nothing)."""
+    from .pg import resolve_bindir
+
+    if if_none:
+        own = [
+            lb
+            for lb in basebackup.list_labels(s3mod.client(loc), loc)
+            if lb["system_identifier"] == system_identifier(server)
+        ]
+        if own:
+            return {
+                "changed": False,
+                "backup_id": own[-1]["backup_id"],
+                "detail": f"{len(own)} base backup(s) of this cluster",
+            }
+    label = basebackup.take_base_backup(
+        resolve_bindir(server.bindir), server.port, server.password, loc, host=server.host, user=server.user, log=log
+    )
+    return {
+        "changed": True,
+        "backup_id": label["backup_id"],
+        "detail": f"{label['tar_size']} bytes in {label['seconds']} s",
+    }
+
+
+# ---------------------------------------------------------------------------------- metrics
+def _epoch(moment: dt.datetime | None) -> float:
+    return moment.timestamp() if moment else 0.0
+
+
+def health(loc: S3Location, server: Server, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The archive's health as figures: what PostgreSQL says it archived (pg_stat_archiver), how
+    long written WAL has waited for the archive, and how old the newest base backup is."""
+    now = now or dt.datetime.now(dt.UTC)
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal,"
+            " last_failed_time, pg_is_in_recovery(),"
+            " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END,"
+            " current_setting('archive_mode'), current_setting('archive_timeout')"
+            " FROM pg_stat_archiver"
+        ).fetchone()
+    archived, last_wal, last_time, failed, last_failed_wal, last_failed_time, in_recovery, current, mode, timeout = row
+    # WAL written since the last archived segment (a completed one not archived, or the current
+    # one): the archive lags by the time since that last success; nothing waiting means 0
+    waiting = bool(current) and (not last_wal or _segment_key(current) > _segment_key(last_wal))
+    lag = round((now - last_time).total_seconds(), 3) if waiting and last_time else 0.0
+    labels = basebackup.list_labels(s3mod.client(loc), loc)
+    newest = max((dt.datetime.fromisoformat(lb["stop_time"]) for lb in labels), default=None)
+    return {
+        "archive_mode": mode,
+        "archive_timeout": timeout,
+        "in_recovery": in_recovery,
+        "archived_count": archived,
+        "last_archived_wal": last_wal or "",
+        "last_archived_time": last_time.isoformat() if last_time else None,
+        "failed_count": failed,
+        "last_failed_wal": last_failed_wal or "",
+        "last_failed_time": last_failed_time.isoformat() if last_failed_time else None,
+        "current_wal": current or "",
+        "lag_seconds": lag if not in_recovery else 0.0,
+        "base_backups": len(labels),
+        "newest_base_backup_age_seconds": round((now - newest).total_seconds(), 3) if newest else None,
+        "_last_archived_epoch": _epoch(last_time),
+        "_last_failed_epoch": _epoch(last_failed_time),
+    }
+
+
+def _segment_key(name: str) -> tuple[int, int, int]:
+    return segment_parts(name) if SEGMENT_RE.match(name[:24]) else (0, 0, 0)
+
+
+METRICS = (
+    ("wgops_archive_up", "1 when the figures below could be read", lambda h: 1),
+    ("wgops_archive_last_archived_timestamp_seconds", "When PostgreSQL last archived a WAL file",
+     lambda h: h["_last_archived_epoch"]),
+    ("wgops_archive_lag_seconds", "Seconds written WAL has waited for the archive (0: nothing waits)",
+     lambda h: h["lag_seconds"]),
+    ("wgops_archive_failed_total", "WAL archiving failures since the statistics were reset",
+     lambda h: h["failed_count"]),
+    ("wgops_archive_last_failed_timestamp_seconds", "When archiving last failed", lambda h: h["_last_failed_epoch"]),
+    ("wgops_archive_base_backups", "Base backups in the archive", lambda h: h["base_backups"]),
+    ("wgops_archive_newest_base_backup_age_seconds", "Age of the newest base backup (-1: none)",
+     lambda h: -1 if h["newest_base_backup_age_seconds"] is None else h["newest_base_backup_age_seconds"]),
+)  # fmt: skip
+
+
+def prometheus_text(figures: dict[str, Any] | None) -> str:
+    """The Prometheus text format; ``None`` (the figures could not be read) gives wgops_archive_up 0."""
+    lines = []
+    for name, help_text, value in METRICS if figures else METRICS[:1]:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value(figures) if figures else 0}"]
+    if figures and figures["last_archived_wal"]:
+        lines += [
+            "# HELP wgops_archive_last_archived_wal_info The last archived WAL file",
+            "# TYPE wgops_archive_last_archived_wal_info gauge",
+            f'wgops_archive_last_archived_wal_info{{wal="{figures["last_archived_wal"]}"}} 1',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(path: str | os.PathLike[str], text: str) -> None:
+    """Atomically, as node_exporter's textfile collector wants it (never a half-written file)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    os.replace(tmp, target)
+
+
+# ---------------------------------------------------------------------------------- retention
+def retention(loc: S3Location, keep: int, *, apply: bool = False, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What retention removes and keeps; with ``apply`` it removes it (object versions whose lock
+    has expired, nothing else)."""
+    if keep < 1:
+        raise ValueError("keep must be at least 1: retention never removes the newest base backup")
+    now = now or dt.datetime.now(dt.UTC)
+    client = s3mod.client(loc, read_timeout=60)
+    labels = sorted(basebackup.list_labels(client, loc), key=lambda lb: lb["stop_time"])
+    kept, older = labels[-keep:], labels[:-keep]
+    result: dict[str, Any] = {
+        "applied": apply,
+        "kept_backups": [lb["backup_id"] for lb in kept],
+        "remove": [],
+        "locked": [],
+        "removed": [],
+        "bytes": 0,
+    }
+    if not kept:
+        result["detail"] = "no base backup in the archive: nothing is removed"
+        return result
+    oldest = kept[0]
+    timeline, start = oldest["timeline"], _segment_key(oldest["start_wal_file"])
+    candidates = []
+    for label in older:
+        prefix = s3mod.basebackup_prefix(loc, label["backup_id"])
+        candidates += [(h, f"base backup {label['backup_id']} is older than the {keep} kept")
+                       for h in s3mod.list_versions(client, loc.bucket, prefix).values()]  # fmt: skip
+    for key, history in s3mod.list_versions(client, loc.bucket, s3mod.wal_prefix(loc)).items():
+        name = key.rsplit("/", 1)[-1]
+        if name.endswith(".history") or not SEGMENT_RE.match(name[:24]):
+            continue  # timeline histories stay: every later timeline's recovery reads them
+        tli, log, seg = _segment_key(name)
+        if tli <= timeline and (log, seg) < start[1:]:
+            candidates.append((history, f"before {oldest['start_wal_file']}, where the oldest kept backup starts"))
+    for history, reason in candidates:
+        for version in history.versions:
+            if version.delete_marker:
+                continue
+            head = client.head_object(Bucket=loc.bucket, Key=history.key, VersionId=version.version_id)
+            until = head.get("ObjectLockRetainUntilDate")
+            entry = {"key": history.key, "version_id": version.version_id, "size": version.size, "reason": reason}
+            if until and until > now:
+                result["locked"].append({**entry, "locked_until": until.isoformat()})
+                continue
+            result["remove"].append(entry)
+            result["bytes"] += version.size
+    if apply:
+        for entry in result["remove"]:
+            client.delete_object(Bucket=loc.bucket, Key=entry["key"], VersionId=entry["version_id"])
+            result["removed"].append(entry["key"])
+    result["detail"] = (
+        f"{'removed' if apply else 'would remove'} {len(result['remove'])} object versions "
+        f"({result['bytes']} bytes); {len(result['locked'])} older ones still locked; kept "
+        f"{', '.join(result['kept_backups'])} and every WAL file from {oldest['start_wal_file']} on"
+    )
+    return result
