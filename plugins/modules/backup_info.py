@@ -137,7 +137,7 @@ rewritten_files:
   returned: always
   type: list
   elements: str
-warnings:
+not_checked:
   description: What could not be checked with these credentials (e.g. bucket configuration for a read-only identity).
   returned: always
   type: list

@@ -431,5 +431,5 @@ def backup_info(
         "expected_kms_key": expected_kms_key,
         "rewritten_files": [history.key for history in inv.rewritten],
         "problems": [p.as_dict() for p in problems],
-        "warnings": warnings,
+        "not_checked": warnings,
     }

@@ -643,6 +643,27 @@ def verify_backup(bindir: Path, staging: Path) -> str:
     return "ok"
 
 
+# A cluster whose configuration lives outside its data directory (Debian's /etc/postgresql/...)
+# has none in its base backup: the restored one gets these, and the restore's own settings.
+MINIMAL_CONFIG = {
+    "postgresql.conf": "# weltgewebe.ops wal_restore: the base backup had no postgresql.conf (the source keeps its\n"
+    "# configuration outside the data directory); recovery settings are in postgresql.auto.conf\n",
+    "pg_hba.conf": "# weltgewebe.ops wal_restore: the base backup had no pg_hba.conf. Loopback only: the\n"
+    "# restore's socket directory (private to the OS user) trusted, TCP with the source's passwords\n"
+    "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+}
+
+
+def write_missing_config(data_dir: Path) -> list[str]:
+    """Write the configuration files a base backup lacks; the names of those written."""
+    written = []
+    for name, text in MINIMAL_CONFIG.items():
+        if not (data_dir / name).exists():
+            (data_dir / name).write_text(text)
+            written.append(name)
+    return written
+
+
 def write_recovery_config(req: RestoreRequest, restore_command: str, port: int) -> None:
     settings: dict[str, Any] = {
         "restore_command": restore_command,
@@ -785,6 +806,9 @@ def recover(
         )
     port = req.port or free_port()
     command = restore_command or f"'{wrapper}' wal-fetch --config '{fetch_config}' %f %p"
+    config_written = write_missing_config(req.data_dir)
+    if config_written:
+        log(f"the base backup has no {' and no '.join(config_written)} (kept outside the data directory): wrote them")
     write_recovery_config(req, command, port)
     pg.chown_tree(req.data_dir, os_user)
     pg.chown_tree(req.work, os_user)
@@ -838,6 +862,7 @@ def recover(
         # every planned segment reached PostgreSQL (check_reached), so a prefetch error here was
         # overcome by wal-fetch's own download; it is still said
         "wal_prefetch_error": prefetcher.error if prefetcher else "",
+        "config_written": config_written,
     }
 
 

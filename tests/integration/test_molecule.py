@@ -15,7 +15,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.docker
 
 
-@pytest.mark.parametrize("scenario", ["drill", "onboard"])
+@pytest.mark.parametrize("scenario", ["drill", "onboard", "archive"])
 def test_molecule_scenario(scenario):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "ANSIBLE_FORCE_COLOR": "0"}
     env.pop("ANSIBLE_CONFIG", None)  # Molecule makes its own configuration
