@@ -137,6 +137,12 @@ rewritten_files:
   returned: always
   type: list
   elements: str
+streamed_segment:
+  description: >-
+    Streaming archiving - the segment after the newest complete one as far as its streamed chunks
+    hold it from the start (name, bytes, chunks, archived_at), or null (classic archiving).
+  returned: always
+  type: dict
 not_checked:
   description: What could not be checked with these credentials (e.g. bucket configuration for a read-only identity).
   returned: always

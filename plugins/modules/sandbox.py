@@ -38,7 +38,7 @@ options:
   component:
     description: The part to bring up with O(state=started); V(all) for every part in order.
     type: str
-    choices: [all, s3, postgres, schema, basebackup, nats, relay, projector, api]
+    choices: [all, s3, postgres, walstream, schema, basebackup, nats, relay, projector, api]
     default: all
   components:
     description:
@@ -47,7 +47,7 @@ options:
         names the failed part, why (e.g. which process holds its port) and what was not started.
     type: list
     elements: str
-    choices: [s3, postgres, schema, basebackup, nats, relay, projector, api]
+    choices: [s3, postgres, walstream, schema, basebackup, nats, relay, projector, api]
     default: []
   state_dir:
     description: Where the sandbox keeps its data, logs, PIDs and settings (mode 0600 for secrets).
@@ -136,13 +136,13 @@ def main():
             "component": {
                 "type": "str",
                 "default": "all",
-                "choices": ["all", "s3", "postgres", "schema", "basebackup", "nats", "relay", "projector", "api"],
+                "choices": ["all", "s3", "postgres", "walstream", "schema", "basebackup", "nats", "relay", "projector", "api"],
             },
             "components": {
                 "type": "list",
                 "elements": "str",
                 "default": [],
-                "choices": ["s3", "postgres", "schema", "basebackup", "nats", "relay", "projector", "api"],
+                "choices": ["s3", "postgres", "walstream", "schema", "basebackup", "nats", "relay", "projector", "api"],
             },
             "state_dir": {"type": "path", "required": True},
             "settings": {"type": "dict", "default": {}},

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from . import s3 as s3mod
 from .settings import S3Location
 from .walnames import SEGMENT_RE, lsn_to_int, segment_name, segment_number, segment_of_lsn
+from .walstream import contiguous, parse_chunk
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Inventory:
     segments: dict[int, dict[int, Segment]] = field(default_factory=dict)  # timeline -> segno -> Segment
     histories: dict[int, str] = field(default_factory=dict)  # timeline -> key
     partials: list[str] = field(default_factory=list)
+    # streamed chunks of segments being written (walstream): segment -> [(start, end, key, version, time)]
+    chunks: dict[str, list[tuple[int, int, str, str, dt.datetime]]] = field(default_factory=dict)
     tar_sizes: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)  # key -> the archived version's id
     # keys with versions or delete markers written after the archived version
@@ -89,8 +92,36 @@ def list_inventory(client, loc: S3Location) -> Inventory:
             inv.histories[int(name[:8], 16)] = key
         elif name.endswith(".partial"):
             inv.partials.append(name)
+        elif chunk := parse_chunk(name):
+            segment, start, end = chunk
+            inv.chunks.setdefault(segment, []).append((start, end, key, original.version_id, original.last_modified))
     inv.labels.sort(key=lambda label: label["backup_id"])
     return inv
+
+
+def streamed_segment(inv: Inventory, after: str = "") -> dict[str, Any] | None:
+    """The segment after ``after`` (default: the newest complete one) as far as streamed chunks
+    hold it from its start: what a restore to latest adds beyond the complete segments."""
+    newest = inv.newest_segment()
+    if not after and newest is None:
+        return None
+    after = after or newest.name
+    following = segment_name(int(after[:8], 16), segment_number(after) + 1)
+    chunks = sorted(inv.chunks.get(following, []), key=lambda c: (c[1], c[0]))
+    covered = contiguous([(start, end) for start, end, *_ in chunks])
+    if not covered:
+        return None
+    used = [c for c in chunks if c[0] < covered]
+    return {
+        "name": following,
+        "bytes": covered,
+        "chunks": [[key, version, start, end] for start, end, key, version, _ in used],
+        "archived_at": max(c[4] for c in used).isoformat(),
+    }
+
+
+def _summary(streamed: dict[str, Any] | None) -> dict[str, Any] | None:
+    return {**streamed, "chunks": len(streamed["chunks"])} if streamed else None
 
 
 def rewritten_problems(inv: Inventory) -> list[Problem]:
@@ -424,6 +455,7 @@ def backup_info(
         "timelines": timelines,
         "history_files": sorted(inv.histories),
         "partial_files": sorted(inv.partials),
+        "streamed_segment": _summary(streamed_segment(inv)),
         "newest_segment": newest.name if newest else None,
         "newest_segment_at": newest.last_modified.isoformat() if newest else None,
         "rpo_exposure_seconds": round((now - newest.last_modified).total_seconds(), 3) if newest else None,

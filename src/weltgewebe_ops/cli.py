@@ -6,6 +6,7 @@ wgops wal-fetch --config FILE F P     PostgreSQL's restore_command (written by a
 wgops sandbox up|down|status|env      the embedded sandbox
 wgops base-backup --state-dir D       a base backup of the sandbox primary into S3
 wgops base-backup --config FILE       a base backup of a server (role pg_archive), --if-none for the first
+wgops wal-stream --config FILE --spool D   streaming archiving (pg_receivewal, chunks every few seconds)
 wgops archive-metrics --config FILE   the archive's health as Prometheus text (--textfile PATH)
 wgops archive-retention --config FILE --keep N [--apply]   what retention removes (a dry run unless --apply)
 wgops projector-replay --state-dir D  rebuild or catch up the sandbox's projections
@@ -256,7 +257,29 @@ def cmd_api(args) -> int:
     return 0
 
 
-SERVICES = {"relay": cmd_relay, "projector": cmd_projector, "api": cmd_api, "kms": cmd_kms}
+def cmd_walstream(args) -> int:
+    from . import pg, sandbox, walstream
+
+    box = sandbox.load(args.state_dir)
+    os.environ["PGPASSWORD"] = box.s.pg_password  # pg_receivewal's, over loopback
+    argv = walstream.receivewal_argv(pg.resolve_bindir(box.s.pg_bindir), "127.0.0.1", box.s.ports.postgres, "postgres",
+                                     sandbox.STREAM_SLOT)  # fmt: skip
+    archiver = walstream.StreamArchiver(box.s.s3_location(), box.s.root / "walstream", argv,
+                                        interval=box.s.stream_interval_seconds, log=_stderr)  # fmt: skip
+    return archiver.run()
+
+
+def cmd_wal_stream(args) -> int:
+    from . import pg, walstream
+
+    loc, server = _archive_args(args)
+    bindir = pg.resolve_bindir(server.bindir)
+    walstream.create_slot(bindir, server.host, server.port, server.user, args.slot)
+    argv = walstream.receivewal_argv(bindir, server.host, server.port, server.user, args.slot)
+    return walstream.StreamArchiver(loc, Path(args.spool), argv, interval=args.interval, log=_stderr).run()
+
+
+SERVICES = {"relay": cmd_relay, "projector": cmd_projector, "api": cmd_api, "kms": cmd_kms, "walstream": cmd_walstream}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_server(sub.add_parser("archive-metrics", help="the archive's health as Prometheus text"))
     p.add_argument("--textfile", help="write it here atomically (node_exporter's textfile collector)")
     p.set_defaults(func=cmd_archive_metrics)
+
+    p = with_server(sub.add_parser("wal-stream", help="streaming archiving: pg_receivewal on a slot, chunks to S3"))
+    p.add_argument("--spool", required=True, help="pg_receivewal's directory (files leave it once archived)")
+    p.add_argument("--slot", default="wgops_stream", help="the physical replication slot (created when missing)")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between uploads of the segment being written")
+    p.set_defaults(func=cmd_wal_stream)
 
     p = sub.add_parser("archive-retention", help="what retention removes (a dry run unless --apply)")
     p.add_argument("--config", required=True, help="the archive's JSON file")

@@ -181,6 +181,9 @@ def inject_disaster(box, lose_jetstream: bool) -> dict[str, Any]:
         if box.services[name].stop(timeout=2, sig=signal.SIGKILL):
             killed.append(name)
     failure_at, failure_monotonic = now(), time.monotonic()
+    # the stream archiver runs at the primary site: it goes with it, at the same instant
+    if box.services["walstream"].stop(timeout=2, sig=signal.SIGKILL):
+        killed.append("walstream")
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
         killed.append(f"postgres (pid {pid})")
@@ -576,6 +579,15 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
     # committed writes the relay had not published yet are in no stream: only the failure instant
     # bounds the loss from above. The RPO is that bound, so it errs high, never low; the stream's
     # figure is kept beside it as what the surviving stream proves was lost.
+    # what the preflight found in the archive: how it was written, and how far behind the failure
+    # instant its newest WAL (segment or streamed chunk) was
+    preflight = facts.get("preflight") or {}
+    streamed = preflight.get("streamed_segment") or None
+    out["archive_method"] = "streaming" if streamed else ("classic" if preflight.get("newest_segment") else None)
+    archived = [parse_iso(t) for t in (preflight.get("newest_segment_at"), (streamed or {}).get("archived_at")) if t]
+    out["archive_lag_seconds"] = (
+        round(max(0.0, (failure_at - max(archived)).total_seconds()), 3) if failure_at and archived else None
+    )
     if failure_at and restored_to:
         end = max(failure_at, newest_lost) if newest_lost else failure_at
         out["rpo_seconds"] = round(max(0.0, (end - restored_to).total_seconds()), 3)
@@ -622,6 +634,8 @@ def build_report(record: dict[str, Any]) -> dict[str, Any]:
         "rpo_method": m["rpo_method"],
         "rpo_stream_seconds": m.get("rpo_stream_seconds"),
         "lost_events": m["lost_events"],
+        "archive_method": m["archive_method"],
+        "archive_lag_seconds": m["archive_lag_seconds"],
         "rto_phase_seconds": round(sum(p["seconds"] or 0 for p in phases if p["name"] in RTO_PHASES), 3),
         "phases": phases,
         "checks": checks,
@@ -751,7 +765,14 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         "- Lost events (in the stream, not in the restored database): "
         + (str(report["lost_events"]) if report["lost_events"] is not None else "not measurable (no surviving stream)"),
         f"- Base backup: {restore.get('base_backup', '—')}, "
-        f"WAL segments replayed: {restore.get('wal_segments_fetched', '—')}",
+        f"WAL segments replayed: {restore.get('wal_segments_fetched', '—')}"
+        + (
+            f", and the streamed part of {restore['partial_segment']} ({restore.get('partial_segment_bytes', 0)} bytes)"
+            if restore.get("partial_segment")
+            else ""
+        ),
+        f"- Archiving found: {report.get('archive_method') or '—'}; the archive's newest WAL was "
+        f"{_dur(report.get('archive_lag_seconds'))} behind the failure instant",
     ]
     if truth:
         lines += [

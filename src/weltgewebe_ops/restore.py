@@ -243,6 +243,8 @@ class Plan:
     archive_end_time: dt.datetime | None = None
     # files someone wrote over or hid after archiving (the restore reads the archived versions)
     rewritten: list[str] = field(default_factory=list)
+    # the segment after the newest planned one, as far as streamed chunks hold it (walstream)
+    partial: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -264,6 +266,8 @@ class Plan:
             # xid and restore point targets are found only by replaying: the plan cannot prove them
             "target_checked_against_archive": self.target.kind in ("latest", "immediate", "time", "lsn"),
             "rewritten_files": self.rewritten,
+            "partial_segment": self.partial["name"] if self.partial else None,
+            "partial_segment_bytes": self.partial["bytes"] if self.partial else 0,
         }
 
     @property
@@ -305,6 +309,15 @@ def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> P
     newest = {tli: max(by_no) for tli, by_no in inv.segments.items() if by_no}
     versions = {key.rsplit("/", 1)[1]: version for key, version in inv.versions.items() if "/wal/" in key}
     planned = [inv.segments[int(name[:8], 16)][segment_number(name)] for name in cont["needed"]]
+    # streamed chunks of the segment being written when the primary was lost (streaming archiving)
+    partial = (
+        archive.streamed_segment(inv, cont["needed"][-1])
+        if cont["needed"] and target.kind in ("latest", "time")
+        else None
+    )
+    archive_end = max((seg.last_modified for seg in planned), default=None)
+    if partial:
+        archive_end = max(filter(None, (archive_end, dt.datetime.fromisoformat(partial["archived_at"]))))
     plan = Plan(
         backup,
         target,
@@ -313,8 +326,9 @@ def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> P
         newest,
         missing,
         versions,
-        archive_end_time=max((seg.last_modified for seg in planned), default=None),
+        archive_end_time=archive_end,
         rewritten=[history.key for history in inv.rewritten],
+        partial=partial,
     )
     check_target_within_archive(plan)
     return plan
@@ -797,6 +811,7 @@ def recover(
                 "location": req.loc.__dict__,
                 "spool": str(spool),
                 "planned": plan.segments,
+                "partial": plan.partial,
                 "newest_by_timeline": {str(k): v for k, v in plan.newest_by_timeline.items()},
                 "versions": plan.versions,
                 "fetch_deadline_seconds": req.fetch_deadline_seconds,
@@ -923,6 +938,12 @@ def check_reached(plan: Plan, reached: dict[str, Any], fetched_log: list[dict] |
     short = lsn_to_int(reached["reached_lsn"]) <= segment_number(last) * WAL_SEGMENT_SIZE
     delivered = {entry["name"] for entry in fetched_log or [] if entry.get("source")}
     never = [name for name in plan.segments if name not in delivered] if fetched_log is not None else []
+    if plan.partial and fetched_log is not None and plan.partial["name"] not in delivered:
+        raise RestoreError(
+            f"recovery ended at {reached['reached_lsn']} without the streamed part of {plan.partial['name']} "
+            f"({plan.partial['bytes']} bytes in the archive): PostgreSQL never asked for it, so the restore is "
+            f"short of what the archive holds"
+        )
     if short or last in never:
         raise RestoreError(
             f"recovery ended at {reached['reached_lsn']}, short of the plan: the archive holds WAL through {last}"

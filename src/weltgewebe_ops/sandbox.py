@@ -41,8 +41,9 @@ from . import s3 as s3mod
 from . import schema as schemamod
 from .settings import Ports, SandboxSettings, SettingsError
 
-COMPONENTS = ("s3", "postgres", "nats", "schema", "basebackup", "relay", "projector", "api")
-SERVICES_STOP_ORDER = ("api", "projector", "relay", "nats", "postgres", "s3", "kms")
+COMPONENTS = ("s3", "postgres", "walstream", "nats", "schema", "basebackup", "relay", "projector", "api")
+SERVICES_STOP_ORDER = ("api", "projector", "relay", "nats", "walstream", "postgres", "s3", "kms")
+STREAM_SLOT = "wgops_stream"
 
 
 class SandboxError(RuntimeError):
@@ -105,7 +106,7 @@ class Sandbox:
         root = str(settings.root)
         self.services = {
             name: procs.Service(name, settings.run_dir, settings.log_dir, marker=root)
-            for name in ("kms", "s3", "nats", "relay", "projector", "api")
+            for name in ("kms", "s3", "nats", "relay", "projector", "api", "walstream")
         }
 
     # ------------------------------------------------------------------ public API
@@ -311,7 +312,9 @@ class Sandbox:
             "port": self.s.ports.postgres,
             "unix_socket_directories": str(self.s.pg_socket_dir),
             "wal_level": "replica",
-            "archive_mode": "on",
+            # streaming: pg_receivewal archives every segment (archive_command would race it with
+            # other bytes after a segment switch)
+            "archive_mode": "on" if self.s.archive_method == "classic" else "off",
             "archive_command": (
                 f"'{wrapper}' wal-push --config '{self.s.archive_config_file}' "
                 f"--deadline {self.s.wal_push_deadline_seconds} %p"
@@ -466,6 +469,22 @@ class Sandbox:
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
         pid = svc.start(argv, env=env, ready=ready or (lambda: True), timeout=30)
         return True, f"started the {name} (pid {pid})"
+
+    def _up_walstream(self, check_mode: bool) -> tuple[bool, str]:
+        if self.s.archive_method != "streaming":
+            return False, "classic archiving (archive_command): no stream"
+        if not self.services["walstream"].running() and not check_mode:
+            from .walstream import create_slot
+
+            env = {**os.environ, "PGPASSWORD": self.s.pg_password}
+            create_slot(
+                pg.resolve_bindir(self.s.pg_bindir), "127.0.0.1", self.s.ports.postgres, "postgres", STREAM_SLOT, env
+            )
+        changed, detail = self._up_service("walstream", check_mode)
+        return (
+            changed,
+            f"{detail}: pg_receivewal on slot {STREAM_SLOT}, chunks every {self.s.stream_interval_seconds:g} s",
+        )
 
     def _up_relay(self, check_mode: bool) -> tuple[bool, str]:
         return self._up_service("relay", check_mode)

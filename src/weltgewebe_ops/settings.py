@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ARCHIVE_METHODS = ("classic", "streaming")
+
 
 class SettingsError(ValueError):
     """A setting is missing or wrong; the message says which and what to do."""
@@ -97,6 +99,10 @@ class SandboxSettings:
     kms_key_id: str = "alias/weltgewebe-wal"
     object_lock_days: int = 7
     archive_timeout_seconds: int = 60
+    # classic: archive_command (wgops wal-push) with archive_timeout | streaming: pg_receivewal on a
+    # slot, the segment being written archived in chunks every stream_interval_seconds (walstream)
+    archive_method: str = "classic"
+    stream_interval_seconds: float = 2.0
     # wal-push gives up (non-zero exit; PostgreSQL keeps the segment and retries) after this long.
     wal_push_deadline_seconds: int = 60
     pg_bindir: str = ""
@@ -194,6 +200,8 @@ class SandboxSettings:
         if data.get("migrations_dir"):
             data["migrations_dir"] = str(Path(data["migrations_dir"]).expanduser().resolve())
         data["ports"] = settings_part(Ports, data.get("ports") or {}, "ports")
+        if data.get("archive_method", "classic") not in ARCHIVE_METHODS:
+            raise SettingsError(f"archive_method {data['archive_method']!r}: choose {' or '.join(ARCHIVE_METHODS)}")
         if "checkpoints_table" in (data.get("names") or {}):
             raise SettingsError(
                 f"the sandbox in {data['state_dir']} was made by weltgewebe.ops 0.1, whose schema is not "

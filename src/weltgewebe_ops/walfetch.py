@@ -96,6 +96,9 @@ def wal_fetch(config_file: str | os.PathLike[str], name: str, dest: str | os.Pat
     fetch = Fetch(json.loads(Path(config_file).read_text()), name, dest)
     if fetch.from_spool():
         return 0
+    partial = fetch.config.get("partial")
+    if partial and name == partial["name"] and name not in fetch.config["versions"]:
+        return _fetch_partial(fetch, partial)
     if name not in fetch.config["versions"]:  # every file archived when the restore planned
         return fetch.not_in_archive()
     deadline = fetch.started + fetch.config.get("fetch_deadline_seconds", 300)
@@ -150,6 +153,35 @@ def _fetch_from_s3(fetch: Fetch, deadline_seconds: float) -> int | None:
     tmp.write_bytes(body)
     os.replace(tmp, fetch.dest)
     fetch.record(source="s3", size=len(body), retries=fetch.retries)
+    return 0
+
+
+def _fetch_partial(fetch: Fetch, partial: dict) -> int:
+    """The segment being written when the primary was lost, from its streamed chunks (each
+    verified), zeros after the last: PostgreSQL replays what is there and ends recovery."""
+    if sys.flags.no_site:
+        import site
+
+        site.main()
+    from . import s3 as s3mod
+    from .settings import S3Location
+    from .walstream import assemble
+
+    loc = S3Location(**fetch.config["location"])
+    client = s3mod.client(loc, read_timeout=60)
+    deadline = fetch.config.get("fetch_deadline_seconds", 300)
+    chunks = []
+    try:
+        for key, version, start, end in partial["chunks"]:
+            data = s3mod.with_retries(lambda k=key, v=version: s3mod.get_verified(client, loc.bucket, k, v), key,
+                                      deadline_seconds=deadline)  # fmt: skip
+            chunks.append((start, end, data))
+    except Exception as exc:  # noqa: BLE001 - a planned chunk that cannot be read aborts, never "end of WAL"
+        return fetch.abort(f"streamed chunk of {fetch.name}: {type(exc).__name__}: {exc}")
+    tmp = Path(f"{fetch.dest}.wgops-tmp")
+    tmp.write_bytes(assemble(chunks))
+    os.replace(tmp, fetch.dest)
+    fetch.record(source="s3-partial", size=partial["bytes"], chunks=len(chunks), retries=fetch.retries)
     return 0
 
 
