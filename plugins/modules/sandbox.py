@@ -136,7 +136,18 @@ def main():
             "component": {
                 "type": "str",
                 "default": "all",
-                "choices": ["all", "s3", "postgres", "walstream", "schema", "basebackup", "nats", "relay", "projector", "api"],
+                "choices": [
+                    "all",
+                    "s3",
+                    "postgres",
+                    "walstream",
+                    "schema",
+                    "basebackup",
+                    "nats",
+                    "relay",
+                    "projector",
+                    "api",
+                ],
             },
             "components": {
                 "type": "list",
