@@ -107,7 +107,8 @@ def main():
                                                           module.check_mode)  # fmt: skip
         state = s3.bucket_protection(client, loc.bucket)
     except (ClientError, BotoCoreError) as exc:
-        module.fail_json(msg=f"cannot read bucket {loc.bucket}: {s3_error_message(exc)}")
+        module.fail_json(msg=f"cannot {'set up' if p['state'] == 'bootstrapped' else 'read'} bucket {loc.bucket}: "
+                         f"{s3_error_message(exc)}")  # fmt: skip
     problems = [] if module.check_mode and changed else state.problems(p["kms_key_id"])
     result = {"changed": changed, "protection": dataclasses.asdict(state), "problems": problems, "detail": detail}
     if problems:

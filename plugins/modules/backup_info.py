@@ -137,6 +137,10 @@ rewritten_files:
   returned: always
   type: list
   elements: str
+archive_method:
+  description: How the archive is written - C(streaming) (streamed chunks present), C(classic), or null (no WAL).
+  returned: always
+  type: str
 streamed_segment:
   description: >-
     Streaming archiving - the segment after the newest complete one as far as its streamed chunks

@@ -456,6 +456,8 @@ def backup_info(
         "history_files": sorted(inv.histories),
         "partial_files": sorted(inv.partials),
         "streamed_segment": _summary(streamed_segment(inv)),
+        # streamed chunks anywhere: pg_receivewal archives here (walstream); else archive_command
+        "archive_method": "streaming" if inv.chunks else ("classic" if newest else None),
         "newest_segment": newest.name if newest else None,
         "newest_segment_at": newest.last_modified.isoformat() if newest else None,
         "rpo_exposure_seconds": round((now - newest.last_modified).total_seconds(), 3) if newest else None,

@@ -583,7 +583,7 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
     # instant its newest WAL (segment or streamed chunk) was
     preflight = facts.get("preflight") or {}
     streamed = preflight.get("streamed_segment") or None
-    out["archive_method"] = "streaming" if streamed else ("classic" if preflight.get("newest_segment") else None)
+    out["archive_method"] = preflight.get("archive_method")
     archived = [parse_iso(t) for t in (preflight.get("newest_segment_at"), (streamed or {}).get("archived_at")) if t]
     out["archive_lag_seconds"] = (
         round(max(0.0, (failure_at - max(archived)).total_seconds()), 3) if failure_at and archived else None

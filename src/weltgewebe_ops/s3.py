@@ -397,8 +397,14 @@ def ensure_bucket_protection(s3, bucket: str, kms_key_id: str, lock_days: int, c
     if not state.exists:
         if check_mode:
             return True, f"would create bucket {bucket} with versioning, Object Lock and SSE-KMS"
-        s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
-        done.append(f"created bucket {bucket}")
+        from botocore.exceptions import ClientError
+
+        try:
+            s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+            done.append(f"created bucket {bucket}")
+        except ClientError as exc:  # another host bootstrapping the same bucket created it first
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
         state = bucket_protection(s3, bucket)
     if state.versioning != "Enabled":
         if not check_mode:
