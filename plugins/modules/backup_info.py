@@ -137,6 +137,10 @@ rewritten_files:
   returned: always
   type: list
   elements: str
+chosen_backup_server_version_num:
+  description: The chosen base backup's PostgreSQL version number (e.g. 150010); a restore needs that major version.
+  returned: always
+  type: int
 archive_method:
   description: How the archive is written - C(streaming) (streamed chunks present), C(classic), or null (no WAL).
   returned: always

@@ -452,6 +452,7 @@ def backup_info(
         **facts,
         "base_backups": backups,
         "chosen_backup": chosen["backup_id"] if chosen else None,
+        "chosen_backup_server_version_num": chosen.get("server_version_num") if chosen else None,
         "timelines": timelines,
         "history_files": sorted(inv.histories),
         "partial_files": sorted(inv.partials),

@@ -127,6 +127,8 @@ def stop_recovery(recovery: dict[str, Any]) -> list[str]:
     done: list[str] = []
     kind, where = recovery.get("kind"), Path(recovery.get("dir", ""))
     data_dir = recovery.get("endpoints", {}).get("pg_data_dir")
+    if kind == "container" and recovery.get("own_container") is False:
+        return [f"left the container {recovery.get('host', '')} alone: it is an inventory host, not the drill's own"]
     if kind == "container":
         name = recovery.get("host", "")
         docker = shutil.which("docker")

@@ -6,10 +6,12 @@ are not the recovery's own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -162,8 +164,9 @@ def test_bridge_network_rebinds_published_ports_to_loopback(app_copy):
     assert "caddy: publishes port 80 on 0.0.0.0" in found
 
 
-def test_removal_keeps_the_volumes_of_a_project_that_is_not_the_recoverys(app_copy):
-    project = f"wgops-test-other-{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def front_door_only(app_copy: Path, project: str):
+    """The fixture's front door alone, running under ``project``; removed with its volumes after."""
     stack = appstack.AppStack(
         state_dir=str(app_copy / "state"), project=project, project_dir=str(app_copy / "app"),
         files=["infra/compose/compose.prod.yml"], services=["caddy"],
@@ -173,12 +176,18 @@ def test_removal_keeps_the_volumes_of_a_project_that_is_not_the_recoverys(app_co
     )
     try:
         assert appstack.start(stack, 60)["ok"]
+        yield stack
+    finally:
+        subprocess.run([*appstack.compose_command(), "-p", project, "down", "-v"], capture_output=True, check=False)
+
+
+def test_removal_keeps_the_volumes_of_a_project_that_is_not_the_recoverys(app_copy):
+    project = f"wgops-test-other-{uuid.uuid4().hex[:8]}"
+    with front_door_only(app_copy, project):
         removed = appstack.remove(project)
         assert removed["removed"] == [f"{project}-caddy-1"] and not removed["volumes_removed"]
         volumes = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True, check=True).stdout
         assert f"{project}_caddy_data" in volumes.split(), "a volume not of the recovery's own project is kept"
-    finally:
-        subprocess.run([*appstack.compose_command(), "-p", project, "down", "-v"], capture_output=True, check=False)
 
 
 def test_the_stack_of_an_interrupted_drill_is_removed_by_the_next(app_copy):
@@ -187,15 +196,7 @@ def test_the_stack_of_an_interrupted_drill_is_removed_by_the_next(app_copy):
     from weltgewebe_ops import drill, drill_lock
 
     project = f"wgops-recovery-test-{uuid.uuid4().hex[:8]}"
-    stack = appstack.AppStack(
-        state_dir=str(app_copy / "state"), project=project, project_dir=str(app_copy / "app"),
-        files=["infra/compose/compose.prod.yml"], services=["caddy"],
-    )  # fmt: skip
-    appstack.prepare(
-        stack, FIXTURE_VARIABLES, {"caddy": {"FRONT_DOOR_BIND": "127.0.0.1:{port:door}"}}, {}, [], True, 300
-    )
-    try:
-        assert appstack.start(stack, 60)["ok"]
+    with front_door_only(app_copy, project):
         reports = app_copy / "drills"
         record = drill.Record(reports, "drill-interrupted")
         record.begin("sandbox", {"rto": 1, "rpo": 1}, {})
@@ -206,5 +207,3 @@ def test_the_stack_of_an_interrupted_drill_is_removed_by_the_next(app_copy):
             f"drill drill-interrupted was interrupted: removed the application stack {project} ({project}-caddy-1)"
         ]
         assert docker_names(f"com.docker.compose.project={project}") == []
-    finally:
-        subprocess.run([*appstack.compose_command(), "-p", project, "down", "-v"], capture_output=True, check=False)
