@@ -16,10 +16,28 @@ from weltgewebe_ops.relay import Relay, RelayConfig
 pytestmark = pytest.mark.integration
 
 
+def stray_relays(box) -> list[int]:
+    """Relay processes of this sandbox that its PID file does not name (a full CI run once left
+    one, started twice within a second; its cause is not found yet): they would publish too."""
+    import os
+
+    from weltgewebe_ops.procs import cmdline
+
+    wanted = f"service relay --state-dir {box.s.root}"
+    tracked = box.services["relay"].pid()
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != tracked and wanted in cmdline(int(p))]
+
+
 @pytest.fixture()
 def relay_paused(sandbox):
     """The sandbox's own relay stopped, so the drain under test is the only publisher."""
+    import os
+    import signal
+
     sandbox.services["relay"].stop()
+    for pid in stray_relays(sandbox):
+        print(f"stopping a stray relay of the sandbox, pid {pid}")
+        os.kill(pid, signal.SIGKILL)
     yield sandbox
     sandbox.up("relay")
 
