@@ -20,6 +20,7 @@ import psycopg
 
 from . import basebackup
 from . import s3 as s3mod
+from .pg import conninfo
 from .settings import S3Location
 from .walnames import SEGMENT_RE, segment_parts
 
@@ -36,9 +37,7 @@ class Server:
     bindir: str = ""
 
     def dsn(self, dbname: str = "postgres") -> str:
-        return f"host={self.host} port={self.port} dbname={dbname} user={self.user} connect_timeout=5" + (
-            f" password={self.password}" if self.password else ""
-        )
+        return conninfo(self.host, self.port, self.user, self.password, dbname)
 
 
 def system_identifier(server: Server) -> str:
@@ -52,11 +51,8 @@ def base_backup(loc: S3Location, server: Server, *, if_none: bool = False, log=l
     from .pg import resolve_bindir
 
     if if_none:
-        own = [
-            lb
-            for lb in basebackup.list_labels(s3mod.client(loc), loc)
-            if lb["system_identifier"] == system_identifier(server)
-        ]
+        system_id = system_identifier(server)  # once, not per label
+        own = [lb for lb in basebackup.list_labels(s3mod.client(loc), loc) if lb["system_identifier"] == system_id]
         if own:
             return {
                 "changed": False,

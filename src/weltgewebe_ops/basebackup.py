@@ -25,6 +25,7 @@ from pathlib import Path
 import psycopg
 
 from . import s3 as s3mod
+from .pg import conninfo
 from .settings import S3Location
 from .walnames import segment_of_lsn
 
@@ -108,10 +109,7 @@ def take_base_backup(
 ) -> dict:
     """Take a base backup of the cluster on ``host``:``port`` into S3; returns its label. ``host``
     may be a socket directory and ``password`` empty (peer authentication, as the OS user)."""
-    dsn = f"host={host} port={port} dbname={dbname} user={user} connect_timeout=5" + (
-        f" password={password}" if password else ""
-    )
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(conninfo(host, port, user, password, dbname), autocommit=True) as conn:
         version, version_num, system_id = conn.execute(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
             "(SELECT system_identifier::text FROM pg_control_system())"

