@@ -398,15 +398,17 @@ def start(stack: AppStack, timeout: float, log_lines: int = 20) -> dict[str, Any
         "compose up",
     )
     seconds = round(time.monotonic() - began, 3)
-    found = containers(stack.project, log_lines)
-    hidden = secrets(stack)
-    for item in found:
-        item["log"] = redact(item.get("log") or [], hidden)
-    output = "\n".join(redact([_tail(done.stderr, 10)], hidden))
+    found = containers(stack.project)
     ok = done.returncode == 0 and {c["service"] for c in found if ready(c)} >= set(stack.services)
-    for item in found:
-        if ok or ready(item):
-            item.pop("log", None)  # the logs of the ones that failed only
+    hidden = secrets(stack)
+    if not ok:  # read the logs only when something did not get healthy, and keep those ones'
+        found = containers(stack.project, log_lines)
+        for item in found:
+            if ready(item):
+                item.pop("log", None)
+            else:
+                item["log"] = redact(item["log"], hidden)
+    output = "\n".join(redact([_tail(done.stderr, 10)], hidden))
     return {"ok": ok, "seconds": seconds, "containers": found, "compose_output": output}
 
 
