@@ -141,6 +141,12 @@ chosen_backup_server_version_num:
   description: The chosen base backup's PostgreSQL version number (e.g. 150010); a restore needs that major version.
   returned: always
   type: int
+chosen_backup_superuser:
+  description: >-
+    The chosen base backup's bootstrap superuser (the official postgres image names it after
+    POSTGRES_USER); the restore and the drill log in as it. C(postgres) for a backup that does not record it.
+  returned: always
+  type: str
 archive_method:
   description: How the archive is written - C(streaming) (streamed chunks present), C(classic), or null (no WAL).
   returned: always

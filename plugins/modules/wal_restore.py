@@ -197,6 +197,12 @@ base_backup_stop_time:
   description: When the base backup became consistent (ISO 8601); the earliest reachable target.
   returned: always
   type: str
+superuser:
+  description: >-
+    The restored cluster's bootstrap superuser, as the base backup recorded it (C(postgres) when it
+    does not); the restore logs in as it through its socket.
+  returned: always
+  type: str
 target:
   description: The target as understood (kind, value, inclusive, action, timeline).
   returned: always

@@ -453,6 +453,8 @@ def backup_info(
         "base_backups": backups,
         "chosen_backup": chosen["backup_id"] if chosen else None,
         "chosen_backup_server_version_num": chosen.get("server_version_num") if chosen else None,
+        # the restored cluster's superuser, as the backup recorded it (older labels: postgres)
+        "chosen_backup_superuser": (chosen.get("superuser") or "postgres") if chosen else None,
         "timelines": timelines,
         "history_files": sorted(inv.histories),
         "partial_files": sorted(inv.partials),

@@ -22,7 +22,7 @@ from . import basebackup
 from . import s3 as s3mod
 from .pg import conninfo
 from .settings import S3Location
-from .walnames import SEGMENT_RE, segment_parts
+from .walnames import SEGMENT_RE, segment_name, segment_number, segment_parts
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,14 @@ def _epoch(moment: dt.datetime | None) -> float:
     return moment.timestamp() if moment else 0.0
 
 
-def health(loc: S3Location, server: Server, now: dt.datetime | None = None) -> dict[str, Any]:
+def health(loc: S3Location, server: Server, now: dt.datetime | None = None, slot: str = "") -> dict[str, Any]:
     """The archive's health as figures: what PostgreSQL says it archived (pg_stat_archiver), how
-    long written WAL has waited for the archive, and how old the newest base backup is."""
+    long written WAL has waited for the archive, and how old the newest base backup is.
+
+    With ``slot`` (streaming: pg_receivewal archives, archive_mode is off and pg_stat_archiver
+    says nothing) the archive itself is the witness: how far the objects of the segment being
+    written reach, and when the newest of them arrived; plus whether the slot is in use and how
+    much WAL it holds back on the server."""
     now = now or dt.datetime.now(dt.UTC)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
         row = conn.execute(
@@ -91,8 +96,12 @@ def health(loc: S3Location, server: Server, now: dt.datetime | None = None) -> d
     # one): the archive lags by the time since that last success; nothing waiting means 0
     waiting = bool(current) and (not last_wal or _segment_key(current) > _segment_key(last_wal))
     lag = round((now - last_time).total_seconds(), 3) if waiting and last_time else 0.0
-    labels = basebackup.list_labels(s3mod.client(loc), loc)
+    client = s3mod.client(loc)
+    labels = basebackup.list_labels(client, loc)
     newest = max((dt.datetime.fromisoformat(lb["stop_time"]) for lb in labels), default=None)
+    stream = _stream_health(server, client, loc, slot, newest, now) if slot and not in_recovery else {}
+    if stream:
+        last_wal, last_time, lag = stream.pop("last_archived"), stream.pop("last_archived_time"), stream["lag_seconds"]
     return {
         "archive_mode": mode,
         "archive_timeout": timeout,
@@ -109,7 +118,65 @@ def health(loc: S3Location, server: Server, now: dt.datetime | None = None) -> d
         "newest_base_backup_age_seconds": round((now - newest).total_seconds(), 3) if newest else None,
         "_last_archived_epoch": _epoch(last_time),
         "_last_failed_epoch": _epoch(last_failed_time),
+        **stream,
     }
+
+
+def _stream_health(
+    server: Server, client, loc: S3Location, slot: str, newest_backup: dt.datetime | None, now: dt.datetime
+) -> dict[str, Any]:
+    """Streaming: the slot, and how long the WAL written beyond what the archive holds has waited
+    (an upper bound: since the newest object of the segment being written or the one before, else
+    since the newest base backup, else since the server started)."""
+    from .walstream import contiguous, parse_chunk
+
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        current, offset, started = conn.execute(
+            "SELECT file_name, file_offset, pg_postmaster_start_time()"
+            " FROM pg_walfile_name_offset(pg_current_wal_lsn())"
+        ).fetchone()
+        row = conn.execute(
+            "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            [slot],
+        ).fetchone()
+    active, retained = row if row else (False, None)
+    objects = []  # (name, when it arrived, the byte range of the current segment it holds)
+    for name in (_previous_segment(current), current):
+        prefix = s3mod.wal_key(loc, name)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                base = item["Key"].rsplit("/", 1)[-1]
+                chunk = parse_chunk(base)
+                covers = None  # the byte range of the current segment it holds, if any
+                if chunk and chunk[0] == current:
+                    covers = (chunk[1], chunk[2])
+                elif base == current:
+                    covers = (0, 1 << 30)
+                objects.append((base, item["LastModified"], covers))
+    archived_to = contiguous([covers for _n, _t, covers in objects if covers])
+    # the segment before, streamed in chunks but not yet archived whole: its end is still waiting
+    previous = _previous_segment(current)
+    names = {name for name, _t, _c in objects}
+    previous_waits = previous not in names and any(name.startswith(previous + ".partial.") for name in names)
+    newest = max(objects, key=lambda o: o[1], default=None)
+    waited_since = newest[1] if newest else (newest_backup or started)
+    caught_up = archived_to >= offset and not previous_waits
+    lag = 0.0 if caught_up else round(max(0.0, (now - waited_since).total_seconds()), 3)
+    return {
+        "slot": slot,
+        "slot_active": bool(active),
+        "slot_retained_bytes": -1 if retained is None else int(retained),
+        "unarchived_bytes": max(0, offset - archived_to),
+        "lag_seconds": lag,
+        "last_archived": newest[0] if newest else "",
+        "last_archived_time": newest[1] if newest else None,
+    }
+
+
+def _previous_segment(name: str) -> str:
+    number = segment_number(name)
+    return segment_name(segment_parts(name)[0], number - 1) if number > 0 else name
 
 
 def _segment_key(name: str) -> tuple[int, int, int]:
@@ -131,10 +198,22 @@ METRICS = (
 )  # fmt: skip
 
 
+STREAM_METRICS = (
+    ("wgops_archive_stream_slot_active", "1 when the receiver is connected to its replication slot",
+     lambda h: int(h["slot_active"])),
+    ("wgops_archive_stream_slot_retained_bytes", "WAL the slot holds back on the server (-1: no such slot)",
+     lambda h: h["slot_retained_bytes"]),
+    ("wgops_archive_stream_unarchived_bytes", "Bytes of the segment being written that the archive does not hold",
+     lambda h: h["unarchived_bytes"]),
+)  # fmt: skip
+
+
 def prometheus_text(figures: dict[str, Any] | None) -> str:
-    """The Prometheus text format; ``None`` (the figures could not be read) gives wgops_archive_up 0."""
+    """The Prometheus text format; ``None`` (the figures could not be read) gives wgops_archive_up 0.
+    Streaming figures (``health(slot=...)``) add the slot's metrics."""
     lines = []
-    for name, help_text, value in METRICS if figures else METRICS[:1]:
+    metrics = (METRICS + (STREAM_METRICS if "slot" in figures else ())) if figures else METRICS[:1]
+    for name, help_text, value in metrics:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value(figures) if figures else 0}"]
     if figures and figures["last_archived_wal"]:
         lines += [

@@ -110,9 +110,12 @@ def take_base_backup(
     """Take a base backup of the cluster on ``host``:``port`` into S3; returns its label. ``host``
     may be a socket directory and ``password`` empty (peer authentication, as the OS user)."""
     with psycopg.connect(conninfo(host, port, user, password, dbname), autocommit=True) as conn:
-        version, version_num, system_id = conn.execute(
+        # the bootstrap superuser (OID 10): a restore logs in as it. It is not always "postgres":
+        # the official image names it after POSTGRES_USER (Weltgewebe's: welt)
+        version, version_num, system_id, superuser = conn.execute(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int, "
-            "(SELECT system_identifier::text FROM pg_control_system())"
+            "(SELECT system_identifier::text FROM pg_control_system()), "
+            "(SELECT rolname FROM pg_roles WHERE oid = 10)"
         ).fetchone()
     backup_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     prefix = s3mod.basebackup_prefix(loc, backup_id)
@@ -174,6 +177,7 @@ def take_base_backup(
         "server_version": version,
         "server_version_num": version_num,
         "system_identifier": system_id,
+        "superuser": superuser,
         "tar_size": uploaded["size"],
         "tar_sha256": uploaded["sha256"],
         # the restore reads exactly this (locked) version, whatever is uploaded over it later

@@ -7,7 +7,7 @@ wgops sandbox up|down|status|env      the embedded sandbox
 wgops base-backup --state-dir D       a base backup of the sandbox primary into S3
 wgops base-backup --config FILE       a base backup of a server (role pg_archive), --if-none for the first
 wgops wal-stream --config FILE --spool D   streaming archiving (pg_receivewal, chunks every few seconds)
-wgops archive-metrics --config FILE   the archive's health as Prometheus text (--textfile PATH)
+wgops archive-metrics --config FILE   the archive's health as Prometheus text (--textfile PATH, --slot S)
 wgops archive-retention --config FILE --keep N [--apply]   what retention removes (a dry run unless --apply)
 wgops projector-replay --state-dir D  rebuild or catch up the sandbox's projections
 wgops workload --state-dir D          Fäden at a rate, recorded as ground truth
@@ -110,7 +110,7 @@ def cmd_archive_metrics(args) -> int:
 
     loc, server = _archive_args(args)
     try:
-        figures = archiver.health(loc, server)
+        figures = archiver.health(loc, server, slot=args.slot)
     except Exception as exc:  # noqa: BLE001 - the scrape says "down"; the reason goes to the log
         _stderr(f"archive-metrics: the figures could not be read: {type(exc).__name__}: {exc}")
         figures = None
@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_server(sub.add_parser("archive-metrics", help="the archive's health as Prometheus text"))
     p.add_argument("--textfile", help="write it here atomically (node_exporter's textfile collector)")
+    p.add_argument("--slot", default="", help="streaming: the receiver's slot (the archive is then the witness)")
     p.set_defaults(func=cmd_archive_metrics)
 
     p = with_server(sub.add_parser("wal-stream", help="streaming archiving: pg_receivewal on a slot, chunks to S3"))

@@ -251,6 +251,8 @@ class Plan:
             "base_backup": self.backup["backup_id"],
             "base_backup_bytes": self.backup.get("tar_size"),
             "base_backup_stop_time": self.backup["stop_time"],
+            # who the restore logs in as: the cluster's bootstrap superuser, as the backup recorded it
+            "superuser": self.backup.get("superuser") or "postgres",
             "target": {
                 "kind": self.target.kind,
                 "value": self.target.value,
@@ -833,7 +835,7 @@ def recover(
     try:
         pg.run([str(bindir / "pg_ctl"), "start", "-D", str(req.data_dir), "-l", str(log_file), "-W"], os_user)
         try:
-            reached = follow_recovery(req, port, log_file, log)
+            reached = follow_recovery(req, port, log_file, log, plan.as_dict()["superuser"])
         finally:
             fetched_log = _read_fetch_log(req.work / "fetched.jsonl")
         # with another restore_command (the benchmark's baselines) there is no fetch log to read
@@ -993,10 +995,10 @@ def _last_fatal(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def follow_recovery(req: RestoreRequest, port: int, log_file: Path, log) -> dict[str, Any]:
+def follow_recovery(req: RestoreRequest, port: int, log_file: Path, log, superuser: str = "postgres") -> dict[str, Any]:
     """Wait for recovery to end as the target's action says; report what was reached."""
     # the socket directory: local connections are trusted, TCP ones need the source's passwords
-    dsn = f"host={req.work / 'socket'} port={port} dbname=postgres user=postgres connect_timeout=3"
+    dsn = pg.conninfo(str(req.work / "socket"), port, superuser)
     started = time.monotonic()
     deadline = started + req.timeout_seconds
     last_report = 0.0
@@ -1037,8 +1039,14 @@ def follow_recovery(req: RestoreRequest, port: int, log_file: Path, log) -> dict
                         "last_replayed_commit_time": replay_ts.isoformat() if replay_ts else None,
                         "timeline": timeline,
                     }
-        except psycopg.OperationalError:
-            pass
+        except psycopg.OperationalError as exc:
+            if f'role "{superuser}" does not exist' in str(exc):
+                # waiting would not help (until the timeout, hours): say it now
+                raise RestoreError(
+                    f"the restored cluster has no role {superuser!r} to log in as: the base backup does not "
+                    "record its superuser (taken by an older weltgewebe.ops). Take a new base backup "
+                    "(wgops base-backup records it), or restore from one that does"
+                ) from exc
         time.sleep(0.2)
     raise RestoreError(f"recovery did not finish within {req.timeout_seconds:.0f}s; see {log_file}")
 

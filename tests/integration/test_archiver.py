@@ -130,3 +130,58 @@ def test_retention_removes_only_what_is_unlocked_and_unneeded(primary):
                     "wal/000000010000000000000005", "wal/000000010000000000000006", "wal/00000002.history"}  # fmt: skip
     with pytest.raises(ValueError, match="keep must be at least 1"):
         archiver.retention(loc, keep=0)
+
+
+@pytest.fixture(scope="module")
+def streaming_primary():
+    yield from running_sandbox("wgops-test-archiver-stream-", archive_method="streaming", archive_timeout_seconds=0)
+
+
+def write_some(box, rows: int = 200) -> None:
+    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS archiver_probe (x int, pad text)")
+        conn.execute("INSERT INTO archiver_probe SELECT g, repeat('w', 200) FROM generate_series(1, %s) g", [rows])
+
+
+def test_streaming_health_is_witnessed_by_the_archive_and_a_stopped_receiver_shows_as_lag(streaming_primary):
+    # archive_mode is off when the receiver archives: pg_stat_archiver knows nothing, so the lag
+    # must come from the archive itself (a lag of 0 from an empty pg_stat_archiver was a lie)
+    box = streaming_primary
+    loc, server = box.s.s3_location(), server_of(box)
+    write_some(box)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ok = archiver.health(loc, server, slot="wgops_stream")
+        if ok["lag_seconds"] == 0 and ok["unarchived_bytes"] == 0:
+            break
+        time.sleep(0.5)
+    assert ok["archive_mode"] == "off" and ok["slot_active"], ok
+    assert ok["lag_seconds"] == 0 and ok["unarchived_bytes"] == 0, ok
+    assert ok["last_archived_wal"].startswith(ok["current_wal"][:24]) or ok["last_archived_wal"] < ok["current_wal"]
+    text = archiver.prometheus_text(ok)
+    assert "wgops_archive_stream_slot_active 1" in text and "wgops_archive_stream_unarchived_bytes 0" in text
+
+    # the receiver stops: what is written next waits on the server, and the figures say how long
+    box.services["walstream"].stop()
+    try:
+        write_some(box)
+        time.sleep(3)
+        stalled = archiver.health(loc, server, slot="wgops_stream")
+        assert not stalled["slot_active"] and stalled["unarchived_bytes"] > 0, stalled
+        assert stalled["lag_seconds"] >= 3 and stalled["slot_retained_bytes"] > 0, stalled
+        text = archiver.prometheus_text(stalled)
+        assert "wgops_archive_stream_slot_active 0" in text
+        # a slot that is not there says so too
+        missing = archiver.health(loc, server, slot="no_such_slot")
+        assert missing["slot_retained_bytes"] == -1 and not missing["slot_active"]
+    finally:
+        for result in [box.up("walstream")]:
+            print(result.line)
+    # started again, it catches up from the slot: nothing was lost while it was away
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        again = archiver.health(loc, server, slot="wgops_stream")
+        if again["lag_seconds"] == 0 and again["unarchived_bytes"] == 0:
+            break
+        time.sleep(0.5)
+    assert again["slot_active"] and again["lag_seconds"] == 0 and again["unarchived_bytes"] == 0, again
