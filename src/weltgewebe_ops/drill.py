@@ -939,4 +939,20 @@ def write_report(record: Record) -> dict[str, Any]:
     os.replace(tmp, record.reports_dir / "history.jsonl")
     report["files"] = {name: str(d / name) for name in ("report.json", "report.md", "timeline.svg", "junit.xml")}
     report["table"] = runbook_table(report)
+    report["summary_lines"] = summary_lines(report)
     return report
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """What an operator reads at the end of a drill: the runbook's table, the figures, the phases,
+    where the report is, and the verdict (the callback weltgewebe.ops.drill_summary prints them)."""
+    phases = ", ".join(f"{p['name']} {p['seconds']} s" for p in report["phases"])
+    verdict = "PASSED" if report["passed"] else "FAILED: " + "; ".join(report["failures"])
+    return [
+        *report["table"].splitlines(),
+        f"RTO {report['rto_seconds']} s (phases {report['rto_phase_seconds']} s), "
+        f"RPO {report['rpo_seconds']} s ({report['rpo_method']}), lost events {report['lost_events']}",
+        f"phases: {phases}",
+        f"report: {report['files']['report.md']}",
+        verdict,
+    ]

@@ -163,7 +163,9 @@ def test_a_compose_database_is_archived_by_a_sidecar_and_restores_from_it(sandbo
     # the archive alone brings it back (read-only identity, Debian's PostgreSQL 15 like the server)
     readonly = S3Location(**{**loc.__dict__, "access_key": sandbox.s.s3_readonly_access_key,
                              "secret_key": sandbox.s.s3_readonly_secret_key})  # fmt: skip
-    req = RestoreRequest(loc=readonly, data_dir=restore_dir / "data", pg_bindir=str(PG15), target=Target.parse("latest"))  # noqa: E501 - one call, read as one
+    req = RestoreRequest(
+        loc=readonly, data_dir=restore_dir / "data", pg_bindir=str(PG15), target=Target.parse("latest")
+    )  # noqa: E501 - one call, read as one
     result = restore.restore(req)
     assert result["recovery_state"] == "promoted" and result["partial_segment"], result
     # the official image has no role "postgres": the restore logged in as the superuser the backup recorded

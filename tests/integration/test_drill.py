@@ -215,6 +215,11 @@ def test_missed_rpo_objective_fails_the_drill(drill_dirs):
     assert report["ground_truth"]["rpo_seconds"] <= report["rpo_seconds"] + 1.0, "the bound is not below the truth"
     assert all(c["status"] == "passed" for c in report["checks"]), report["checks"]
     assert "The drill failed: RPO" in proc.stdout
+    # the run ends with the table and the verdict as plain lines (callback weltgewebe.ops.drill_summary)
+    last = proc.stdout.rstrip().splitlines()
+    assert last[-1].startswith("FAILED: RPO"), last[-8:]
+    assert last[-2] == f"report: {drill_dirs['reports'] / report['drill_id'] / 'report.md'}", last[-8:]
+    assert "| Startzeit | Endzeit | RTO erreicht? | RPO erreicht? |" in last[-10:], last[-10:]
     suite = ET.parse(drill_dirs["reports"] / report["drill_id"] / "junit.xml").getroot()
     failed = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
     assert failed == ["RPO"]
