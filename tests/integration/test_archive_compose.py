@@ -165,7 +165,7 @@ def test_a_compose_database_is_archived_by_a_sidecar_and_restores_from_it(sandbo
                              "secret_key": sandbox.s.s3_readonly_secret_key})  # fmt: skip
     req = RestoreRequest(
         loc=readonly, data_dir=restore_dir / "data", pg_bindir=str(PG15), target=Target.parse("latest")
-    )  # noqa: E501 - one call, read as one
+    )
     result = restore.restore(req)
     assert result["recovery_state"] == "promoted" and result["partial_segment"], result
     # the official image has no role "postgres": the restore logged in as the superuser the backup recorded
