@@ -1,6 +1,6 @@
 """The event-log audit after a point-in-time restore, and its remedy.
 
-A restore rewinds the database, not the stream. Two things follow (shared/UPSTREAM.md):
+A restore rewinds the database, not the stream. Two things follow (docs/upstream.md):
 - events in the stream whose outbox rows the restored database does not have: they are the data
   loss (the RPO in events), and a rebuilt read model must not show them;
 - the outbox id sequence rewinds, so new rows reuse ids whose ``Nats-Msg-Id`` is already in the

@@ -1,5 +1,5 @@
 """The message body Weltgewebe's relay publishes and its receipts consumer parses (see
-``shared/UPSTREAM.md``), written here from those facts:
+``docs/upstream.md``), written here from those facts:
 
     {"schema_version": 1, "event_id": <outbox id>, "aggregate_type": ..., "aggregate_id": ...,
      "event_type": ..., "payload": <the outbox row's payload column>, "created_at": <RFC 3339 UTC>}

@@ -1,4 +1,4 @@
-"""The sandbox's schema: Weltgewebe's data contract (shared/UPSTREAM.md in the design notes), or a
+"""The sandbox's schema: Weltgewebe's data contract (docs/upstream.md), or a
 team's own sqlx migrations.
 
 The built-in contract, written from the facts of Weltgewebe's schema (no upstream code):

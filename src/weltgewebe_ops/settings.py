@@ -1,7 +1,7 @@
 """Typed settings shared by the library, the CLI and the Ansible modules.
 
 Every name of the Weltgewebe contract (tables, stream, subjects) is a setting, so the tool can
-follow the upstream repository as it moves (see shared/UPSTREAM.md) by changing variables only.
+follow the upstream repository as it moves (see docs/upstream.md) by changing variables only.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def test_drain_publishes_every_pending_row_exactly_once(relay_paused):
 
 
 def test_messages_are_weltgewebes_envelope(relay_paused):
-    """The body upstream's receipts consumer parses (shared/UPSTREAM.md): schema_version 1, the
+    """The body upstream's receipts consumer parses (docs/upstream.md): schema_version 1, the
     outbox id as event_id, the row's fields, its payload column as payload, created_at in RFC 3339
     UTC; subject weltgewebe.<event_type>."""
     import datetime as dt
