@@ -1,5 +1,5 @@
-# Copyright: weltgewebe.ops contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Copyright: weltgewebe.ops developers
+# GNU Affero General Public License v3.0+
 """Callback weltgewebe.ops.drill_summary: the drill's verdict as the last lines of the run."""
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .procs import cmdline, process_start
+from .progress import restore_work_dir
 
 LOCK_NAME = ".drill.lock"
 
@@ -143,7 +144,7 @@ def stop_recovery(recovery: dict[str, Any]) -> list[str]:
     if not where.is_dir():
         return done
     if data_dir:
-        line = stop_restore(Path(data_dir + ".wgops"))
+        line = stop_restore(restore_work_dir(data_dir))
         if line:
             done.append(line)
     try:

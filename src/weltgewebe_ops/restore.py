@@ -11,6 +11,7 @@ copy of the tar); WAL is prefetched into a bounded spool by parallel downloads a
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import hashlib
@@ -33,6 +34,7 @@ import psycopg
 from . import archive, pg
 from . import s3 as s3mod
 from .procs import free_port, process_start
+from .progress import PROGRESS_FILE, ProgressFile, restore_work_dir
 from .settings import S3Location
 from .walnames import WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int, segment_number
 
@@ -191,7 +193,7 @@ def check_empty_dir(path: Path) -> None:
             reason = json.loads(marker.read_text()).get("reason") or "interrupted"
         except (OSError, ValueError):
             reason = "unknown"
-        work = path.with_name(path.name + ".wgops")
+        work = restore_work_dir(path)
         raise RestoreError(
             f"data_dir {path} holds an INCOMPLETE restore (marker {marker}; it failed: {reason}). It must never "
             f"be started. Remove it and its work directory (rm -rf '{path}' '{work}'), fix the cause, and run "
@@ -592,10 +594,12 @@ class RestoreRequest:
 
     @property
     def work(self) -> Path:
-        return self.work_dir or self.data_dir.with_name(self.data_dir.name + ".wgops")
+        return restore_work_dir(self.data_dir, self.work_dir)
 
 
-def fetch_base_backup(client, loc: S3Location, backup: dict, staging: Path, workers: int) -> dict[str, Any]:
+def fetch_base_backup(
+    client, loc: S3Location, backup: dict, staging: Path, workers: int, progress: ProgressFile | None = None
+) -> dict[str, Any]:
     """Stream base.tar from S3 into ``staging``: one streaming GET or parallel ranged GETs, hashed
     here and fed to ``tar -x`` as they arrive (no local copy of the tar; C does the extraction)."""
     key = s3mod.basebackup_prefix(loc, backup["backup_id"]) + "base.tar"
@@ -626,6 +630,8 @@ def fetch_base_backup(client, loc: S3Location, backup: dict, staging: Path, work
     try:
         while chunk := reader.read():
             tar.stdin.write(chunk)
+            if progress:
+                progress.update("base backup", reader.bytes_read, size, "bytes")
         tar.stdin.close()
     except BrokenPipeError:
         pass
@@ -723,8 +729,9 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
     # WAL downloads start now, overlapping the base backup's download and extraction.
     prefetcher = start_prefetcher(req, plan, client, active_workers=req.prefetch_workers_during_base)
     write_restore_pid(req.work)
+    progress = ProgressFile(req.work / PROGRESS_FILE)
     try:
-        fetched = fetch_base_backup(client, req.loc, plan.backup, staging, req.download_workers)
+        fetched = fetch_base_backup(client, req.loc, plan.backup, staging, req.download_workers, progress)
         timings["base_backup_download_extract_seconds"] = fetched["seconds"]
         log(f"base backup: {fetched['bytes'] / 1e6:.0f} MB downloaded and extracted in {fetched['seconds']:.1f}s")
         if not fetched["sha256_ok"] and plan.backup.get("tar_sha256"):
@@ -835,7 +842,7 @@ def recover(
     try:
         pg.run([str(bindir / "pg_ctl"), "start", "-D", str(req.data_dir), "-l", str(log_file), "-W"], os_user)
         try:
-            reached = follow_recovery(req, port, log_file, log, plan.as_dict()["superuser"])
+            reached = follow_recovery(req, port, log_file, log, plan.as_dict()["superuser"], planned=plan.segments)
         finally:
             fetched_log = _read_fetch_log(req.work / "fetched.jsonl")
         # with another restore_command (the benchmark's baselines) there is no fetch log to read
@@ -995,15 +1002,19 @@ def _last_fatal(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def follow_recovery(req: RestoreRequest, port: int, log_file: Path, log, superuser: str = "postgres") -> dict[str, Any]:
-    """Wait for recovery to end as the target's action says; report what was reached."""
+def follow_recovery(
+    req: RestoreRequest, port: int, log_file: Path, log, superuser: str = "postgres", planned: list[str] = ()
+) -> dict[str, Any]:
+    """Wait for recovery to end as the target's action says; report what was reached, and how far
+    replay is through the ``planned`` segments while it runs (``progress.json``)."""
     # the socket directory: local connections are trusted, TCP ones need the source's passwords
     dsn = pg.conninfo(str(req.work / "socket"), port, superuser)
     started = time.monotonic()
     deadline = started + req.timeout_seconds
     last_report = 0.0
     seen_running = False
-    progress = req.work / "progress.json"
+    progress = ProgressFile(req.work / PROGRESS_FILE)
+    planned_numbers = sorted(segment_number(name) for name in planned)
     while time.monotonic() < deadline:
         if pg.postmaster_pid(req.data_dir) is not None:
             seen_running = True
@@ -1024,9 +1035,14 @@ def follow_recovery(req: RestoreRequest, port: int, log_file: Path, log, superus
                 ).fetchone()
                 in_recovery, replay_lsn, replay_ts, pause = row
                 now = time.monotonic()
+                if replay_lsn:
+                    # planned segments up to the one being replayed (timelines aside: numbers grow)
+                    at = lsn_to_int(replay_lsn) // WAL_SEGMENT_SIZE
+                    done = bisect.bisect_right(planned_numbers, at)
+                    detail = f"replayed to {replay_lsn}, last commit {replay_ts or '-'}"
+                    progress.update("WAL replay", done, len(planned_numbers), "segments", detail=detail)
                 if now - last_report > 5:
                     log(f"recovery: replayed to {replay_lsn}, last commit {replay_ts}")
-                    progress.write_text(json.dumps({"replay_lsn": replay_lsn, "last_commit": str(replay_ts)}))
                     last_report = now
                 if not in_recovery or (req.target.action == "pause" and pause == "paused"):
                     timeline = conn.execute(

@@ -30,12 +30,15 @@ def pitr_vars(box, data_dir: Path, **more) -> dict:
     }
 
 
-def run(sandbox, data_dir: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+def run(
+    sandbox, data_dir: Path, *extra: str, env: dict | None = None, **more_vars
+) -> tuple[subprocess.CompletedProcess, dict]:
     loc = sandbox.s.s3_location(readonly=True)
+    variables = json.dumps(pitr_vars(sandbox, data_dir, **more_vars))
     proc = subprocess.run(
-        ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(pitr_vars(sandbox, data_dir)), *extra],
+        ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", variables, *extra],
         cwd=REPO,
-        env=ansible_env(json_output=True),
+        env={**ansible_env(json_output=True), **(env or {})},
         capture_output=True,
         text=True,
         timeout=600,
@@ -80,3 +83,51 @@ def test_role_restores_and_refuses_a_second_time(sandbox):
     finally:
         pg.stop(pg.resolve_bindir(), where / "data", pg.run_as_user("wgsandbox"), "immediate")
         shutil.rmtree(where, ignore_errors=True)
+
+
+def progress_lines(output: str, data_dir: Path) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith(f"restore of {data_dir}: ")]
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_a_running_restore_says_how_far_it_is(sandbox, background):
+    # the foreground restore's action reads its progress file (here every 0.2 s, else 5 s); in the
+    # background, restore_wait follows the job and says it, and hands over the restore's result
+    where = new_state_dir("wgops-test-pitr-progress-")
+    try:
+        proc, result = run(sandbox, where / "data", env={"WGOPS_PROGRESS_SECONDS": "0.2"},
+                           pg_pitr_background=background)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert result["state"] == "promoted" and result["port"] > 0
+        if not background:  # a background poll every 5 s may not catch a restore of seconds: see below
+            lines = progress_lines(proc.stdout, where / "data")
+            assert lines, proc.stdout[:3000]
+            assert all(" of " in line and "(running " in line for line in lines), lines
+            assert any(": base backup: " in line or ": WAL replay: " in line for line in lines), lines
+    finally:
+        pg.stop(pg.resolve_bindir(), where / "data", pg.run_as_user("wgsandbox"), "immediate")
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def test_restore_wait_says_the_progress_of_a_slow_job_and_returns_its_result(tmp_path):
+    # a fake slow restore: an async job that writes the restore's progress file in three steps
+    data_dir = tmp_path / "data"
+    proc = subprocess.run(
+        ["ansible-playbook", "tests/playbooks/restore_wait.yml", "-e", json.dumps({"data_dir": str(data_dir)})],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    lines = progress_lines(proc.stdout, data_dir)
+    assert lines and lines[0].endswith(": base backup: 4.0 MB of 16.0 MB (25%), 4.0 MB/s, about 3 s left (running 1 s)")
+    assert any("WAL replay: 3 of 4 segments (75%)" in line for line in lines), lines
+    assert "FAKE RESTORE DONE" in proc.stdout, "the job's own result is handed over"
+
+
+def test_restore_wait_fails_when_the_job_fails(tmp_path):
+    proc = subprocess.run(
+        ["ansible-playbook", "tests/playbooks/restore_wait.yml",
+         "-e", json.dumps({"data_dir": str(tmp_path / "data"), "fail": True})],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "FAKE RESTORE FAILED" in proc.stdout
