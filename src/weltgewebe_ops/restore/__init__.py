@@ -1,0 +1,78 @@
+"""Point-in-time recovery from the S3 archive: plan, stream the base backup, replay WAL, promote.
+
+The restore never writes to S3 and never touches the source: it reads the archive with the
+credentials it is given, builds a new data directory, and runs PostgreSQL there with
+``archive_mode=off`` so the recovered cluster cannot archive into the source's prefix.
+
+Speed: the base backup is read with parallel ranged GETs and extracted as it streams (no local
+copy of the tar); WAL is prefetched into a bounded spool by parallel downloads ahead of replay, so
+``restore_command`` (``wgops wal-fetch``) is mostly a local rename.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+from .. import pg
+from .. import s3 as s3mod
+from ..progress import PROGRESS_FILE, ProgressFile
+from .download import fetch_base_backup, start_prefetcher, verify_backup
+from .markers import INCOMPLETE_MARKER, check_empty_dir, staging_dir, stop_restore, write_restore_pid
+from .plan import Plan, check_free_space, make_plan
+from .recovery import follow_recovery, recover
+from .request import RestoreRequest
+from .target import ACTIONS, TARGET_KINDS, RestoreError, Target, choose_backup, parse_time
+
+__all__ = [
+    "ACTIONS", "INCOMPLETE_MARKER", "TARGET_KINDS", "Plan", "RestoreError", "RestoreRequest", "Target",
+    "check_empty_dir", "choose_backup", "follow_recovery", "make_plan", "parse_time", "recover", "restore",
+    "staging_dir", "stop_restore",
+]  # fmt: skip
+
+
+def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, Any]:
+    """Run the whole restore; returns what was reached and how long each step took."""
+    client = client or s3mod.client(req.loc, read_timeout=60)
+    check_empty_dir(req.data_dir)
+    if req.work.exists() and any(req.work.iterdir()):
+        raise RestoreError(f"work_dir {req.work} is not empty; remove it or choose another")
+    bindir = pg.resolve_bindir(req.pg_bindir)
+    plan = make_plan(client, req.loc, req.target, req.backup_id)
+    log(
+        f"plan: base backup {plan.backup['backup_id']}, "
+        f"{len(plan.segments)} WAL segments ({plan.wal_bytes / 1e6:.0f} MB)"
+    )
+    if req.check_free_space:
+        check_free_space(req.data_dir, plan, req.spool_segments)
+    timings: dict[str, float] = {}
+    staging = staging_dir(req.data_dir)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    # WAL downloads start now, overlapping the base backup's download and extraction.
+    prefetcher = start_prefetcher(req, plan, client, active_workers=req.prefetch_workers_during_base)
+    write_restore_pid(req.work)
+    progress = ProgressFile(req.work / PROGRESS_FILE)
+    try:
+        fetched = fetch_base_backup(client, req.loc, plan.backup, staging, req.download_workers, progress)
+        timings["base_backup_download_extract_seconds"] = fetched["seconds"]
+        log(f"base backup: {fetched['bytes'] / 1e6:.0f} MB downloaded and extracted in {fetched['seconds']:.1f}s")
+        if not fetched["sha256_ok"] and plan.backup.get("tar_sha256"):
+            raise RestoreError(
+                f"base.tar of {plan.backup['backup_id']} has SHA-256 {fetched['sha256']}, its label says "
+                f"{plan.backup['tar_sha256']}: the object changed after the backup. Nothing was started."
+            )
+        started = time.monotonic()
+        verified = verify_backup(bindir, staging) if req.verify else "skipped"
+        timings["verify_seconds"] = round(time.monotonic() - started, 3)
+    except BaseException:
+        prefetcher.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(req.work, ignore_errors=True)
+        raise
+    prefetcher.active_workers = req.prefetch_workers
+    result = recover(req, plan, staging, log, prefetcher=prefetcher)
+    result.update(verify=verified, base_backup_sha256_ok=fetched["sha256_ok"], **timings)
+    return result

@@ -1,0 +1,329 @@
+"""Getting the archive onto the recovery host fast: the base backup streamed (one GET or parallel
+ranged GETs) and extracted as it arrives, and WAL prefetched into a bounded spool ahead of replay."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import pwd
+import subprocess
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import pg
+from .. import s3 as s3mod
+from ..progress import ProgressFile
+from ..settings import S3Location
+from .target import RestoreError
+
+if TYPE_CHECKING:
+    from .plan import Plan
+    from .request import RestoreRequest
+
+
+class ParallelRangeReader:
+    """Read one S3 object front to back with parallel ranged GETs (bounded read-ahead), hashing it."""
+
+    def __init__(
+        self,
+        client,
+        bucket: str,
+        key: str,
+        size: int,
+        *,
+        version_id: str = "",
+        part_size: int = 8 * 1024 * 1024,
+        workers: int = 8,
+        window: int = 16,
+    ):
+        self.client, self.bucket, self.key, self.size = client, bucket, key, size
+        self.version = s3mod.version_arg(version_id)
+        self.part_size = part_size
+        self.pool = ThreadPoolExecutor(workers)
+        self.pending: deque[Future] = deque()
+        self.next_offset = 0
+        self.window = window
+        self.buffer = memoryview(b"")
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+        self._fill()
+
+    def _get(self, start: int, end: int) -> bytes:
+        resp = self.client.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end}", **self.version)
+        return resp["Body"].read()
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.window and self.next_offset < self.size:
+            end = min(self.next_offset + self.part_size, self.size) - 1
+            self.pending.append(self.pool.submit(self._get, self.next_offset, end))
+            self.next_offset = end + 1
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.buffer:
+            if not self.pending:
+                return b""
+            chunk = self.pending.popleft().result()
+            self._fill()
+            self.sha256.update(chunk)
+            self.bytes_read += len(chunk)
+            self.buffer = memoryview(chunk)
+        if n is None or n < 0 or n >= len(self.buffer):
+            out, self.buffer = self.buffer, memoryview(b"")
+        else:
+            out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return bytes(out)
+
+    def close(self) -> None:
+        for fut in self.pending:
+            fut.cancel()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class StreamReader:
+    """Read one S3 object with a single GET, a thread keeping up to ``window`` chunks ahead of the
+    consumer (so the download and ``tar -x`` overlap), hashing it. The same interface as
+    ParallelRangeReader."""
+
+    def __init__(
+        self, client, bucket: str, key: str, *, version_id: str = "", chunk: int = 8 * 1024 * 1024, window: int = 8
+    ):
+        import queue
+
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=window)
+        self._stop = threading.Event()
+        version = s3mod.version_arg(version_id)
+
+        def pump() -> None:
+            try:
+                body = client.get_object(Bucket=bucket, Key=key, **version)["Body"]
+                for piece in body.iter_chunks(chunk):
+                    if self._stop.is_set():
+                        return
+                    self.sha256.update(piece)  # here, so hashing overlaps tar's writes
+                    self.bytes_read += len(piece)
+                    self._queue.put(piece)
+                self._queue.put(b"")
+            except Exception as exc:  # noqa: BLE001 - handed to the reader
+                self._queue.put(exc)
+
+        self._thread = threading.Thread(target=pump, daemon=True)
+        self._thread.start()
+
+    def read(self, n: int = -1) -> bytes:
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        if not item:
+            self._queue.put(b"")  # stay at the end for further reads
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            while True:
+                self._queue.get_nowait()
+
+
+class Prefetcher:
+    """Downloads the planned WAL segments (their archived versions) into ``spool`` ahead of replay,
+    ``workers`` at a time, never holding more than ``window`` segments (downloaded or in flight)
+    that replay has not taken. Each file is checked against its archived SHA-256 before it enters
+    the spool. A transient failure (S3 or KMS away) is retried until ``deadline_seconds``; a segment
+    that cannot be had leaves ``.<name>.failed`` with the reason, which makes wal-fetch abort
+    recovery instead of ending it early."""
+
+    def __init__(
+        self,
+        client,
+        loc: S3Location,
+        names: list[str],
+        spool: Path,
+        *,
+        versions: dict[str, str] | None = None,
+        workers: int = 8,
+        window: int = 16,
+        owner: tuple[int, int] | None = None,
+        deadline_seconds: float = 300.0,
+    ):
+        self.client, self.loc, self.names, self.spool = client, loc, names, spool
+        self.versions = versions or {}
+        self.owner = owner  # PostgreSQL's uid/gid when we run as root: it opens restored WAL read-write
+        self.workers, self.window = workers, window
+        self.deadline_seconds = deadline_seconds
+        # fewer downloads at once while the base backup streams (they share CPU and network)
+        self.active_workers = workers
+        self.stop = threading.Event()
+        self.bytes = 0
+        self.downloaded = 0
+        self.retries = 0
+        self.first_start: float | None = None
+        self.last_end: float | None = None
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def error(self) -> str:
+        return "; ".join(self.errors)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _note_retry(self, _message: str) -> None:
+        with self._lock:
+            self.retries += 1
+
+    def _download(self, name: str) -> None:
+        key = s3mod.wal_key(self.loc, name)
+        try:
+            body = s3mod.with_retries(
+                lambda: s3mod.get_verified(self.client, self.loc.bucket, key, self.versions.get(name, "")),
+                name,
+                deadline_seconds=self.deadline_seconds,
+                cancelled=self.stop.is_set,
+                log=self._note_retry,
+            )
+            if body is None:  # closing
+                return
+            tmp = self.spool / f".{name}.tmp"
+            tmp.write_bytes(body)
+            if self.owner:
+                os.chown(tmp, *self.owner)
+            os.replace(tmp, self.spool / name)
+            with self._lock:
+                self.bytes += len(body)
+                self.downloaded += 1
+                self.last_end = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 - handed to wal-fetch, which aborts recovery with it
+            reason = str(exc) if isinstance(exc, s3mod.IntegrityError | s3mod.FetchError) else f"{name}: {exc}"
+            failed = self.spool / f".{name}.failed"
+            failed.write_text(reason)
+            if self.owner:
+                os.chown(failed, *self.owner)
+            with self._lock:
+                self.errors.append(reason)
+
+    def _run(self) -> None:
+        in_flight: set[Future] = set()
+        with ThreadPoolExecutor(self.workers) as pool:
+            index = 0
+            while not self.stop.is_set() and index < len(self.names):
+                in_flight = {f for f in in_flight if not f.done()}
+                spooled = sum(1 for p in self.spool.iterdir() if not p.name.startswith("."))
+                if len(in_flight) < self.active_workers and spooled + len(in_flight) < self.window:
+                    if self.first_start is None:
+                        self.first_start = time.monotonic()
+                    in_flight.add(pool.submit(self._download, self.names[index]))
+                    index += 1
+                else:
+                    time.sleep(0.005)
+
+    def seconds(self) -> float:
+        if self.first_start is None or self.last_end is None:
+            return 0.0
+        return round(self.last_end - self.first_start, 3)
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=30)
+
+
+def fetch_base_backup(
+    client, loc: S3Location, backup: dict, staging: Path, workers: int, progress: ProgressFile | None = None
+) -> dict[str, Any]:
+    """Stream base.tar from S3 into ``staging``: one streaming GET or parallel ranged GETs, hashed
+    here and fed to ``tar -x`` as they arrive (no local copy of the tar; C does the extraction)."""
+    key = s3mod.basebackup_prefix(loc, backup["backup_id"]) + "base.tar"
+    version = s3mod.version_arg(backup.get("tar_version_id", ""))
+    size = client.head_object(Bucket=loc.bucket, Key=key, **version)["ContentLength"]
+    version_id = backup.get("tar_version_id", "")
+    if workers > 1:
+        # ranges as large as the upload's parts (64 MiB): smaller ones made SeaweedFS read and
+        # decrypt the same SSE-KMS part several times
+        reader = ParallelRangeReader(
+            client,
+            loc.bucket,
+            key,
+            size,
+            version_id=version_id,
+            part_size=64 * 1024 * 1024,
+            workers=workers,
+            window=workers,
+        )
+    else:
+        reader = StreamReader(client, loc.bucket, key, version_id=version_id)
+    started = time.monotonic()
+    # GNU tar refuses absolute member names and names with "..", and --no-same-owner keeps
+    # ownership ours (chowned to PostgreSQL's user afterwards).
+    tar = subprocess.Popen(
+        ["tar", "-x", "-f", "-", "-C", str(staging), "--no-same-owner"], stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        while chunk := reader.read():
+            tar.stdin.write(chunk)
+            if progress:
+                progress.update("base backup", reader.bytes_read, size, "bytes")
+        tar.stdin.close()
+    except BrokenPipeError:
+        pass
+    finally:
+        reader.close()
+    errors = tar.stderr.read().decode(errors="replace").strip()
+    if tar.wait() != 0:
+        raise RestoreError(f"tar could not extract base.tar of {backup['backup_id']}: {errors[-1000:]}")
+    tablespaces = staging / "pg_tblspc"
+    if tablespaces.exists() and any(tablespaces.iterdir()):
+        raise RestoreError("the base backup uses tablespaces, which this restore does not support yet")
+    digest = reader.sha256.hexdigest()
+    return {
+        "bytes": reader.bytes_read,
+        "sha256": digest,
+        "seconds": round(time.monotonic() - started, 3),
+        "sha256_ok": digest == backup.get("tar_sha256"),
+    }
+
+
+def verify_backup(bindir: Path, staging: Path) -> str:
+    tool = bindir / "pg_verifybackup"
+    if not tool.exists():
+        return "skipped: pg_verifybackup not in pg_bindir"
+    result = subprocess.run([str(tool), "--no-parse-wal", "--quiet", str(staging)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RestoreError(
+            f"the base backup does not match its backup_manifest: {(result.stderr or result.stdout).strip()[:1500]}. "
+            f"Nothing was started; use another base backup (backup_id) or investigate the archive."
+        )
+    return "ok"
+
+
+def pg_owner(os_user: str | None) -> tuple[int, int] | None:
+    if not os_user:
+        return None
+    entry = pwd.getpwnam(os_user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def start_prefetcher(req: RestoreRequest, plan: Plan, client, active_workers: int) -> Prefetcher:
+    spool = req.work / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    prefetcher = Prefetcher(
+        client,
+        req.loc,
+        plan.segments,
+        spool,
+        versions=plan.versions,
+        workers=req.prefetch_workers,
+        window=req.spool_segments,
+        owner=pg_owner(pg.run_as_user(req.os_user)),
+        deadline_seconds=req.fetch_deadline_seconds,
+    )
+    prefetcher.active_workers = min(active_workers, req.prefetch_workers)
+    prefetcher.start()
+    return prefetcher

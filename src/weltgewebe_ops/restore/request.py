@@ -1,0 +1,40 @@
+"""What a restore is asked to do (module wal_restore's options, the drill's role pg_pitr)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..progress import restore_work_dir
+from ..settings import S3Location
+from .target import Target
+
+
+@dataclass
+class RestoreRequest:
+    loc: S3Location
+    data_dir: Path
+    pg_bindir: str = ""
+    os_user: str = "wgsandbox"
+    port: int = 0
+    target: Target = field(default_factory=Target)
+    backup_id: str = ""
+    work_dir: Path | None = None
+    # 1: one streaming GET (measured fastest against S3 on the same machine); more: parallel ranged
+    # GETs, for a remote S3 where one stream is held back by latency
+    download_workers: int = 1
+    prefetch_workers: int = 8
+    # WAL downloads already running while the base backup streams; 0 (start them after it) was
+    # faster in bench/restore.py on 2 cores with S3 on the same machine
+    prefetch_workers_during_base: int = 0
+    spool_segments: int = 16
+    timeout_seconds: float = 4 * 3600
+    verify: bool = True
+    # how long one WAL file may take to fetch while S3 or its KMS do not answer, before recovery is
+    # aborted (never ended early: a fetch that failed is not the end of the archive)
+    fetch_deadline_seconds: float = 300.0
+    check_free_space: bool = True
+
+    @property
+    def work(self) -> Path:
+        return restore_work_dir(self.data_dir, self.work_dir)
