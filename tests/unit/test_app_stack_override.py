@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from weltgewebe_ops import appstack
-from weltgewebe_ops.drill import app_stack_lines
+from weltgewebe_ops.drill.render import app_stack_lines
 
 MODEL = {
     "services": {

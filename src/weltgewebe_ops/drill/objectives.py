@@ -1,0 +1,185 @@
+"""RTO and RPO from the record, against the objectives, and the ground truth the sandbox keeps to check them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..settings import ContractNames
+from .record import RTO_PHASES, iso, now, parse_iso
+
+
+# ---------------------------------------------------------------------------------- writing it down
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not measured"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
+
+
+# ---------------------------------------------------------------------------------- ground truth
+def ground_truth(
+    truth_dir: Path, dsn: str, names: ContractNames, failure_at: dt.datetime, restored_to: dt.datetime | None
+) -> dict[str, Any]:
+    """Sandbox mode: what was really lost, from the workload's and the relay's own records (files
+    outside the destroyed database), compared with the restored database.
+
+    The loss runs from the recovery point to the last write acknowledged before the failure. The
+    recovery point is the later of the last recorded write that survived and ``restored_to`` (the
+    restored database's last commit, or the base backup's end): a later commit that is no recorded
+    write (the relay marking rows published) came back too, and every write before it with it."""
+    from .domain import GroundTruth
+
+    truth = GroundTruth(truth_dir)
+    cutoff = failure_at.timestamp()
+    writes = [w for w in truth.writes() if w["committed_at"] <= cutoff]
+    published = {p["event_id"] for p in truth.published() if p["at"] <= cutoff}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        outbox_ids = {
+            r[0]
+            for r in conn.execute(
+                sql.SQL("SELECT id FROM {t} WHERE id <= %s").format(t=sql.Identifier(names.outbox_table)),
+                (max(published, default=0),),
+            )
+        }
+        # a write survived when its edge exists (create) or the edge was last written by it or later (update)
+        edges = dict(
+            conn.execute(
+                sql.SQL("SELECT id::text, xmin::text::bigint FROM {t} WHERE id::text = ANY(%s)").format(
+                    t=sql.Identifier(names.edges_table)
+                ),
+                ([w["edge_id"] for w in writes],),
+            ).fetchall()
+        )
+    survived = [
+        w for w in writes if w["edge_id"] in edges and (w["op"] == "create" or edges[w["edge_id"]] >= w["xid"] % 2**32)
+    ]
+    last_commit = max((w["committed_at"] for w in writes), default=None)
+    last_survived = max((w["committed_at"] for w in survived), default=None)
+    lost_writes = len(writes) - len(survived)
+    rpo = 0.0
+    if lost_writes and last_commit is not None:
+        points = [t for t in (last_survived, restored_to.timestamp() if restored_to else None) if t is not None]
+        rpo = last_commit - max(points) if points else None
+    return {
+        "writes_before_failure": len(writes),
+        "lost_writes": lost_writes,
+        "last_commit_at": iso(dt.datetime.fromtimestamp(last_commit, dt.UTC)) if last_commit else None,
+        "last_surviving_commit_at": (iso(dt.datetime.fromtimestamp(last_survived, dt.UTC)) if last_survived else None),
+        "lost_events": len(published - outbox_ids),
+        "rpo_seconds": round(rpo, 3) if rpo is not None else None,
+    }
+
+
+# ---------------------------------------------------------------------------------- objectives
+def measure(record: dict[str, Any]) -> dict[str, Any]:
+    """RTO and RPO from the record, with how each was measured."""
+    facts = record.get("facts", {})
+    failure_at = parse_iso(facts.get("failure_at"))
+    phases = {p["name"]: p for p in record.get("phases", [])}
+    verified = phases.get("verify", {})
+    out: dict[str, Any] = {"failure_at": iso(failure_at)}
+    if failure_at and verified.get("ended_at"):
+        out["ended_at"] = verified["ended_at"]
+        out["rto_seconds"] = round((parse_iso(verified["ended_at"]) - failure_at).total_seconds(), 3)
+    else:
+        out["ended_at"] = verified.get("ended_at")
+        out["rto_seconds"] = None
+    restored_to = parse_iso(facts.get("restored_to"))
+    audit = facts.get("audit") or {}
+    out["restored_to"] = iso(restored_to)
+    # without a surviving stream nobody can count the lost events: None, not 0
+    out["lost_events"] = audit.get("lost_events") if facts.get("stream_survived") else None
+    newest_lost = parse_iso(audit.get("lost_last_time"))
+    # The stream dates a lost event by when JetStream received it (never before its commit), but
+    # committed writes the relay had not published yet are in no stream: only the failure instant
+    # bounds the loss from above. The RPO is that bound, so it errs high, never low; the stream's
+    # figure is kept beside it as what the surviving stream proves was lost.
+    # what the preflight found in the archive: how it was written, and how far behind the failure
+    # instant its newest WAL (segment or streamed chunk) was
+    preflight = facts.get("preflight") or {}
+    streamed = preflight.get("streamed_segment") or None
+    out["archive_method"] = preflight.get("archive_method")
+    archived = [parse_iso(t) for t in (preflight.get("newest_segment_at"), (streamed or {}).get("archived_at")) if t]
+    out["archive_lag_seconds"] = (
+        round(max(0.0, (failure_at - max(archived)).total_seconds()), 3) if failure_at and archived else None
+    )
+    if failure_at and restored_to:
+        end = max(failure_at, newest_lost) if newest_lost else failure_at
+        out["rpo_seconds"] = round(max(0.0, (end - restored_to).total_seconds()), 3)
+        if facts.get("stream_survived") and audit:
+            proven = max(0.0, (newest_lost - restored_to).total_seconds()) if newest_lost else 0.0
+            out["rpo_stream_seconds"] = round(proven, 3)
+            out["rpo_method"] = (
+                "upper bound: failure instant - last restored commit; the surviving stream shows "
+                f"events lost up to {proven:.3f} s after the restored commit"
+            )
+        else:
+            out["rpo_method"] = "upper bound: failure instant - last restored commit (no surviving stream to compare)"
+    else:
+        out["rpo_seconds"] = None
+        out["rpo_method"] = "not measured: no failure instant or no restored commit time"
+    return out
+
+
+def build_report(record: dict[str, Any]) -> dict[str, Any]:
+    m = measure(record)
+    rto_objective = float(record["rto_objective_seconds"])
+    rpo_objective = float(record["rpo_objective_seconds"])
+    facts = record.get("facts", {})
+    phases = [
+        {k: p.get(k) for k in ("name", "started_at", "ended_at", "seconds", "status", "detail")}
+        for p in record.get("phases", [])
+    ]
+    checks = list(facts.get("checks") or [])
+    rto_met = m["rto_seconds"] is not None and m["rto_seconds"] <= rto_objective
+    rpo_met = m["rpo_seconds"] is not None and m["rpo_seconds"] <= rpo_objective
+    report = {
+        "drill_id": record["drill_id"],
+        "mode": record["mode"],
+        "started_at": record["started_at"],
+        "failure_at": m["failure_at"],
+        "ended_at": m["ended_at"],
+        "restored_to": m["restored_to"],
+        "rto_seconds": m["rto_seconds"],
+        "rto_objective_seconds": rto_objective,
+        "rto_met": rto_met,
+        "rpo_seconds": m["rpo_seconds"],
+        "rpo_objective_seconds": rpo_objective,
+        "rpo_met": rpo_met,
+        "rpo_method": m["rpo_method"],
+        "rpo_stream_seconds": m.get("rpo_stream_seconds"),
+        "lost_events": m["lost_events"],
+        "archive_method": m["archive_method"],
+        "archive_lag_seconds": m["archive_lag_seconds"],
+        "rto_phase_seconds": round(sum(p["seconds"] or 0 for p in phases if p["name"] in RTO_PHASES), 3),
+        "phases": phases,
+        "checks": checks,
+        "restore": facts.get("restore"),
+        "event_log": facts.get("audit"),
+        "replay": facts.get("replay"),
+        "disaster": facts.get("disaster"),
+        "app_stack": facts.get("app_stack") or None,
+        "report_written_at": iso(now()),
+    }
+    if "ground_truth" in facts:
+        report["ground_truth"] = facts["ground_truth"]
+    failed_phases = [p["name"] for p in phases if p["status"] == "failed"]
+    failed_checks = [c["name"] for c in checks if c["status"] == "failed"]
+    missing = [name for name in RTO_PHASES if name not in {p["name"] for p in phases}]
+    report["passed"] = rto_met and rpo_met and not failed_checks and not failed_phases and not missing
+    report["failures"] = (
+        [f"phase {n} failed" for n in failed_phases]
+        + [f"phase {n} did not run" for n in missing]
+        + [f"check {n} failed" for n in failed_checks]
+        + ([] if rto_met else [f"RTO {human_duration(m['rto_seconds'])} > objective {human_duration(rto_objective)}"])
+        + ([] if rpo_met else [f"RPO {human_duration(m['rpo_seconds'])} > objective {human_duration(rpo_objective)}"])
+    )
+    return report
