@@ -96,9 +96,9 @@ def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions
     """The drill's checks against the recovered service, each a named result with detail."""
     import asyncio
 
-    from . import audit, toolschema
-    from .projector import quarantined_events
-    from .schema import read_migrations
+    from .. import audit, toolschema
+    from ..projector import quarantined_events
+    from ..schema import read_migrations
 
     api = options.api_url.rstrip("/")
     app = options.app_url.rstrip("/")

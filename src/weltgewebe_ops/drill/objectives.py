@@ -35,7 +35,7 @@ def ground_truth(
     recovery point is the later of the last recorded write that survived and ``restored_to`` (the
     restored database's last commit, or the base backup's end): a later commit that is no recorded
     write (the relay marking rows published) came back too, and every write before it with it."""
-    from .domain import GroundTruth
+    from ..domain import GroundTruth
 
     truth = GroundTruth(truth_dir)
     cutoff = failure_at.timestamp()
