@@ -79,7 +79,10 @@ attributes:
     support: none
   idempotent:
     support: none
-    details: Records times; every call is a new entry.
+    details: >-
+      Records times; every call is a new entry. Bookkeeping (V(facts), V(phase), V(finish)) reports
+      unchanged: it writes only the drill's own record, never the systems the drill works on.
+      V(begin) reports changed when a new drill began, V(reclaim) when it stopped something.
 author:
   - weltgewebe.ops developers
 """
@@ -194,16 +197,16 @@ def main():
         elif p["action"] == "finish":
             record.finish()
             lock.release(record.drill_id)
-            changed = True
+            changed = False  # bookkeeping: the drill's own record (see attributes)
         elif p["action"] == "phase":
             if p["phase_status"] == "started":
                 result["phase"] = record.phase_started(p["phase"])
             else:
                 result["phase"] = record.phase_finished(p["phase"], p["phase_status"], p["detail"])
-            changed = True
+            changed = False
         else:
             record.put(p["facts"])
-            changed = True
+            changed = False
     except drill_lock.DrillLockError as exc:
         module.fail_json(msg=str(exc))
     except (drill.DrillError, OSError, ValueError) as exc:
