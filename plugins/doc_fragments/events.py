@@ -24,7 +24,7 @@ options:
         (domain_event_consumptions, the receipts), C(projection_state_table) (domain_projection_state),
         C(migrations_table) (_sqlx_migrations), C(receipts_consumer)
         (weltgewebe-api-domain-receipts-v1), C(faden_view) (faden_view), C(tool_schema) (wgops,
-        this tool's bookkeeping on the recovery database: checkpoints, quarantine, excluded ids),
+        this tool's bookkeeping on the recovery database - checkpoints, quarantine, excluded ids),
         C(stream) (WELTGEWEBE_DOMAIN), C(subject_prefix) (weltgewebe; events go to
         C(<subject_prefix>.<event_type>)), C(msg_id_prefix) (domain-outbox-; C(Nats-Msg-Id) is it
         plus the outbox id), C(duplicate_window_seconds) (120).

@@ -1,0 +1,106 @@
+"""One contract per module and role: what DOCUMENTATION says is what the module accepts (names,
+types, defaults, choices, required, no_log), and a role's defaults are the ones its argument spec
+documents. A disagreement fails here, not in an operator's run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+# modules with code (a module file that only documents an action plugin has no argument spec here)
+MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py") if "\ndef main(" in p.read_text())
+ROLES = sorted(p.parent.parent.name for p in (REPO / "roles").glob("*/meta/argument_specs.yml"))
+
+
+class _CapturedError(Exception):
+    pass
+
+
+def argument_spec(name: str) -> dict:
+    """The argument spec module ``name`` hands to AnsibleModule (its main() stopped right there)."""
+    sys.path.insert(0, str(REPO / "collections"))
+    try:
+        module = importlib.import_module(f"ansible_collections.weltgewebe.ops.plugins.modules.{name}")
+    finally:
+        sys.path.pop(0)
+    if not hasattr(module, "main"):
+        return {}
+    captured = {}
+
+    def capture(self, argument_spec, **_kw):
+        captured.update(argument_spec)
+        raise _CapturedError
+
+    original = module.AnsibleModule.__init__
+    module.AnsibleModule.__init__ = capture
+    try:
+        module.main()
+    except _CapturedError:
+        pass
+    finally:
+        module.AnsibleModule.__init__ = original
+    return captured
+
+
+def _doc(path) -> dict:
+    """The DOCUMENTATION of one of our files (module or doc fragment), read without running it."""
+    namespace: dict = {}
+    exec(compile(path.read_text().split("\nfrom ansible", 1)[0], str(path), "exec"), namespace)
+    holder = namespace.get("ModuleDocFragment")
+    return yaml.safe_load(holder.DOCUMENTATION if holder else namespace["DOCUMENTATION"])
+
+
+def documented(name: str) -> dict:
+    """The module's options, its documentation fragments' merged in."""
+    doc = _doc(REPO / "plugins" / "modules" / f"{name}.py")
+    options = dict(doc.get("options") or {})
+    for fragment in doc.get("extends_documentation_fragment") or []:
+        options.update(_doc(REPO / "plugins" / "doc_fragments" / f"{fragment.rsplit('.', 1)[-1]}.py")["options"])
+    return options
+
+
+def _norm(spec: dict) -> dict:
+    return {
+        "type": spec.get("type", "str"),
+        "default": spec.get("default"),
+        "choices": sorted(spec["choices"]) if spec.get("choices") else None,
+        "required": bool(spec.get("required", False)),
+        "elements": spec.get("elements"),
+    }
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_a_module_accepts_what_its_documentation_says(name):
+    spec = argument_spec(name)
+    assert spec, f"{name}: no argument spec captured"
+    docs = documented(name)
+    assert sorted(spec) == sorted(docs), f"{name}: documented but not accepted, or accepted but not documented"
+    for option, given in spec.items():
+        assert _norm(given) == _norm(docs[option]), f"{name}: option {option}"
+        if any(word in option for word in ("secret", "password", "dsn")):
+            assert given.get("no_log"), f"{name}: option {option} holds a secret and must be no_log"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_role_documents_its_defaults(role):
+    root = REPO / "roles" / role
+    spec = yaml.safe_load((root / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    defaults_file = root / "defaults" / "main.yml"
+    defaults = yaml.safe_load(defaults_file.read_text()) or {} if defaults_file.exists() else {}
+    assert not set(defaults) - set(spec), f"{role}: defaults without a documented option"
+    for option, value in defaults.items():
+        if (
+            "{{" in str(value)
+            or isinstance(value, dict)
+            or (isinstance(value, list) and value and not all(isinstance(v, (str, int, float)) for v in value))
+        ):
+            continue  # computed from other options, or a structure: the spec states it in words
+        documented_default = spec[option].get("default")
+        assert documented_default == value or (value in ("", [], {}) and documented_default in ("", [], {}, None)), (
+            f"{role}: {option} defaults to {value!r}, its argument spec says {documented_default!r}"
+        )
