@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from . import basebackup
 from . import s3 as s3mod
 from .settings import S3Location
 from .walnames import SEGMENT_RE, lsn_to_int, segment_name, segment_number, segment_of_lsn
@@ -453,8 +454,7 @@ def backup_info(
         "base_backups": backups,
         "chosen_backup": chosen["backup_id"] if chosen else None,
         "chosen_backup_server_version_num": chosen.get("server_version_num") if chosen else None,
-        # the restored cluster's superuser, as the backup recorded it (older labels: postgres)
-        "chosen_backup_superuser": (chosen.get("superuser") or "postgres") if chosen else None,
+        "chosen_backup_superuser": basebackup.superuser(chosen) if chosen else None,
         "timelines": timelines,
         "history_files": sorted(inv.histories),
         "partial_files": sorted(inv.partials),

@@ -91,6 +91,8 @@ def health(loc: S3Location, server: Server, now: dt.datetime | None = None, slot
             " current_setting('archive_mode'), current_setting('archive_timeout')"
             " FROM pg_stat_archiver"
         ).fetchone()
+        in_recovery = row[6]
+        position = _stream_position(conn, slot) if slot and not in_recovery else None
     archived, last_wal, last_time, failed, last_failed_wal, last_failed_time, in_recovery, current, mode, timeout = row
     # WAL written since the last archived segment (a completed one not archived, or the current
     # one): the archive lags by the time since that last success; nothing waiting means 0
@@ -99,7 +101,7 @@ def health(loc: S3Location, server: Server, now: dt.datetime | None = None, slot
     client = s3mod.client(loc)
     labels = basebackup.list_labels(client, loc)
     newest = max((dt.datetime.fromisoformat(lb["stop_time"]) for lb in labels), default=None)
-    stream = _stream_health(server, client, loc, slot, newest, now) if slot and not in_recovery else {}
+    stream = _stream_health(client, loc, position, newest, now) if position else {}
     if stream:
         last_wal, last_time, lag = stream.pop("last_archived"), stream.pop("last_archived_time"), stream["lag_seconds"]
     return {
@@ -122,33 +124,40 @@ def health(loc: S3Location, server: Server, now: dt.datetime | None = None, slot
     }
 
 
+def _stream_position(conn, slot: str) -> dict[str, Any]:
+    """Streaming, from the server: where it writes (segment and offset), since when it runs, and
+    the slot (in use, WAL it holds back; -1: no such slot)."""
+    current, offset, started = conn.execute(
+        "SELECT file_name, file_offset, pg_postmaster_start_time() FROM pg_walfile_name_offset(pg_current_wal_lsn())"
+    ).fetchone()
+    row = conn.execute(
+        "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
+        " FROM pg_replication_slots WHERE slot_name = %s",
+        [slot],
+    ).fetchone()
+    active, retained = row if row else (False, None)
+    return {"slot": slot, "active": bool(active), "retained": -1 if retained is None else int(retained),
+            "current": current, "offset": offset, "started": started}  # fmt: skip
+
+
 def _stream_health(
-    server: Server, client, loc: S3Location, slot: str, newest_backup: dt.datetime | None, now: dt.datetime
+    client, loc: S3Location, position: dict[str, Any], newest_backup: dt.datetime | None, now: dt.datetime
 ) -> dict[str, Any]:
-    """Streaming: the slot, and how long the WAL written beyond what the archive holds has waited
-    (an upper bound: since the newest object of the segment being written or the one before, else
-    since the newest base backup, else since the server started)."""
+    """Streaming: how long the WAL written beyond what the archive holds has waited (an upper
+    bound: since the newest object of the segment being written or the one before, else since the
+    newest base backup, else since the server started)."""
     from .walstream import contiguous, parse_chunk
 
-    with psycopg.connect(server.dsn(), autocommit=True) as conn:
-        current, offset, started = conn.execute(
-            "SELECT file_name, file_offset, pg_postmaster_start_time()"
-            " FROM pg_walfile_name_offset(pg_current_wal_lsn())"
-        ).fetchone()
-        row = conn.execute(
-            "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
-            " FROM pg_replication_slots WHERE slot_name = %s",
-            [slot],
-        ).fetchone()
-    active, retained = row if row else (False, None)
+    current, offset = position["current"], position["offset"]
+    previous = _previous_segment(current)
     objects = []  # (name, when it arrived, the byte range of the current segment it holds)
-    for name in (_previous_segment(current), current):
+    for name in (previous, current):
         prefix = s3mod.wal_key(loc, name)
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 base = item["Key"].rsplit("/", 1)[-1]
                 chunk = parse_chunk(base)
-                covers = None  # the byte range of the current segment it holds, if any
+                covers = None
                 if chunk and chunk[0] == current:
                     covers = (chunk[1], chunk[2])
                 elif base == current:
@@ -156,17 +165,16 @@ def _stream_health(
                 objects.append((base, item["LastModified"], covers))
     archived_to = contiguous([covers for _n, _t, covers in objects if covers])
     # the segment before, streamed in chunks but not yet archived whole: its end is still waiting
-    previous = _previous_segment(current)
     names = {name for name, _t, _c in objects}
     previous_waits = previous not in names and any(name.startswith(previous + ".partial.") for name in names)
     newest = max(objects, key=lambda o: o[1], default=None)
-    waited_since = newest[1] if newest else (newest_backup or started)
+    waited_since = newest[1] if newest else (newest_backup or position["started"])
     caught_up = archived_to >= offset and not previous_waits
     lag = 0.0 if caught_up else round(max(0.0, (now - waited_since).total_seconds()), 3)
     return {
-        "slot": slot,
-        "slot_active": bool(active),
-        "slot_retained_bytes": -1 if retained is None else int(retained),
+        "slot": position["slot"],
+        "slot_active": position["active"],
+        "slot_retained_bytes": position["retained"],
         "unarchived_bytes": max(0, offset - archived_to),
         "lag_seconds": lag,
         "last_archived": newest[0] if newest else "",

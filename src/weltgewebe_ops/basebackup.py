@@ -191,6 +191,12 @@ def take_base_backup(
     return label
 
 
+def superuser(label: dict) -> str:
+    """Who a restore of this backup logs in as: the bootstrap superuser its label recorded
+    (labels written before it was recorded: postgres)."""
+    return label.get("superuser") or "postgres"
+
+
 def list_labels(client, loc: S3Location) -> list[dict]:
     """Every complete base backup's label, oldest first."""
     labels = []

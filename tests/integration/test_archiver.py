@@ -143,18 +143,24 @@ def write_some(box, rows: int = 200) -> None:
         conn.execute("INSERT INTO archiver_probe SELECT g, repeat('w', 200) FROM generate_series(1, %s) g", [rows])
 
 
+def streamed_figures(loc, server, seconds: float = 30) -> dict:
+    """The streaming health figures once the archive has caught up (lag and unarchived bytes 0),
+    else the last ones read after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        figures = archiver.health(loc, server, slot="wgops_stream")
+        if (figures["lag_seconds"] == 0 and figures["unarchived_bytes"] == 0) or time.monotonic() > deadline:
+            return figures
+        time.sleep(0.5)
+
+
 def test_streaming_health_is_witnessed_by_the_archive_and_a_stopped_receiver_shows_as_lag(streaming_primary):
     # archive_mode is off when the receiver archives: pg_stat_archiver knows nothing, so the lag
     # must come from the archive itself (a lag of 0 from an empty pg_stat_archiver was a lie)
     box = streaming_primary
     loc, server = box.s.s3_location(), server_of(box)
     write_some(box)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ok = archiver.health(loc, server, slot="wgops_stream")
-        if ok["lag_seconds"] == 0 and ok["unarchived_bytes"] == 0:
-            break
-        time.sleep(0.5)
+    ok = streamed_figures(loc, server)
     assert ok["archive_mode"] == "off" and ok["slot_active"], ok
     assert ok["lag_seconds"] == 0 and ok["unarchived_bytes"] == 0, ok
     assert ok["last_archived_wal"].startswith(ok["current_wal"][:24]) or ok["last_archived_wal"] < ok["current_wal"]
@@ -175,13 +181,7 @@ def test_streaming_health_is_witnessed_by_the_archive_and_a_stopped_receiver_sho
         missing = archiver.health(loc, server, slot="no_such_slot")
         assert missing["slot_retained_bytes"] == -1 and not missing["slot_active"]
     finally:
-        for result in [box.up("walstream")]:
-            print(result.line)
+        print(box.up("walstream").line)
     # started again, it catches up from the slot: nothing was lost while it was away
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        again = archiver.health(loc, server, slot="wgops_stream")
-        if again["lag_seconds"] == 0 and again["unarchived_bytes"] == 0:
-            break
-        time.sleep(0.5)
+    again = streamed_figures(loc, server)
     assert again["slot_active"] and again["lag_seconds"] == 0 and again["unarchived_bytes"] == 0, again

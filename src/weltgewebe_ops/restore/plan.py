@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import archive
+from .. import archive, basebackup
 from .. import s3 as s3mod
 from ..settings import S3Location
 from ..walnames import WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int, segment_number
@@ -63,8 +63,7 @@ class Plan:
             "base_backup": self.backup["backup_id"],
             "base_backup_bytes": self.backup.get("tar_size"),
             "base_backup_stop_time": self.backup["stop_time"],
-            # who the restore logs in as: the cluster's bootstrap superuser, as the backup recorded it
-            "superuser": self.backup.get("superuser") or "postgres",
+            "superuser": basebackup.superuser(self.backup),
             "target": {
                 "kind": self.target.kind,
                 "value": self.target.value,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from .. import pg
+from .. import basebackup, pg
 from ..procs import free_port
 from ..progress import PROGRESS_FILE, ProgressFile
 from ..walnames import WAL_SEGMENT_SIZE, lsn_to_int, segment_number
@@ -127,7 +127,8 @@ def recover(
     try:
         pg.run([str(bindir / "pg_ctl"), "start", "-D", str(req.data_dir), "-l", str(log_file), "-W"], os_user)
         try:
-            reached = follow_recovery(req, port, log_file, log, plan.as_dict()["superuser"], planned=plan.segments)
+            superuser = basebackup.superuser(plan.backup)
+            reached = follow_recovery(req, port, log_file, log, superuser, planned=plan.segments)
         finally:
             fetched_log = _read_fetch_log(req.work / "fetched.jsonl")
         # with another restore_command (the benchmark's baselines) there is no fetch log to read
