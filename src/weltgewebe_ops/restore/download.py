@@ -270,6 +270,8 @@ def fetch_base_backup(
             tar.stdin.write(chunk)
             if progress:
                 progress.update("base backup", reader.bytes_read, size, "bytes")
+        if progress:
+            progress.update("base backup", reader.bytes_read, size, "bytes", force=True)
         tar.stdin.close()
     except BrokenPipeError:
         pass

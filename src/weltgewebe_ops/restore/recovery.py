@@ -275,16 +275,18 @@ def follow_recovery(
                 ).fetchone()
                 in_recovery, replay_lsn, replay_ts, pause = row
                 now = time.monotonic()
+                ended = not in_recovery or (req.target.action == "pause" and pause == "paused")
                 if replay_lsn:
-                    # planned segments up to the one being replayed (timelines aside: numbers grow)
+                    # planned segments up to the one being replayed (timelines aside: numbers grow);
+                    # the state at the end is always written (the file's last word is where it ended)
                     at = lsn_to_int(replay_lsn) // WAL_SEGMENT_SIZE
                     done = bisect.bisect_right(planned_numbers, at)
                     detail = f"replayed to {replay_lsn}, last commit {replay_ts or '-'}"
-                    progress.update("WAL replay", done, len(planned_numbers), "segments", detail=detail)
+                    progress.update("WAL replay", done, len(planned_numbers), "segments", force=ended, detail=detail)
                 if now - last_report > 5:
                     log(f"recovery: replayed to {replay_lsn}, last commit {replay_ts}")
                     last_report = now
-                if not in_recovery or (req.target.action == "pause" and pause == "paused"):
+                if ended:
                     timeline = conn.execute(
                         "SELECT CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) "
                         "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END"
