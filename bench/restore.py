@@ -1,10 +1,20 @@
-"""Benchmark: restore the same archive three ways and print the figures side by side.
+"""Benchmark: restore one archive several ways, in one run, and print the figures side by side.
 
-    (a) floor:  restore_command `cp` from a local copy of the archive; base backup `tar -x` from local disk
-    (b) naive:  restore_command = one python+boto3 GET per segment; base backup boto3 download piped into `tar -x`
-    (c) ours:   weltgewebe_ops.restore (parallel ranged GETs extracted as they stream; WAL prefetch spool)
+    floor:     base backup `tar -x` from a local copy, restore_command `cp` from a local copy of the WAL
+    ours:      weltgewebe_ops.restore with its defaults (streamed base backup, prefetched WAL, fast path)
+    --peers:   pgBackRest and barman-cloud, archiving the same WAL stream of the same cluster to the
+               same SeaweedFS (SSE-KMS, Object Lock) and restoring with their own tools (bench/_peers.py)
+    --variants ours with other settings, and a naive boto3-per-segment restore_command
 
-Usage: .venv/bin/python bench/restore.py [--base-mb 320] [--wal-mb 520] [--outage 15] [--keep]
+Every method restores to the end of the archive and must reach the same LSN and the same table
+contents as the others; the run stops when one does not. Rounds are interleaved (round 1 of every
+method, then round 2 ...) and the table shows medians, ranges and ratios to the floor.
+
+Base is the time to a data directory PostgreSQL can start on (download, extract, verify); replay is
+PostgreSQL's start to the end of recovery; total is the wall time of the whole restore.
+
+Usage: .venv/bin/python bench/restore.py [--dataset rows:420,520 | pgbench:60[,1750]] [--peers]
+                                         [--rounds 3] [--variants] [--outage 15] [--keep]
 It starts its own sandbox (S3 + PostgreSQL) on free loopback ports in a temporary directory.
 """
 
@@ -13,6 +23,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,11 +36,16 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from _peers import PEERS
+
 from weltgewebe_ops import basebackup, pg, restore
 from weltgewebe_ops import s3 as s3mod
 from weltgewebe_ops import sandbox as sb
 
 PORTS = dict.fromkeys(("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "postgres", "nats", "api"), 0)
+FLOOR = "floor: local tar -x + cp"
+OURS = "weltgewebe.ops (defaults)"
+PG15 = "/usr/lib/postgresql/15/bin"
 
 
 def say(msg: str) -> None:
@@ -40,33 +56,93 @@ def wal_position(conn) -> int:
     return int(conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()[0])
 
 
-def load(box, base_mb: int, wal_mb: int) -> dict:
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_rows (id bigint, pad text)")
-        rows = base_mb * 650  # about 1.5 kB per row on disk with its index-free heap overhead
-        say(f"loading ~{base_mb} MB of table data before the base backup")
-        conn.execute("INSERT INTO bench_rows SELECT g, repeat(md5(g::text), 28) FROM generate_series(1, %s) g", (rows,))
-        conn.execute("CHECKPOINT")
+# ------------------------------------------------------------------------------------ the workload
+class Dataset:
+    """``rows:BASE_MB,WAL_MB`` (a table of md5 text) or ``pgbench:SCALE[,WAL_MB]`` (pgbench -i, then
+    pgbench runs until WAL_MB of WAL, by default twice the database)."""
+
+    def __init__(self, spec: str):
+        kind, _, sizes = spec.partition(":")
+        numbers = [int(x) for x in sizes.split(",") if x]
+        if kind not in ("rows", "pgbench") or not numbers:
+            raise SystemExit(f"--dataset {spec}: use rows:BASE_MB,WAL_MB or pgbench:SCALE[,WAL_MB]")
+        self.kind, self.size = kind, numbers[0]
+        self.wal_mb = numbers[1] if len(numbers) > 1 else (520 if kind == "rows" else 2 * self.size * 15)
+        self.check_sql = (
+            "SELECT count(*), sum(abalance), (SELECT count(*) FROM pgbench_history) FROM pgbench_accounts"
+            if kind == "pgbench"
+            else "SELECT count(*), sum(id), sum(length(pad)) FROM bench_rows"
+        )
+
+    def load(self, box) -> None:
+        if self.kind == "rows":
+            with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS bench_rows (id bigint, pad text)")
+                say(f"loading ~{self.size} MB of table data before the base backup")
+                conn.execute(
+                    "INSERT INTO bench_rows SELECT g, repeat(md5(g::text), 28) FROM generate_series(1, %s) g",
+                    (self.size * 650,),  # about 1.5 kB per row on disk
+                )
+        else:
+            say(f"pgbench -i -s {self.size}")
+            self.pgbench(box, "-i", "-q", "-s", str(self.size))
+        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+
+    def write_wal(self, box) -> int:
+        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+            start = wal_position(conn)
+            batch = 0
+            while (wal_position(conn) - start) / 1e6 < self.wal_mb:
+                batch += 1
+                if self.kind == "rows":
+                    conn.execute(
+                        "INSERT INTO bench_rows SELECT g, repeat(md5((g + %s)::text), 28) "
+                        "FROM generate_series(1, 100000) g",
+                        (batch,),
+                    )
+                else:
+                    self.pgbench(box, "-n", "-c", "4", "-j", "2", "-T", "5")
+            return wal_position(conn) - start
+
+    def pgbench(self, box, *args: str) -> None:
+        tool = pg.resolve_bindir(box.s.pg_bindir) / "pgbench"
+        subprocess.run(
+            [str(tool), "-h", "127.0.0.1", "-p", str(box.s.ports.postgres), "-U", "postgres", *args, box.s.database],
+            env={**pg.user_env(), "PGPASSWORD": box.s.pg_password},
+            check=True,
+            capture_output=True,
+        )
+
+
+def build_archive(box, dataset: Dataset, peers: list) -> dict:
+    """Load, back up with every tool, write WAL, wait until every tool archived all of it."""
+    if peers:
+        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+            ours = conn.execute("SHOW archive_command").fetchone()[0]
+            for peer in peers:
+                peer.prepare()
+            combined = " && ".join([ours, *(peer.archive_command() for peer in peers)])
+            conn.execute(psycopg.sql.SQL("ALTER SYSTEM SET archive_command = {}").format(psycopg.sql.Literal(combined)))
+            conn.execute("SELECT pg_reload_conf()")
+    dataset.load(box)
     label = basebackup.take_base_backup(
         pg.resolve_bindir(box.s.pg_bindir), box.s.ports.postgres, box.s.pg_password, box.s.s3_location()
     )
     say(f"base backup {label['backup_id']}: {label['tar_size'] / 1e6:.0f} MB")
+    for peer in peers:
+        started = time.monotonic()
+        peer.backup()
+        say(f"{peer.name}: base backup in {time.monotonic() - started:.1f}s")
+    wal_bytes = dataset.write_wal(box)
     with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
-        start = wal_position(conn)
-        batch = 0
-        while (wal_position(conn) - start) / 1e6 < wal_mb:
-            batch += 1
-            conn.execute(
-                "INSERT INTO bench_rows SELECT g, repeat(md5((g + %s)::text), 28) FROM generate_series(1, 100000) g",
-                (batch,),
-            )
-        wal_bytes = wal_position(conn) - start
         last = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-        say(f"generated {wal_bytes / 1e6:.0f} MB of WAL after the backup; waiting for the archive to reach {last}")
-        deadline = time.monotonic() + 900
+        say(f"wrote {wal_bytes / 1e6:.0f} MB of WAL after the backups; waiting until {last} is archived by every tool")
+        deadline = time.monotonic() + 3600
         while conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0] != last:
+            failed = conn.execute("SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
             if time.monotonic() > deadline:
-                raise SystemExit("archiving did not catch up in 15 min")
+                raise SystemExit(f"archiving did not catch up in 1 h (last failure: {failed})")
             time.sleep(0.5)
     return label
 
@@ -79,33 +155,64 @@ def local_copy(box, plan, into: Path) -> tuple[Path, Path]:
         client.download_file(loc.bucket, s3mod.wal_key(loc, name), str(wal_dir / name))
     tar = into / "base.tar"
     client.download_file(loc.bucket, s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar", str(tar))
-    wal_dir.chmod(0o755)
-    for f in wal_dir.iterdir():
-        f.chmod(0o644)
+    for path in (into, wal_dir, *wal_dir.iterdir(), tar):
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return wal_dir, tar
 
 
-def timed_tar_extract(source_cmd, staging: Path) -> float:
-    staging.mkdir(parents=True)
-    started = time.monotonic()
-    source_cmd(staging)
-    return time.monotonic() - started
+# ------------------------------------------------------------------------------------ one restore
+class Runner:
+    def __init__(self, box, root: Path, dataset: Dataset):
+        self.box, self.root, self.dataset = box, root, dataset
+        self.count = 0
 
+    def request(self, **options) -> restore.RestoreRequest:
+        self.count += 1
+        where = self.root / f"run-{self.count}"
+        where.mkdir()
+        where.chmod(0o755)
+        return restore.RestoreRequest(
+            loc=self.box.s.s3_location(readonly=True),
+            data_dir=where / "data",
+            pg_bindir=self.box.s.pg_bindir,
+            target=restore.Target.parse("latest"),
+            **options,
+        )
 
-def boto3_pipe_into_tar(box, plan):
-    """The plain way: one boto3 GET of base.tar, its body streamed into `tar -x`."""
+    def finish(self, req, result: dict, base: float, total: float) -> dict:
+        dsn = f"host=127.0.0.1 port={result['port']} dbname={self.box.s.database} user=postgres " + (
+            f"password={self.box.s.pg_password}"
+        )
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            content = conn.execute(self.dataset.check_sql).fetchone()
+        pg.stop(pg.resolve_bindir(req.pg_bindir), req.data_dir, pg.run_as_user(self.box.s.pg_os_user), "immediate")
+        shutil.rmtree(req.data_dir.parent, ignore_errors=True)
+        return {"base": base, "replay": result["replay_seconds"], "total": total, "lsn": result["reached_lsn"],
+                "content": tuple(str(v) for v in content)}  # fmt: skip
 
-    def run(staging: Path) -> None:
-        client, loc = box.s3(), box.s.s3_location()
-        key = s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar"
-        tar = subprocess.Popen(["tar", "-x", "-C", str(staging)], stdin=subprocess.PIPE)
-        for chunk in client.get_object(Bucket=loc.bucket, Key=key)["Body"].iter_chunks(1024 * 1024):
-            tar.stdin.write(chunk)
-        tar.stdin.close()
-        if tar.wait() != 0:
-            raise SystemExit("tar failed")
+    def ours(self, during=None, **options) -> dict:
+        req = self.request(**options)
+        if during is not None:
+            threading.Thread(target=during, args=(req,), daemon=True).start()
+        started = time.monotonic()
+        result = restore.restore(req)
+        total = time.monotonic() - started
+        base = result["base_backup_download_extract_seconds"] + result["verify_seconds"]
+        return self.finish(req, result, base, total)
 
-    return run
+    def with_command(self, extract, restore_command) -> dict:
+        """A base backup put in place by ``extract(staging)``, then WAL through ``restore_command``
+        (a string, or a function of the data directory that returns it)."""
+        req = self.request()
+        plan = restore.make_plan(self.box.s3(readonly=True), req.loc, req.target)
+        staging = restore.staging_dir(req.data_dir)
+        staging.mkdir(parents=True)
+        started = time.monotonic()
+        extract(staging)
+        base = time.monotonic() - started
+        command = restore_command(req.data_dir) if callable(restore_command) else restore_command
+        result = restore.recover(req, plan, staging, restore_command=command)
+        return self.finish(req, result, base, time.monotonic() - started)
 
 
 def naive_fetch_script(box, where: Path) -> Path:
@@ -128,8 +235,24 @@ def naive_fetch_script(box, where: Path) -> Path:
     return script
 
 
+def boto3_into_tar(box, plan):
+    """The plain way to a base backup: one boto3 GET of base.tar, its body streamed into `tar -x`."""
+
+    def extract(staging: Path) -> None:
+        loc = box.s.s3_location(readonly=True)
+        key = s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar"
+        tar = subprocess.Popen(["tar", "-x", "-C", str(staging)], stdin=subprocess.PIPE)
+        for chunk in s3mod.client(loc).get_object(Bucket=loc.bucket, Key=key)["Body"].iter_chunks(1024 * 1024):
+            tar.stdin.write(chunk)
+        tar.stdin.close()
+        if tar.wait() != 0:
+            raise SystemExit("tar failed")
+
+    return extract
+
+
 def s3_outage(box, seconds: float):
-    """A fault for one_run: S3 stopped for ``seconds`` as soon as replay has taken 3 WAL files."""
+    """A fault for Runner.ours: S3 stopped for ``seconds`` as soon as replay has taken 3 WAL files."""
 
     def inject(req) -> None:
         log = req.work / "fetched.jsonl"
@@ -144,108 +267,107 @@ def s3_outage(box, seconds: float):
     return inject
 
 
-def one_run(box, root: Path, name: str, *, base=None, restore_command: str = "", during=None, **options) -> dict:
-    """One restore of the archive to latest; ``options`` go to RestoreRequest (ours only);
-    ``during(req)`` runs beside it (a fault)."""
-    where = root / name
-    where.mkdir()
-    where.chmod(0o755)
-    req = restore.RestoreRequest(
-        loc=box.s.s3_location(readonly=True), data_dir=where / "data", target=restore.Target.parse("latest"), **options
-    )
-    if during is not None:
-        threading.Thread(target=during, args=(req,), daemon=True).start()
-    if base is None:
-        result = restore.restore(req)
-        base_seconds = result["base_backup_download_extract_seconds"]
-    else:
-        plan = restore.make_plan(box.s3(readonly=True), req.loc, req.target)
-        staging = restore.staging_dir(req.data_dir)
-        base_seconds = timed_tar_extract(base, staging)
-        result = restore.recover(req, plan, staging, restore_command=restore_command)
-    pg.stop(pg.resolve_bindir(), req.data_dir, pg.run_as_user(box.s.pg_os_user), "immediate")
-    return {
-        "base": base_seconds,
-        "replay": result["replay_seconds"],
-        "lsn": result["reached_lsn"],
-        "segments": result["wal_segments"],
-    }
+# ------------------------------------------------------------------------------------ the table
+def print_table(title: str, runs: dict[str, list[dict]], skipped: dict[str, str]) -> None:
+    def cell(values: list[float], floor: float) -> str:
+        med = statistics.median(values)
+        spread = f" ({min(values):.1f}-{max(values):.1f})" if len(values) > 1 else ""
+        return f"{med:7.2f}{spread:<12} {med / floor:5.2f}x"
+
+    floor = {k: statistics.median(r[k] for r in runs[FLOOR]) for k in ("base", "replay", "total")}
+    print()
+    print(title)
+    header = f"{'method':<34} {'base s (range)':<20} {'ratio':>6}   {'replay s (range)':<20} {'ratio':>6}   "
+    print(header + f"{'total s (range)':<20} {'ratio':>6}")
+    for name, results in runs.items():
+        row = [cell([r[k] for r in results], floor[k]) for k in ("base", "replay", "total")]
+        print(f"{name:<34} {row[0]}   {row[1]}   {row[2]}")
+    for name, why in skipped.items():
+        print(f"{name:<34} skipped: {why}")
+    print("ratio: the median against the floor's median; every method reached the same LSN and table contents")
 
 
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the sandbox on the way out
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-mb", type=int, default=420)
-    parser.add_argument("--wal-mb", type=int, default=520)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--dataset", default="rows:420,520", help="rows:BASE_MB,WAL_MB or pgbench:SCALE[,WAL_MB]")
+    parser.add_argument("--peers", action="store_true", help="also pgBackRest and barman-cloud")
+    parser.add_argument("--variants", action="store_true", help="also ours with other settings, and naive boto3")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
-        "--outage",
-        type=float,
-        default=0,
-        help="also restore with S3 stopped this many seconds mid-replay (compare with ours (defaults))",
+        "--pg-bindir",
+        default="",
+        help=f"PostgreSQL binaries (default: the embedded 18; with --peers {PG15}: pgBackRest 2.45 knows up to 16)",
     )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--outage", type=float, default=0, help="also ours with S3 stopped this long mid-replay")
     args = parser.parse_args()
+    dataset = Dataset(args.dataset)
     root = Path(tempfile.mkdtemp(prefix="wgops-bench-", dir="/var/tmp"))
     root.chmod(0o755)
-    box = sb.Sandbox(sb.prepare({"state_dir": str(root / "sandbox"), "ports": PORTS}))
+    bindir = args.pg_bindir or (PG15 if args.peers and Path(PG15).exists() else "")
+    box = sb.Sandbox(sb.prepare({"state_dir": str(root / "sandbox"), "ports": PORTS, "pg_bindir": bindir}))
+    peers, skipped = [], {}
     try:
         for component in ("s3", "postgres", "schema"):
             say(box.up(component).line)
-        load(box, args.base_mb, args.wal_mb)
-        # the primary is gone: every method restores exactly the same archive (no autovacuum WAL after this)
+        if args.peers:
+            for peer_class in PEERS:
+                peer = peer_class(box, root)
+                if why := peer.missing():
+                    skipped[peer.name] = why
+                    say(f"{peer.name} skipped: {why}")
+                else:
+                    peers.append(peer)
+        build_archive(box, dataset, peers)
+        # the primary is gone: every method restores the same archive (no autovacuum WAL after this)
         pg.stop(pg.resolve_bindir(box.s.pg_bindir), box.s.pg_data_dir, pg.run_as_user(box.s.pg_os_user), "fast")
         plan = restore.make_plan(box.s3(), box.s.s3_location(), restore.Target.parse("latest"))
-        say(
-            f"archive: base backup {plan.backup['tar_size'] / 1e6:.0f} MB, {len(plan.segments)} WAL segments "
-            f"({plan.wal_bytes / 1e6:.0f} MB)"
-        )
+        say(f"archive: base backup {plan.backup['tar_size'] / 1e6:.0f} MB, {len(plan.segments)} WAL segments "
+            f"({plan.wal_bytes / 1e6:.0f} MB)")  # fmt: skip
         wal_dir, tar = local_copy(box, plan, root / "local-copy")
-        script = naive_fetch_script(box, root)
-        runs = {
-            "(a) floor: cp + local tar": one_run(
-                box,
-                root,
-                "floor",
-                base=lambda d: subprocess.run(["tar", "-x", "-f", str(tar), "-C", str(d)], check=True),
-                restore_command=f"cp '{wal_dir}/%f' %p",
+        runner = Runner(box, root, dataset)
+        methods = {
+            FLOOR: lambda: runner.with_command(
+                lambda d: subprocess.run(["tar", "-x", "-f", str(tar), "-C", str(d)], check=True),
+                f"cp '{wal_dir}/%f' %p",
             ),
-            "(b) naive boto3 per segment": one_run(
-                box,
-                root,
-                "naive",
-                base=boto3_pipe_into_tar(box, plan),
-                restore_command=f"'{sys.executable}' '{script}' %f %p",
-            ),
-            "(c) ours (defaults)": one_run(box, root, "ours"),
-            "(c) ours, 8 ranged GETs": one_run(box, root, "ours-ranges", download_workers=8),
-            "(c) ours, WAL overlaps base": one_run(box, root, "ours-overlap", prefetch_workers_during_base=2),
+            OURS: runner.ours,
         }
-        if args.outage:
-            runs[f"(c) ours, S3 down {args.outage:.0f}s"] = one_run(
-                box, root, "ours-outage", during=s3_outage(box, args.outage)
+        for peer in peers:
+            methods[peer.name] = lambda p=peer: runner.with_command(p.restore_base, p.restore_command)
+        if args.variants:
+            script = naive_fetch_script(box, root)
+            methods["naive: boto3 per segment"] = lambda: runner.with_command(
+                boto3_into_tar(box, plan), f"'{sys.executable}' '{script}' %f %p"
             )
-        floor = runs["(a) floor: cp + local tar"]
-        plain = runs["(b) naive boto3 per segment"]
-        print()
-        print(
+            methods["ours, 8 ranged GETs"] = lambda: runner.ours(download_workers=8)
+            methods["ours, no WAL during the base"] = lambda: runner.ours(prefetch_workers_during_base=0)
+        if args.outage:
+            methods[f"ours, S3 down {args.outage:.0f}s"] = lambda: runner.ours(during=s3_outage(box, args.outage))
+        runs: dict[str, list[dict]] = {name: [] for name in methods}
+        for round_no in range(1, args.rounds + 1):
+            for name, method in methods.items():
+                result = method()
+                runs[name].append(result)
+                say(f"round {round_no}: {name}: base {result['base']:.2f}s, replay {result['replay']:.2f}s, "
+                    f"total {result['total']:.2f}s, reached {result['lsn']}")  # fmt: skip
+                reference = runs[FLOOR][0]
+                if (result["lsn"], result["content"]) != (reference["lsn"], reference["content"]):
+                    raise SystemExit(
+                        f"{name} reached {result['lsn']} with contents {result['content']}, the floor "
+                        f"{reference['lsn']} with {reference['content']}: not the same restore"
+                    )
+        print_table(
             f"Restore of {plan.backup['tar_size'] / 1e6:.0f} MB base backup + {len(plan.segments)} WAL segments "
-            f"({plan.wal_bytes / 1e6:.0f} MB), latest, on this machine"
+            f"({plan.wal_bytes / 1e6:.0f} MB) to the end of the archive, {args.dataset}, medians of "
+            f"{args.rounds} interleaved round(s), on this machine",
+            runs,
+            skipped,
         )
-        print(
-            f"{'method':<30} {'base s':>7} {'vs boto3|tar':>12} {'replay s':>9} {'vs floor':>9} "
-            f"{'total s':>8} {'vs floor':>9}  reached"
-        )
-        for name, r in runs.items():
-            total, floor_total = r["base"] + r["replay"], floor["base"] + floor["replay"]
-            print(
-                f"{name:<30} {r['base']:7.2f} {r['base'] / plain['base']:11.2f}x {r['replay']:9.2f} "
-                f"{r['replay'] / floor['replay']:8.2f}x {total:8.2f} {total / floor_total:8.2f}x  {r['lsn']}"
-            )
-        print("the overlap variant starts WAL downloads during the base backup: compare the totals too")
-        print("targets: ours <= 1.3x the floor for WAL replay; base download+extract <= 1.15x boto3 piped into tar")
-        if args.outage:
-            print(f"with the outage: replay about ours (defaults) + {args.outage:.0f}s, the same LSN reached")
     finally:
+        for peer in peers:
+            peer.close()
         box.down()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

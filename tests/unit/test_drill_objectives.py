@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from weltgewebe_ops.drill.forecast import GB, rto_forecast
 from weltgewebe_ops.drill.objectives import measure
+from weltgewebe_ops.drill.render import forecast_line
 
 FAILURE = "2026-11-28T03:00:00+00:00"
 
@@ -58,3 +60,43 @@ def test_the_archive_lag_at_the_failure_instant_is_the_newest_archived_wal():
     figures = measure(rec)
     assert figures["archive_method"] == "streaming" and figures["archive_lag_seconds"] == 1.0
     assert measure(record())["archive_lag_seconds"] is None, "nothing archived: unknown, not 0"
+
+
+# --------------------------------------------------------------------------------- the RTO forecast
+RESTORE = {  # 2 GB base backup in 40 s (+ 10 s verify) and 1 GB of WAL replayed in 30 s
+    "base_backup_bytes": 2 * GB, "base_backup_download_extract_seconds": 40.0, "verify_seconds": 10.0,
+    "wal_bytes": 1 * GB, "replay_seconds": 30.0,
+}  # fmt: skip
+
+
+def test_the_forecast_scales_base_and_replay_by_their_measured_rates_and_carries_the_rest_over():
+    # RTO 600 s: 80 s of it grew with size, 520 s (apps, relay, projections, checks) did not
+    f = rto_forecast(RESTORE, 600.0, 14400, database_bytes=200 * GB, wal_bytes=16 * GB)
+    assert f["base_seconds_per_gb"] == 25.0 and f["replay_seconds_per_gb"] == 30.0 and f["fixed_seconds"] == 520.0
+    assert f["predicted_rto_seconds"] == 520 + 25 * 200 + 30 * 16  # 6000 s
+    assert f["within_objective"] and f["complete"]
+    assert "(drill_forecast_database_bytes)" in f["basis"][3]
+    assert "OVER" not in forecast_line(f) and "1 h 40 min" in forecast_line(f)
+
+    f = rto_forecast(RESTORE, 600.0, 14400, database_bytes=600 * GB)
+    assert f["predicted_rto_seconds"] == 520 + 25 * 600 + 30 * 1 and not f["within_objective"]
+    assert "OVER the objective of 4 h 00 min" in forecast_line(f)
+    assert "as in this drill" in f["basis"][4]
+
+
+def test_without_production_sizes_the_forecast_is_the_drill_itself():
+    f = rto_forecast(RESTORE, 600.0, 14400)
+    assert f["database_bytes"] == 2 * GB and f["predicted_rto_seconds"] == 600.0
+    assert "as restored by this drill" in f["basis"][3]
+
+
+def test_a_drill_with_almost_no_wal_gives_a_lower_bound_never_a_made_up_replay_rate():
+    f = rto_forecast({**RESTORE, "wal_bytes": 2**20, "replay_seconds": 2.0}, 600.0, 14400, wal_bytes=50 * GB)
+    assert f["replay_seconds_per_gb"] is None and not f["complete"]
+    assert "at least" in forecast_line(f) and "not extrapolated" in f["basis"][1]
+
+
+@pytest.mark.parametrize(("restore", "rto"), [(None, 600.0), (RESTORE, None), ({"base_backup_bytes": 0}, 600.0)])
+def test_nothing_measured_means_no_forecast(restore, rto):
+    assert rto_forecast(restore, rto, 14400) is None
+    assert "none" in forecast_line(None)

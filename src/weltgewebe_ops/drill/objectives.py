@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from ..settings import ContractNames
+from .forecast import rto_forecast
 from .record import RTO_PHASES, iso, now, parse_iso
 
 
@@ -133,7 +134,7 @@ def build_report(record: dict[str, Any]) -> dict[str, Any]:
     m = measure(record)
     rto_objective = float(record["rto_objective_seconds"])
     rpo_objective = float(record["rpo_objective_seconds"])
-    facts = record.get("facts", {})
+    facts, settings = record.get("facts", {}), record.get("settings", {})
     phases = [
         {k: p.get(k) for k in ("name", "started_at", "ended_at", "seconds", "status", "detail")}
         for p in record.get("phases", [])
@@ -160,6 +161,13 @@ def build_report(record: dict[str, Any]) -> dict[str, Any]:
         "archive_method": m["archive_method"],
         "archive_lag_seconds": m["archive_lag_seconds"],
         "rto_phase_seconds": round(sum(p["seconds"] or 0 for p in phases if p["name"] in RTO_PHASES), 3),
+        "rto_forecast": rto_forecast(
+            facts.get("restore"),
+            m["rto_seconds"],
+            rto_objective,
+            database_bytes=int(settings.get("forecast_database_bytes") or 0),
+            wal_bytes=int(settings.get("forecast_wal_bytes") or 0),
+        ),
         "phases": phases,
         "checks": checks,
         "restore": facts.get("restore"),

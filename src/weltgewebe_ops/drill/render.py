@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from .forecast import GB
 from .objectives import build_report, human_duration
 from .record import Record, parse_iso
 
@@ -31,6 +32,18 @@ def runbook_table(report: dict[str, Any]) -> str:
             "|---|---|---|---|",
             f"| {start} | {end} | {met('rto')} | {met('rpo')} |",
         ]
+    )
+
+
+def forecast_line(forecast: dict[str, Any] | None) -> str:
+    """One sentence: the predicted RTO at production size against the objective."""
+    if not forecast:
+        return "RTO forecast: none (the drill measured no restore to extrapolate from)"
+    verdict = "within" if forecast["within_objective"] else "OVER"
+    return (
+        f"RTO forecast at {forecast['database_bytes'] / GB:.2f} GB database + {forecast['wal_bytes'] / GB:.2f} GB WAL: "
+        f"{'' if forecast['complete'] else 'at least '}{human_duration(forecast['predicted_rto_seconds'])}, "
+        f"{verdict} the objective of {human_duration(forecast['objective_seconds'])}"
     )
 
 
@@ -116,6 +129,8 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         f"- Archiving found: {report.get('archive_method') or '—'}; the archive's newest WAL was "
         f"{human_duration(report.get('archive_lag_seconds'))} behind the failure instant",
     ]
+    forecast = report.get("rto_forecast")
+    lines += [f"- {forecast_line(forecast)}"] + [f"  - {b}" for b in (forecast or {}).get("basis", [])]
     if truth:
         lines += [
             f"- Ground truth (sandbox): last commit before the failure {truth['last_commit_at']}, "
@@ -295,6 +310,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         *report["table"].splitlines(),
         f"RTO {report['rto_seconds']} s (phases {report['rto_phase_seconds']} s), "
         f"RPO {report['rpo_seconds']} s ({report['rpo_method']}), lost events {report['lost_events']}",
+        forecast_line(report.get("rto_forecast")),
         f"phases: {phases}",
         f"report: {report['files']['report.md']}",
         verdict,

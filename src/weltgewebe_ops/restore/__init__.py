@@ -59,6 +59,8 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
         fetched = fetch_base_backup(client, req.loc, plan.backup, staging, req.download_workers, progress)
         timings["base_backup_download_extract_seconds"] = fetched["seconds"]
         log(f"base backup: {fetched['bytes'] / 1e6:.0f} MB downloaded and extracted in {fetched['seconds']:.1f}s")
+        # the spool fills while the backup is verified and PostgreSQL starts: replay begins with WAL at hand
+        prefetcher.active_workers = req.prefetch_workers
         if not fetched["sha256_ok"] and plan.backup.get("tar_sha256"):
             raise RestoreError(
                 f"base.tar of {plan.backup['backup_id']} has SHA-256 {fetched['sha256']}, its label says "
@@ -72,7 +74,6 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(req.work, ignore_errors=True)
         raise
-    prefetcher.active_workers = req.prefetch_workers
     result = recover(req, plan, staging, log, prefetcher=prefetcher)
     result.update(verify=verified, base_backup_sha256_ok=fetched["sha256_ok"], **timings)
     return result

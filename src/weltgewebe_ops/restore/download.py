@@ -131,6 +131,14 @@ class StreamReader:
                 self._queue.get_nowait()
 
 
+def yield_to_replay() -> None:
+    """Run this download thread at a lower CPU priority than PostgreSQL's replay: replay is the
+    critical path and the prefetcher only has to stay ahead of it, which it does with the CPU replay
+    leaves (a thread's nice value is its own on Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
 class Prefetcher:
     """Downloads the planned WAL segments (their archived versions) into ``spool`` ahead of replay,
     ``workers`` at a time, never holding more than ``window`` segments (downloaded or in flight)
@@ -161,6 +169,7 @@ class Prefetcher:
         self.active_workers = workers
         self.stop = threading.Event()
         self.bytes = 0
+        self.sizes: dict[str, int] = {}
         self.downloaded = 0
         self.retries = 0
         self.first_start: float | None = None
@@ -199,6 +208,7 @@ class Prefetcher:
             os.replace(tmp, self.spool / name)
             with self._lock:
                 self.bytes += len(body)
+                self.sizes[name] = len(body)
                 self.downloaded += 1
                 self.last_end = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - handed to wal-fetch, which aborts recovery with it
@@ -212,7 +222,7 @@ class Prefetcher:
 
     def _run(self) -> None:
         in_flight: set[Future] = set()
-        with ThreadPoolExecutor(self.workers) as pool:
+        with ThreadPoolExecutor(self.workers, initializer=yield_to_replay) as pool:
             index = 0
             while not self.stop.is_set() and index < len(self.names):
                 in_flight = {f for f in in_flight if not f.done()}

@@ -16,6 +16,7 @@ import psycopg
 from .. import basebackup, pg
 from ..procs import free_port
 from ..progress import PROGRESS_FILE, ProgressFile
+from ..walfetch import write_restore_command
 from ..walnames import WAL_SEGMENT_SIZE, lsn_to_int, segment_number
 from .download import Prefetcher
 from .markers import INCOMPLETE_MARKER, RESTORE_PID_FILE, signals_held, stop_postgres, write_marker
@@ -97,7 +98,7 @@ def recover(
     for sub in (spool, req.work / "socket", req.work / "bin"):
         sub.mkdir(parents=True, exist_ok=True)
     wrapper = pg.write_hook_wrapper(req.work / "bin", os_user)
-    fetch_config = req.work / "wal-fetch.json"
+    fetch_config, fetch_log = req.work / "wal-fetch.json", req.work / "fetched.jsonl"
     fd = os.open(fetch_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(
@@ -109,12 +110,14 @@ def recover(
                 "newest_by_timeline": {str(k): v for k, v in plan.newest_by_timeline.items()},
                 "versions": plan.versions,
                 "fetch_deadline_seconds": req.fetch_deadline_seconds,
-                "log": str(req.work / "fetched.jsonl"),
+                "log": str(fetch_log),
             },
             fh,
         )
     port = req.port or free_port()
-    command = restore_command or f"'{wrapper}' wal-fetch --config '{fetch_config}' %f %p"
+    command = restore_command or write_restore_command(
+        req.work / "bin", spool=spool, log=fetch_log, wrapper=wrapper, config=fetch_config
+    )
     config_written = write_missing_config(req.data_dir)
     if config_written:
         log(f"the base backup has no {' and no '.join(config_written)} (kept outside the data directory): wrote them")
@@ -130,7 +133,7 @@ def recover(
             superuser = basebackup.superuser(plan.backup)
             reached = follow_recovery(req, port, log_file, log, superuser, planned=plan.segments)
         finally:
-            fetched_log = _read_fetch_log(req.work / "fetched.jsonl")
+            fetched_log = _read_fetch_log(fetch_log)
         # with another restore_command (the benchmark's baselines) there is no fetch log to read
         check_reached(plan, reached, fetched_log if not restore_command else None)
     except BaseException as exc:
@@ -146,7 +149,7 @@ def recover(
             f"({req.data_dir / INCOMPLETE_MARKER}); {stopped}. Do not start it (nor remove "
             f"backup_label, as PostgreSQL's log may suggest: that starts a corrupt cluster). Fix the cause, "
             f"remove '{req.data_dir}' and '{req.work}', and restore again. Kept for diagnosis: {log_file}, "
-            f"{req.work / 'fetched.jsonl'}."
+            f"{fetch_log}."
         ) from exc
     finally:
         fetch_config.unlink(missing_ok=True)  # it holds the S3 secret
@@ -163,7 +166,10 @@ def recover(
         "port": port,
         "data_dir": str(req.data_dir),
         "wal_segments_fetched": sum(1 for e in fetched_log if e.get("source")),
-        "wal_bytes_fetched": sum(e.get("size", 0) for e in fetched_log),
+        # the shell's fast path does not stat what it hands over: the prefetcher knows the sizes
+        "wal_bytes_fetched": sum(
+            e.get("size") or (prefetcher.sizes.get(e["name"], 0) if prefetcher else 0) for e in fetched_log
+        ),
         "wal_segments_prefetched": prefetcher.downloaded if prefetcher else 0,
         "wal_fetch_direct": sum(1 for e in fetched_log if e.get("source") == "s3"),
         "wal_fetch_retries": sum(e.get("retries", 0) for e in fetched_log) + (prefetcher.retries if prefetcher else 0),

@@ -1,0 +1,210 @@
+"""The tools bench/restore.py --peers measures ours against: pgBackRest and barman-cloud, each
+archiving the same WAL stream (one archive_command runs all three) of the same cluster to the same
+SeaweedFS bucket (default SSE-KMS, Object Lock) under a prefix of its own, each taking its own base
+backup right after ours, each restoring with its own restore and restore_command.
+
+A peer that is not installed is reported as skipped with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from weltgewebe_ops import pg, procs
+
+STANZA = "bench"
+
+
+def run_as(user: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> str:
+    result = subprocess.run(
+        argv, user=user, env={**pg.user_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout)[-2000:]
+        raise RuntimeError(f"{' '.join(argv[:3])} failed ({result.returncode}): {detail}")
+    return result.stdout
+
+
+def private_script(path: Path, text: str, owner: str) -> Path:
+    """A 0700 script of ``owner``'s (PostgreSQL's user runs the peers' hooks; they hold credentials)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    entry = pwd.getpwnam(owner)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    return path
+
+
+class Peer:
+    name = ""
+    install = ""
+
+    def __init__(self, box, root: Path):
+        self.box, self.s, self.root = box, box.s, root / self.name.split()[0]
+        self.user = self.s.pg_os_user
+
+    def missing(self) -> str:
+        """Why the peer cannot run here, with the install command; "" when it can."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry = pwd.getpwnam(self.user)
+        os.chown(self.root, entry.pw_uid, entry.pw_gid)
+
+    def archive_command(self) -> str:
+        raise NotImplementedError
+
+    def backup(self) -> None:
+        raise NotImplementedError
+
+    def restore_base(self, staging: Path) -> None:
+        raise NotImplementedError
+
+    def restore_command(self, data_dir: Path) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class PgBackRest(Peer):
+    """pgBackRest from Debian: S3 through a TLS endpoint (pgBackRest speaks HTTPS only), a second
+    SeaweedFS S3 gateway on the same filer; process-max 2, asynchronous archive-get with a 256 MiB
+    queue; no compression (ours stores WAL and base backups uncompressed too)."""
+
+    name = "pgBackRest"
+    install = "apt-get install pgbackrest"
+
+    def missing(self) -> str:
+        return "" if shutil.which("pgbackrest") else f"not installed: {self.install}"
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.port = procs.free_port()
+        cert, key = self.root / "tls.crt", self.root / "tls.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or "weed"
+        log = self.root / "gateway.log"
+        with open(log, "w") as out:
+            self.gateway = subprocess.Popen(
+                [weed, "s3", f"-filer=127.0.0.1:{self.s.ports.s3_filer}", "-ip.bind=127.0.0.1", f"-port={self.port}",
+                 f"-port.grpc={procs.free_port()}", "-port.iceberg=0", f"-config={self.s.root / 's3' / 's3.json'}",
+                 f"-cert.file={cert}", f"-key.file={key}"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not procs.port_open(self.port):
+            if time.monotonic() > deadline or self.gateway.poll() is not None:
+                raise RuntimeError(f"the TLS S3 gateway did not start: {log.read_text()[-1500:]}")
+            time.sleep(0.2)
+        loc = self.s.s3_location()
+        self.config = self.root / "pgbackrest.conf"
+        for sub in ("spool", "log", "lock"):
+            (self.root / sub).mkdir(exist_ok=True)
+            shutil.chown(self.root / sub, self.user, self.user)
+        private_script(
+            self.config,
+            "\n".join([
+                "[global]", "repo1-type=s3", "repo1-path=/pgbackrest", f"repo1-s3-bucket={loc.bucket}",
+                "repo1-s3-endpoint=127.0.0.1", f"repo1-storage-port={self.port}", f"repo1-s3-region={loc.region}",
+                f"repo1-s3-key={loc.access_key}", f"repo1-s3-key-secret={loc.secret_key}", "repo1-s3-uri-style=path",
+                "repo1-storage-verify-tls=n", "repo1-retention-full=99", "process-max=2", "archive-async=y",
+                "archive-get-queue-max=256MiB", "compress-type=none", "start-fast=y", "log-level-console=warn",
+                "log-level-file=off", f"spool-path={self.root / 'spool'}", f"lock-path={self.root / 'lock'}",
+                f"log-path={self.root / 'log'}", "",
+                f"[{STANZA}]", f"pg1-path={self.s.pg_data_dir}", f"pg1-port={self.s.ports.postgres}",
+                f"pg1-socket-path={self.s.pg_socket_dir}", "pg1-user=postgres", "",
+            ]),
+            self.user,
+        )  # fmt: skip
+        run_as(self.user, self._cmd("stanza-create"))
+
+    def _cmd(self, *args: str) -> list[str]:
+        return ["pgbackrest", f"--config={self.config}", f"--stanza={STANZA}", *args]
+
+    def archive_command(self) -> str:
+        return shlex.join(self._cmd("archive-push")) + " %p"
+
+    def backup(self) -> None:
+        run_as(self.user, self._cmd("--type=full", "backup"))
+
+    def restore_base(self, staging: Path) -> None:
+        shutil.chown(staging, self.user, self.user)
+        run_as(self.user, self._cmd(f"--pg1-path={staging}", "restore"))
+
+    def restore_command(self, data_dir: Path) -> str:
+        return shlex.join(self._cmd(f"--pg1-path={data_dir}", "archive-get")) + ' %f "%p"'
+
+    def close(self) -> None:
+        if getattr(self, "gateway", None):
+            self.gateway.terminate()
+            self.gateway.wait(timeout=30)
+
+
+class BarmanCloud(Peer):
+    """barman-cloud from PyPI in a venv of its own (given with --barman-venv): barman-cloud-restore
+    for the base backup, barman-cloud-wal-restore with 8 parallel downloads into its spool."""
+
+    name = "barman-cloud"
+    venv = Path("/opt/wgops-bench-barman")
+
+    @property
+    def install(self) -> str:
+        # from the system's Python: PostgreSQL's user runs the hooks and cannot read /root/...
+        return f"/usr/bin/python3 -m venv {self.venv} && {self.venv}/bin/pip install 'barman[cloud]'"
+
+    def missing(self) -> str:
+        try:
+            run_as(self.user, [str(self.venv / "bin" / "barman-cloud-wal-archive"), "--version"], timeout=60)
+        except (OSError, RuntimeError) as exc:
+            return f"{self.user} cannot run it ({str(exc)[-200:]}): {self.install}"
+        return ""
+
+    def prepare(self) -> None:
+        super().prepare()
+        loc = self.s.s3_location()
+        self.url = f"s3://{loc.bucket}/barman"
+        (self.root / "spool").mkdir(exist_ok=True)
+        shutil.chown(self.root / "spool", self.user, self.user)
+        # the hooks run in PostgreSQL's environment: the credentials come with them, readable by it alone
+        self.tool = private_script(
+            self.root / "barman-cloud",
+            "#!/bin/sh\n"
+            f"export AWS_ACCESS_KEY_ID={shlex.quote(loc.access_key)} "
+            f"AWS_SECRET_ACCESS_KEY={shlex.quote(loc.secret_key)} AWS_DEFAULT_REGION={shlex.quote(loc.region)} "
+            f"PGPASSWORD={shlex.quote(self.s.pg_password)} PGUSER=postgres\n"
+            f'tool="$1"; shift\nexec {self.venv}/bin/barman-cloud-"$tool" --endpoint-url {loc.endpoint_url} "$@"\n',
+            self.user,
+        )
+
+    def archive_command(self) -> str:
+        return f"{self.tool} wal-archive {self.url} {STANZA} %p"
+
+    def backup(self) -> None:
+        run_as(self.user, [str(self.tool), "backup", "-h", "127.0.0.1", "-p", str(self.s.ports.postgres),
+                           "-d", "postgres", self.url, STANZA])  # fmt: skip
+
+    def restore_base(self, staging: Path) -> None:
+        shutil.chown(staging, self.user, self.user)
+        backups = run_as(self.user, [str(self.tool), "backup-list", "--format", "json", self.url, STANZA])
+        backup_id = json.loads(backups)["backups_list"][-1]["backup_id"]
+        run_as(self.user, [str(self.tool), "restore", self.url, STANZA, backup_id, str(staging)])
+
+    def restore_command(self, data_dir: Path) -> str:
+        return f"{self.tool} wal-restore -p 8 --spool-dir {self.root / 'spool'} {self.url} {STANZA} %f %p"
+
+
+PEERS = (PgBackRest, BarmanCloud)
