@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .procs import ServiceError
+from .procs import ServiceError, as_user
 
 
 class PostgresError(RuntimeError):
@@ -92,7 +92,10 @@ def chown_tree(path: Path, user: str | None) -> None:
         for item in [root] + [os.path.join(root, name) for name in dirs + files]:
             # files may come and go meanwhile (the WAL prefetcher fills the spool)
             with contextlib.suppress(FileNotFoundError):
-                os.chown(item, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+                st = os.lstat(item)
+                # a chown dirties the inode even when nothing changes: only where it is needed
+                if (st.st_uid, st.st_gid) != (entry.pw_uid, entry.pw_gid):
+                    os.chown(item, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 def user_env() -> dict[str, str]:
@@ -124,7 +127,7 @@ def check_hook_runnable(wrapper: Path, os_user: str | None) -> None:
     """Fail early, with the fix, when PostgreSQL's user could not run the archive hook."""
     try:
         result = subprocess.run(
-            [str(wrapper), "version"], user=os_user, env=user_env(), capture_output=True, text=True, timeout=60
+            [str(wrapper), "version"], env=user_env(), capture_output=True, text=True, timeout=60, **as_user(os_user)
         )
     except (OSError, subprocess.SubprocessError) as exc:
         result = None
@@ -238,7 +241,7 @@ def stop(bindir: Path, data_dir: Path, os_user: str | None, mode: str = "fast") 
 
 
 def run(argv: list[str], os_user: str | None, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, user=os_user, env=user_env(), capture_output=True, text=True, cwd="/", **kwargs)
+    result = subprocess.run(argv, env=user_env(), capture_output=True, text=True, cwd="/", **as_user(os_user), **kwargs)
     if result.returncode != 0:
         raise PostgresError(
             f"{Path(argv[0]).name} failed (exit {result.returncode}): "

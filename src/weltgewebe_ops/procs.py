@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import random
 import signal
 import socket
@@ -12,6 +13,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def as_user(user: str | None) -> dict:
+    """subprocess arguments that run a child as ``user`` with ``user``'s own primary group and no
+    supplementary groups. (``user=`` alone changes the uid only: the child kept root's group 0, so
+    PostgreSQL and its hooks could open whatever root's group may.)"""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 class ServiceError(RuntimeError):
@@ -73,8 +83,8 @@ class Service:
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=cwd,
-                user=user,
                 start_new_session=True,
+                **as_user(user),
             )
         self.pid_file.write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + timeout

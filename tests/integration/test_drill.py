@@ -115,7 +115,13 @@ def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
     hook_url, hook_calls = webhook
     ci_drill = load_ci_drill()
     code, stats = ci_drill.run(
-        sandbox_vars(drill_dirs, archive_timeout=5, workload_seconds=12, drill_webhook_url=hook_url),
+        sandbox_vars(
+            drill_dirs,
+            archive_timeout=5,
+            workload_seconds=12,
+            drill_webhook_url=hook_url,
+            drill_forecast_database_bytes=50 * 10**9,
+        ),
         str(REPO / "inventories" / "sandbox"),
         tmp_path / "artifacts",
         quiet=True,
@@ -164,9 +170,17 @@ def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
     assert report["rpo_method"].startswith("upper bound") and "surviving stream shows" in report["rpo_method"]
     assert 0 < report["rpo_stream_seconds"] <= report["rpo_seconds"]
 
+    # the forecast scales the measured base backup throughput to the 50 GB given, WAL as restored
+    forecast, restored = report["rto_forecast"], report["restore"]
+    assert forecast["database_bytes"] == 50 * 10**9 and forecast["wal_bytes"] == restored["wal_bytes"]
+    base_seconds = restored["base_backup_download_extract_seconds"] + restored["verify_seconds"]
+    assert forecast["base_seconds_per_gb"] == pytest.approx(base_seconds / (restored["base_backup_bytes"] / 1e9), 1e-3)
+    assert forecast["predicted_rto_seconds"] > report["rto_seconds"]
+
     drill_dir = drill_dirs["reports"] / report["drill_id"]
     markdown = (drill_dir / "report.md").read_text()
     assert "| Startzeit | Endzeit | RTO erreicht? | RPO erreicht? |" in markdown
+    assert "RTO forecast at 50.00 GB database" in markdown and "(drill_forecast_database_bytes)" in markdown
     assert "timeline.svg" in markdown and (drill_dir / "timeline.svg").read_text().startswith("<svg")
     suite = ET.parse(drill_dir / "junit.xml").getroot()
     names = {case.get("name") for case in suite.iter("testcase")}

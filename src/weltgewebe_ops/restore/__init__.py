@@ -51,12 +51,16 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    os_user = pg.run_as_user(req.os_user)
+    pg.chown_tree(staging, os_user)  # tar extracts as PostgreSQL's user: no ownership pass afterwards
     # WAL downloads start now, overlapping the base backup's download and extraction.
     prefetcher = start_prefetcher(req, plan, client, active_workers=req.prefetch_workers_during_base)
     write_restore_pid(req.work)
     progress = ProgressFile(req.work / PROGRESS_FILE)
     try:
-        fetched = fetch_base_backup(client, req.loc, plan.backup, staging, req.download_workers, progress)
+        fetched = fetch_base_backup(
+            client, req.loc, plan.backup, staging, req.download_workers, progress, os_user=os_user
+        )
         timings["base_backup_download_extract_seconds"] = fetched["seconds"]
         log(f"base backup: {fetched['bytes'] / 1e6:.0f} MB downloaded and extracted in {fetched['seconds']:.1f}s")
         # the spool fills while the backup is verified and PostgreSQL starts: replay begins with WAL at hand

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import pg
 from .. import s3 as s3mod
+from ..procs import as_user
 from ..progress import ProgressFile
 from ..settings import S3Location
 from .target import RestoreError
@@ -246,10 +247,19 @@ class Prefetcher:
 
 
 def fetch_base_backup(
-    client, loc: S3Location, backup: dict, staging: Path, workers: int, progress: ProgressFile | None = None
+    client,
+    loc: S3Location,
+    backup: dict,
+    staging: Path,
+    workers: int,
+    progress: ProgressFile | None = None,
+    *,
+    os_user: str | None = None,
 ) -> dict[str, Any]:
     """Stream base.tar from S3 into ``staging``: one streaming GET or parallel ranged GETs, hashed
-    here and fed to ``tar -x`` as they arrive (no local copy of the tar; C does the extraction)."""
+    here and fed to ``tar -x`` as they arrive (no local copy of the tar; C does the extraction).
+    ``tar`` runs as ``os_user`` (PostgreSQL's, when we are root), so the files are its own from the
+    start."""
     key = s3mod.basebackup_prefix(loc, backup["backup_id"]) + "base.tar"
     version = s3mod.version_arg(backup.get("tar_version_id", ""))
     size = client.head_object(Bucket=loc.bucket, Key=key, **version)["ContentLength"]
@@ -270,10 +280,14 @@ def fetch_base_backup(
     else:
         reader = StreamReader(client, loc.bucket, key, version_id=version_id)
     started = time.monotonic()
-    # GNU tar refuses absolute member names and names with "..", and --no-same-owner keeps
-    # ownership ours (chowned to PostgreSQL's user afterwards).
+    # GNU tar refuses absolute member names and names with "..", and --no-same-owner makes the
+    # files the extracting user's (not the source's uids).
     tar = subprocess.Popen(
-        ["tar", "-x", "-f", "-", "-C", str(staging), "--no-same-owner"], stdin=subprocess.PIPE, stderr=subprocess.PIPE
+        ["tar", "-x", "-f", "-", "-C", str(staging), "--no-same-owner"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=pg.user_env() if os_user else None,
+        **as_user(os_user),
     )
     try:
         while chunk := reader.read():
