@@ -84,11 +84,17 @@ def ensure_os_user(name: str) -> None:
         )
 
 
-def chown_tree(path: Path, user: str | None) -> None:
+def chown_tree(path: Path, user: str | None, *, contents_not_of: Path | None = None) -> None:
+    """Make ``path`` and everything below it ``user``'s. ``contents_not_of``: a directory below
+    ``path`` whose own entries are left alone (one another writer owns, such as the WAL spool: a
+    chown waits for a 16 MB write in progress to finish)."""
     if user is None:
         return
     entry = pwd.getpwnam(user)
     for root, dirs, files in os.walk(path):
+        if contents_not_of is not None and Path(root) == contents_not_of:
+            dirs[:] = []
+            files = []
         for item in [root] + [os.path.join(root, name) for name in dirs + files]:
             # files may come and go meanwhile (the WAL prefetcher fills the spool)
             with contextlib.suppress(FileNotFoundError):
@@ -119,8 +125,13 @@ def write_hook_wrapper(bin_dir: Path, os_user: str | None) -> Path:
     if not wrapper.exists() or wrapper.read_text() != text:
         wrapper.write_text(text)
     wrapper.chmod(0o755)
-    check_hook_runnable(wrapper, os_user)
+    if (wrapper, os_user) not in _HOOKS_CHECKED:  # once per process: it starts a Python as os_user
+        check_hook_runnable(wrapper, os_user)
+        _HOOKS_CHECKED.add((wrapper, os_user))
     return wrapper
+
+
+_HOOKS_CHECKED: set[tuple[Path, str | None]] = set()
 
 
 def check_hook_runnable(wrapper: Path, os_user: str | None) -> None:

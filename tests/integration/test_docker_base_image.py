@@ -14,7 +14,7 @@ def test_local_base_image_runs_python_with_host_networking():
         client = docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
-        pytest.fail(f"no Docker daemon answers ({exc}): run `bash ci/docker-setup.sh` as root first")
+        pytest.fail(f"no Docker daemon answers ({exc}): run `bash .ci/docker-setup.sh` as root first")
     out = client.containers.run(
         "local/debian-ansible:bookworm",
         ["python3", "-c", "import sys; print(sys.version_info[:2])"],

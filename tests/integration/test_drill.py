@@ -1,5 +1,5 @@
 """The DR drill end to end (playbooks/drill.yml) against real SeaweedFS, PostgreSQL and NATS:
-sandbox mode through ansible-runner (ci/drill.py), a missed RPO objective, a phase run alone, and
+sandbox mode through ansible-runner (.ci/drill.py), a missed RPO objective, a phase run alone, and
 live mode with the read-only identity against a running "production" it must not change."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ REPORT_KEYS = {
 
 
 def load_ci_drill():
-    spec = importlib.util.spec_from_file_location("ci_drill", REPO / "ci" / "drill.py")
+    spec = importlib.util.spec_from_file_location("ci_drill", REPO / ".ci" / "drill.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -39,6 +39,7 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
     if req.work.exists() and any(req.work.iterdir()):
         raise RestoreError(f"work_dir {req.work} is not empty; remove it or choose another")
     bindir = pg.resolve_bindir(req.pg_bindir)
+    os_user = pg.run_as_user(req.os_user)
     plan = make_plan(client, req.loc, req.target, req.backup_id)
     log(
         f"plan: base backup {plan.backup['backup_id']}, "
@@ -51,13 +52,14 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    os_user = pg.run_as_user(req.os_user)
     pg.chown_tree(staging, os_user)  # tar extracts as PostgreSQL's user: no ownership pass afterwards
-    # WAL downloads start now, overlapping the base backup's download and extraction.
+    # prefetch_workers_during_base WAL downloads run beside the base backup, all of them after it
     prefetcher = start_prefetcher(req, plan, client, active_workers=req.prefetch_workers_during_base)
     write_restore_pid(req.work)
     progress = ProgressFile(req.work / PROGRESS_FILE)
     try:
+        # before gigabytes are downloaded: PostgreSQL's user must be able to run restore_command's hook
+        pg.write_hook_wrapper(req.work / "bin", os_user)
         fetched = fetch_base_backup(
             client, req.loc, plan.backup, staging, req.download_workers, progress, os_user=os_user
         )

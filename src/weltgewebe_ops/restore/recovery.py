@@ -123,7 +123,7 @@ def recover(
         log(f"the base backup has no {' and no '.join(config_written)} (kept outside the data directory): wrote them")
     write_recovery_config(req, command, port)
     pg.chown_tree(req.data_dir, os_user)
-    pg.chown_tree(req.work, os_user)
+    pg.chown_tree(req.work, os_user, contents_not_of=spool)  # the prefetcher gives its files away itself
     replay_started = time.monotonic()
     log_file = req.work / "postgres.log"
     fetched_log: list[dict] = []

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the DR drill from CI through ansible-runner and exit by its objectives.
 
-    .venv/bin/python ci/drill.py [--artifacts DIR] [--inventory PATH] [-e KEY=VALUE ...]
+    .venv/bin/python .ci/drill.py [--artifacts DIR] [--inventory PATH] [-e KEY=VALUE ...]
 
 Runs playbooks/drill.yml with ``ansible_runner.run()``, reads the drill's result from the
 ``set_stats`` data of the final stats event, copies the drill's report directory (report.json,
@@ -64,7 +64,8 @@ def run(extravars: dict, inventory: str, artifacts: Path | None, quiet: bool = F
         shutil.rmtree(private, ignore_errors=True)
     if not stats:
         print(
-            f"ci/drill.py: the playbook ended ({runner.status}, rc {runner.rc}) without a drill report", file=sys.stderr
+            f".ci/drill.py: the playbook ended ({runner.status}, rc {runner.rc}) without a drill report",
+            file=sys.stderr,
         )
         return 2, {}
     if artifacts:
