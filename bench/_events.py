@@ -41,7 +41,7 @@ def sandbox_with_events(count: int):
     try:
         for component in ("s3", "postgres", "nats", "schema"):
             say(box.up(component).line)
-        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             conn.execute(FILL, (count,))
         say(f"{count} Fäden and their domain.edge.created outbox rows (metadata-only payload)")
         yield box

@@ -48,8 +48,8 @@ class Peer:
     install = ""
 
     def __init__(self, box, root: Path):
-        self.box, self.s, self.root = box, box.s, root / self.name.split()[0]
-        self.user = self.s.pg_os_user
+        self.box, self.settings, self.root = box, box.settings, root / self.name.split()[0]
+        self.user = self.settings.pg_os_user
 
     def missing(self) -> str:
         """Why the peer cannot run here, with the install command; "" when it can."""
@@ -100,8 +100,9 @@ class PgBackRest(Peer):
         log = self.root / "gateway.log"
         with open(log, "w") as out:
             self.gateway = subprocess.Popen(
-                [weed, "s3", f"-filer=127.0.0.1:{self.s.ports.s3_filer}", "-ip.bind=127.0.0.1", f"-port={self.port}",
-                 f"-port.grpc={procs.free_port()}", "-port.iceberg=0", f"-config={self.s.root / 's3' / 's3.json'}",
+                [weed, "s3", f"-filer=127.0.0.1:{self.settings.ports.s3_filer}", "-ip.bind=127.0.0.1",
+                 f"-port={self.port}", f"-port.grpc={procs.free_port()}", "-port.iceberg=0",
+                 f"-config={self.settings.root / 's3' / 's3.json'}",
                  f"-cert.file={cert}", f"-key.file={key}"],
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -110,7 +111,7 @@ class PgBackRest(Peer):
             if time.monotonic() > deadline or self.gateway.poll() is not None:
                 raise RuntimeError(f"the TLS S3 gateway did not start: {log.read_text()[-1500:]}")
             time.sleep(0.2)
-        loc = self.s.s3_location()
+        loc = self.settings.s3_location()
         self.config = self.root / "pgbackrest.conf"
         for sub in ("spool", "log", "lock"):
             (self.root / sub).mkdir(exist_ok=True)
@@ -125,8 +126,8 @@ class PgBackRest(Peer):
                 "archive-get-queue-max=256MiB", "compress-type=none", "start-fast=y", "log-level-console=warn",
                 "log-level-file=off", f"spool-path={self.root / 'spool'}", f"lock-path={self.root / 'lock'}",
                 f"log-path={self.root / 'log'}", "",
-                f"[{STANZA}]", f"pg1-path={self.s.pg_data_dir}", f"pg1-port={self.s.ports.postgres}",
-                f"pg1-socket-path={self.s.pg_socket_dir}", "pg1-user=postgres", "",
+                f"[{STANZA}]", f"pg1-path={self.settings.pg_data_dir}", f"pg1-port={self.settings.ports.postgres}",
+                f"pg1-socket-path={self.settings.pg_socket_dir}", "pg1-user=postgres", "",
             ]),
             self.user,
         )  # fmt: skip
@@ -175,7 +176,7 @@ class BarmanCloud(Peer):
 
     def prepare(self) -> None:
         super().prepare()
-        loc = self.s.s3_location()
+        loc = self.settings.s3_location()
         self.url = f"s3://{loc.bucket}/barman"
         (self.root / "spool").mkdir(exist_ok=True)
         shutil.chown(self.root / "spool", self.user, self.user)
@@ -185,7 +186,7 @@ class BarmanCloud(Peer):
             "#!/bin/sh\n"
             f"export AWS_ACCESS_KEY_ID={shlex.quote(loc.access_key)} "
             f"AWS_SECRET_ACCESS_KEY={shlex.quote(loc.secret_key)} AWS_DEFAULT_REGION={shlex.quote(loc.region)} "
-            f"PGPASSWORD={shlex.quote(self.s.pg_password)} PGUSER=postgres\n"
+            f"PGPASSWORD={shlex.quote(self.settings.pg_password)} PGUSER=postgres\n"
             f'tool="$1"; shift\nexec {self.venv}/bin/barman-cloud-"$tool" --endpoint-url {loc.endpoint_url} "$@"\n',
             self.user,
         )
@@ -194,7 +195,7 @@ class BarmanCloud(Peer):
         return f"{self.tool} wal-archive {self.url} {STANZA} %p"
 
     def backup(self) -> None:
-        run_as(self.user, [str(self.tool), "backup", "-h", "127.0.0.1", "-p", str(self.s.ports.postgres),
+        run_as(self.user, [str(self.tool), "backup", "-h", "127.0.0.1", "-p", str(self.settings.ports.postgres),
                            "-d", "postgres", self.url, STANZA])  # fmt: skip
 
     def restore_base(self, staging: Path) -> None:

@@ -30,12 +30,12 @@ async def raw_read(box, expected: int, batch: int = 2000) -> float:  # the proje
     import nats.errors
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-    nc = await natsio.connect(box.s.nats_url)
+    nc = await natsio.connect(box.settings.nats_url)
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe(
-            box.s.names.stream_subjects,
-            stream=box.s.names.stream,
+            box.settings.names.stream_subjects,
+            stream=box.settings.names.stream,
             config=ConsumerConfig(ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL),
         )
         started, seen = time.monotonic(), 0
@@ -55,16 +55,18 @@ def main() -> int:
     args = parser.parse_args()
     with sandbox_with_events(args.events) as box:
         relayed = asyncio.run(
-            Relay(RelayConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names)).drain(1800)
+            Relay(RelayConfig(dsn=box.settings.dsn(), nats_url=box.settings.nats_url, names=box.settings.names)).drain(
+                1800
+            )
         )
         say(f"stream filled by the relay: {relayed['published']} events")
         raw_seconds = asyncio.run(raw_read(box, args.events))
         projector = Projector(
             ProjectorConfig(
-                dsn=box.s.dsn(),
-                nats_url=box.s.nats_url,
-                names=box.s.names,
-                projection=Projection.declared("faden_view", box.s.names),
+                dsn=box.settings.dsn(),
+                nats_url=box.settings.nats_url,
+                names=box.settings.names,
+                projection=Projection.declared("faden_view", box.settings.names),
             )
         )
         result = asyncio.run(projector.replay("rebuild"))

@@ -33,7 +33,7 @@ from weltgewebe_ops.relay import CLAIM, Relay, RelayConfig
 async def raw_publish(box, rows, in_flight: int = 1024) -> float:
     from nats.js.api import StreamConfig
 
-    nc = await natsio.connect(box.s.nats_url)
+    nc = await natsio.connect(box.settings.nats_url)
     try:
         js = nc.jetstream(publish_async_max_pending=in_flight)
         await js.add_stream(StreamConfig(name="BENCH_RAW", subjects=["bench.raw.>"], duplicate_window=120.0))
@@ -53,21 +53,23 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
     with sandbox_with_events(args.events) as box:
-        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             rows = conn.execute("SELECT id, event_type, payload::text FROM domain_outbox ORDER BY id").fetchall()
         raw_seconds = asyncio.run(raw_publish(box, rows))
-        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             conn.execute("VACUUM (ANALYZE) domain_outbox")  # as (c) gets it: both start from the same state
-        relay = Relay(RelayConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names))
+        relay = Relay(RelayConfig(dsn=box.settings.dsn(), nats_url=box.settings.nats_url, names=box.settings.names))
         result = asyncio.run(relay.drain(timeout_seconds=1800))
         assert result["remaining"] == 0, result
         # (c): the same rows again, unpublished and vacuumed, the body only the payload column
-        plain_names = dataclasses.replace(box.s.names, stream="BENCH_PAYLOAD_ONLY", subject_prefix="benchpayload")
-        asyncio.run(natsio.ensure_stream(box.s.nats_url, plain_names))
-        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        plain_names = dataclasses.replace(
+            box.settings.names, stream="BENCH_PAYLOAD_ONLY", subject_prefix="benchpayload"
+        )
+        asyncio.run(natsio.ensure_stream(box.settings.nats_url, plain_names))
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             conn.execute("UPDATE domain_outbox SET published_at = NULL")
             conn.execute("VACUUM (ANALYZE) domain_outbox")
-        plain = Relay(RelayConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=plain_names))
+        plain = Relay(RelayConfig(dsn=box.settings.dsn(), nats_url=box.settings.nats_url, names=plain_names))
         plain._claim = sql.SQL(CLAIM).format(outbox=sql.Identifier("domain_outbox"), envelope=sql.SQL("payload::text"))
         plain_result = asyncio.run(plain.drain(timeout_seconds=1800))
         assert plain_result["remaining"] == 0, plain_result

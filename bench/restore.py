@@ -77,7 +77,7 @@ class Dataset:
 
     def load(self, box) -> None:
         if self.kind == "rows":
-            with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+            with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
                 conn.execute("CREATE TABLE IF NOT EXISTS bench_rows (id bigint, pad text)")
                 say(f"loading ~{self.size} MB of table data before the base backup")
                 conn.execute(
@@ -87,11 +87,11 @@ class Dataset:
         else:
             say(f"pgbench -i -s {self.size}")
             self.pgbench(box, "-i", "-q", "-s", str(self.size))
-        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             conn.execute("CHECKPOINT")
 
     def write_wal(self, box) -> int:
-        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             start = wal_position(conn)
             batch = 0
             while (wal_position(conn) - start) / 1e6 < self.wal_mb:
@@ -107,10 +107,20 @@ class Dataset:
             return wal_position(conn) - start
 
     def pgbench(self, box, *args: str) -> None:
-        tool = pg.resolve_bindir(box.s.pg_bindir) / "pgbench"
+        tool = pg.resolve_bindir(box.settings.pg_bindir) / "pgbench"
         subprocess.run(
-            [str(tool), "-h", "127.0.0.1", "-p", str(box.s.ports.postgres), "-U", "postgres", *args, box.s.database],
-            env={**pg.user_env(), "PGPASSWORD": box.s.pg_password},
+            [
+                str(tool),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(box.settings.ports.postgres),
+                "-U",
+                "postgres",
+                *args,
+                box.settings.database,
+            ],
+            env={**pg.user_env(), "PGPASSWORD": box.settings.pg_password},
             check=True,
             capture_output=True,
         )
@@ -119,7 +129,7 @@ class Dataset:
 def build_archive(box, dataset: Dataset, peers: list) -> dict:
     """Load, back up with every tool, write WAL, wait until every tool archived all of it."""
     if peers:
-        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             ours = conn.execute("SHOW archive_command").fetchone()[0]
             for peer in peers:
                 peer.prepare()
@@ -128,7 +138,10 @@ def build_archive(box, dataset: Dataset, peers: list) -> dict:
             conn.execute("SELECT pg_reload_conf()")
     dataset.load(box)
     label = basebackup.take_base_backup(
-        pg.resolve_bindir(box.s.pg_bindir), box.s.ports.postgres, box.s.pg_password, box.s.s3_location()
+        pg.resolve_bindir(box.settings.pg_bindir),
+        box.settings.ports.postgres,
+        box.settings.pg_password,
+        box.settings.s3_location(),
     )
     say(f"base backup {label['backup_id']}: {label['tar_size'] / 1e6:.0f} MB")
     for peer in peers:
@@ -136,7 +149,7 @@ def build_archive(box, dataset: Dataset, peers: list) -> dict:
         peer.backup()
         say(f"{peer.name}: base backup in {time.monotonic() - started:.1f}s")
     wal_bytes = dataset.write_wal(box)
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         last = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
         say(f"wrote {wal_bytes / 1e6:.0f} MB of WAL after the backups; waiting until {last} is archived by every tool")
         deadline = time.monotonic() + 3600
@@ -149,7 +162,7 @@ def build_archive(box, dataset: Dataset, peers: list) -> dict:
 
 
 def local_copy(box, plan, into: Path) -> tuple[Path, Path]:
-    client, loc = box.s3(), box.s.s3_location()
+    client, loc = box.s3(), box.settings.s3_location()
     wal_dir = into / "wal"
     wal_dir.mkdir(parents=True)
     for name in plan.segments:
@@ -176,20 +189,22 @@ class Runner:
         where.mkdir()
         where.chmod(0o755)
         return restore.RestoreRequest(
-            loc=self.box.s.s3_location(readonly=True),
+            loc=self.box.settings.s3_location(readonly=True),
             data_dir=where / "data",
-            pg_bindir=self.box.s.pg_bindir,
+            pg_bindir=self.box.settings.pg_bindir,
             target=restore.Target.parse("latest"),
             **options,
         )
 
     def finish(self, req, result: dict, base: float, total: float) -> dict:
-        dsn = f"host=127.0.0.1 port={result['port']} dbname={self.box.s.database} user=postgres " + (
-            f"password={self.box.s.pg_password}"
+        dsn = f"host=127.0.0.1 port={result['port']} dbname={self.box.settings.database} user=postgres " + (
+            f"password={self.box.settings.pg_password}"
         )
         with psycopg.connect(dsn, autocommit=True) as conn:
             content = conn.execute(self.dataset.check_sql).fetchone()
-        pg.stop(pg.resolve_bindir(req.pg_bindir), req.data_dir, pg.run_as_user(self.box.s.pg_os_user), "immediate")
+        pg.stop(
+            pg.resolve_bindir(req.pg_bindir), req.data_dir, pg.run_as_user(self.box.settings.pg_os_user), "immediate"
+        )
         shutil.rmtree(req.data_dir.parent, ignore_errors=True)
         return {"base": base, "replay": result["replay_seconds"], "total": total, "lsn": result["reached_lsn"],
                 "content": tuple(str(v) for v in content)}  # fmt: skip
@@ -220,7 +235,7 @@ class Runner:
 
 
 def naive_fetch_script(box, where: Path) -> Path:
-    loc = box.s.s3_location(readonly=True)
+    loc = box.settings.s3_location(readonly=True)
     script = where / "naive_fetch.py"
     script.write_text(
         textwrap.dedent(f"""
@@ -243,7 +258,7 @@ def boto3_into_tar(box, plan):
     """The plain way to a base backup: one boto3 GET of base.tar, its body streamed into `tar -x`."""
 
     def extract(staging: Path) -> None:
-        loc = box.s.s3_location(readonly=True)
+        loc = box.settings.s3_location(readonly=True)
         key = s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar"
         tar = subprocess.Popen(["tar", "-x", "-C", str(staging)], stdin=subprocess.PIPE)
         for chunk in s3mod.client(loc).get_object(Bucket=loc.bucket, Key=key)["Body"].iter_chunks(1024 * 1024):
@@ -325,8 +340,13 @@ def main() -> int:
                     peers.append(peer)
         build_archive(box, dataset, peers)
         # the primary is gone: every method restores the same archive (no autovacuum WAL after this)
-        pg.stop(pg.resolve_bindir(box.s.pg_bindir), box.s.pg_data_dir, pg.run_as_user(box.s.pg_os_user), "fast")
-        plan = restore.make_plan(box.s3(), box.s.s3_location(), restore.Target.parse("latest"))
+        pg.stop(
+            pg.resolve_bindir(box.settings.pg_bindir),
+            box.settings.pg_data_dir,
+            pg.run_as_user(box.settings.pg_os_user),
+            "fast",
+        )
+        plan = restore.make_plan(box.s3(), box.settings.s3_location(), restore.Target.parse("latest"))
         say(f"archive: base backup {plan.backup['tar_size'] / 1e6:.0f} MB, {len(plan.segments)} WAL segments "
             f"({plan.wal_bytes / 1e6:.0f} MB)")  # fmt: skip
         wal_dir, tar = local_copy(box, plan, root / "local-copy")

@@ -46,7 +46,11 @@ print(json.dumps({k: result[k] for k in ("base_backup_bytes", "wal_bytes", "base
 
 
 def restore_in_child(box, data_dir: Path) -> dict:
-    spec = {"loc": box.s.s3_location(readonly=True).__dict__, "data_dir": str(data_dir), "pg_bindir": box.s.pg_bindir}
+    spec = {
+        "loc": box.settings.s3_location(readonly=True).__dict__,
+        "data_dir": str(data_dir),
+        "pg_bindir": box.settings.pg_bindir,
+    }
     os.sync()  # no write-back of earlier work in the measurement
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(SRC), json.dumps(spec)], stdout=subprocess.PIPE)
@@ -57,7 +61,7 @@ def restore_in_child(box, data_dir: Path) -> dict:
         raise SystemExit(f"the restore failed (exit {os.waitstatus_to_exitcode(status)})")
     result = json.loads(out)
     result.update(total=total, peak_rss_mb=usage.ru_maxrss / 1024)
-    pg.stop(pg.resolve_bindir(box.s.pg_bindir), data_dir, pg.run_as_user(box.s.pg_os_user), "immediate")
+    pg.stop(pg.resolve_bindir(box.settings.pg_bindir), data_dir, pg.run_as_user(box.settings.pg_os_user), "immediate")
     return result
 
 
@@ -89,7 +93,12 @@ def main() -> int:
                 box.up(component)
             # rows:N loads about 0.77 N MB of base backup; as much WAL after it as the base backup
             build_archive(box, Dataset(f"rows:{round(size / 0.77)},{size}"), [])
-            pg.stop(pg.resolve_bindir(box.s.pg_bindir), box.s.pg_data_dir, pg.run_as_user(box.s.pg_os_user), "fast")
+            pg.stop(
+                pg.resolve_bindir(box.settings.pg_bindir),
+                box.settings.pg_data_dir,
+                pg.run_as_user(box.settings.pg_os_user),
+                "fast",
+            )
             (root / "restore").mkdir(mode=0o755)
             r = restore_in_child(box, root / "restore" / "data")
             rows.append(r)

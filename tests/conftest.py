@@ -64,7 +64,7 @@ def copy_archive(box, prefix: str, skip=lambda key: False, bucket: str | None = 
     from weltgewebe_ops import s3 as s3mod
 
     client = box.s3()
-    loc = box.s.s3_location()
+    loc = box.settings.s3_location()
     target = type(loc)(**{**loc.__dict__, "bucket": bucket or loc.bucket})
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=loc.prefix + "/"):
         for obj in page.get("Contents", []):
@@ -139,5 +139,5 @@ def restore_dir():
 
 @pytest.fixture()
 def db(sandbox):
-    with psycopg.connect(sandbox.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(sandbox.settings.dsn(), autocommit=True) as conn:
         yield conn

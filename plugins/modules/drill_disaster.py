@@ -96,8 +96,12 @@ def main():
                     for name, running in box.status()["running"].items()
                     if running and name not in ("s3", "kms") and (name != "nats" or p["lose_jetstream"])
                 ],
-                wiped=[str(box.s.pg_data_dir)],
-                archive={"bucket": box.s.bucket, "prefix": box.s.archive_prefix, "endpoint_url": box.s.s3_endpoint},
+                wiped=[str(box.settings.pg_data_dir)],
+                archive={
+                    "bucket": box.settings.bucket,
+                    "prefix": box.settings.archive_prefix,
+                    "endpoint_url": box.settings.s3_endpoint,
+                },
             )
         result = drill.inject_disaster(box, p["lose_jetstream"])
     except (sandbox.SandboxError, drill.DrillError, OSError, RuntimeError) as exc:

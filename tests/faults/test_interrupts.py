@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(production, restore_dir):
     """Row 8: before, the async restore finished detached with its PostgreSQL orphaned."""
     req = request(production, restore_dir)  # for the paths; the restore runs through ansible-playbook
-    loc = production.s.s3_location(readonly=True)
+    loc = production.settings.s3_location(readonly=True)
     extra_vars = pitr_vars(production, req.data_dir, pg_pitr_spool_segments=2, pg_pitr_prefetch_workers=1)
     playbook = subprocess.Popen(
         ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars)],

@@ -25,14 +25,14 @@ pytestmark = pytest.mark.integration
 
 
 def digests(box) -> tuple[tuple, tuple]:
-    names = box.s.names
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    names = box.settings.names
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         return drill.read_model_digest(conn, names.faden_view), drill.read_model_digest(conn, names.edges_table)
 
 
 def ready(box) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(f"{box.s.api_url}/health/ready", timeout=10) as resp:
+        with urllib.request.urlopen(f"{box.settings.api_url}/health/ready", timeout=10) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -43,10 +43,12 @@ async def publish_unparsable(box) -> int:
     the outbox's (the relay's later ids must not be taken as duplicates of it)."""
     import nats
 
-    nc = await nats.connect(box.s.nats_url)
+    nc = await nats.connect(box.settings.nats_url)
     try:
         ack = await nc.jetstream().publish(
-            box.s.names.subject_for("domain.edge.created"), b"{not json", headers={"Nats-Msg-Id": "wgops-poison-1"}
+            box.settings.names.subject_for("domain.edge.created"),
+            b"{not json",
+            headers={"Nats-Msg-Id": "wgops-poison-1"},
         )
         return ack.seq
     finally:
@@ -64,7 +66,7 @@ def poisoned(event_site):
 
 def test_the_running_projector_quarantines_the_event_and_later_ones_flow(event_site, poisoned):
     wait_for(lambda: digests(event_site)[0] == digests(event_site)[1], 60, "faden_view to catch up past the poison")
-    with psycopg.connect(event_site.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(event_site.settings.dsn(), autocommit=True) as conn:
         rows = conn.execute(
             "SELECT projection, stream_sequence, event_type, attempts, error FROM wgops.projection_quarantine "
             "ORDER BY projection"
@@ -83,8 +85,13 @@ def test_readiness_and_the_drill_checks_fail_naming_the_event(event_site, poison
     chain = body["checks"]["event_chain"]
     assert chain["ok"] is False and chain["quarantined_events"] == 2
     assert f"stream sequence {poisoned}, " in " ".join(chain["problems"])
-    options = drill.VerifyOptions(api_url=event_site.s.api_url, smoke_timeout_seconds=5)
-    checks = {c.name: c for c in drill.verify(event_site.s.dsn(), event_site.s.nats_url, event_site.s.names, options)}
+    options = drill.VerifyOptions(api_url=event_site.settings.api_url, smoke_timeout_seconds=5)
+    checks = {
+        c.name: c
+        for c in drill.verify(
+            event_site.settings.dsn(), event_site.settings.nats_url, event_site.settings.names, options
+        )
+    }
     assert checks["no_quarantined_events"].status == "failed"
     assert f"(seq {poisoned}, " in checks["no_quarantined_events"].detail
     assert checks["faden_view_matches_domain_edges"].status == "passed"
@@ -98,7 +105,7 @@ def test_a_rebuild_passes_over_the_event_and_a_failing_rebuild_leaves_the_read_m
         before = digests(event_site)
         assert rebuilt["quarantined"] == 1 and rebuilt["applied"] >= before[0][0] > 60
         assert before[0] == before[1]
-        with psycopg.connect(event_site.s.dsn(), autocommit=True) as conn:
+        with psycopg.connect(event_site.settings.dsn(), autocommit=True) as conn:
             # a failure that is no event's fault (here a trigger refusing every write) stops the rebuild
             conn.execute(
                 "CREATE FUNCTION wgops_test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
@@ -113,7 +120,7 @@ def test_a_rebuild_passes_over_the_event_and_a_failing_rebuild_leaves_the_read_m
                 replay(event_site, "rebuild")
             assert digests(event_site) == before, "a failed rebuild must leave faden_view as it was"
         finally:
-            with psycopg.connect(event_site.s.dsn(), autocommit=True) as conn:
+            with psycopg.connect(event_site.settings.dsn(), autocommit=True) as conn:
                 conn.execute("DROP TRIGGER wgops_test_refuse ON faden_view")
                 conn.execute("DROP FUNCTION wgops_test_refuse()")
     finally:

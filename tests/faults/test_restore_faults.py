@@ -87,7 +87,7 @@ def test_an_outage_longer_than_the_deadline_aborts_and_names_the_segment(product
 def test_rewritten_and_deleted_segments_are_named_and_the_archived_versions_restored(production, restore_dir):
     """Rows 3 and 4: a new version of 16 MiB garbage over one segment, delete markers over the three
     newest and one in the middle. Object Lock keeps the archived versions; the restore uses them."""
-    admin, loc = production.s3(), production.s.s3_location()
+    admin, loc = production.s3(), production.settings.s3_location()
     prefix = "faults/tampered"
     copy_archive(production, prefix, reencrypt=True)  # a server-side copy would not be SSE-KMS
     tampered = type(loc)(**{**loc.__dict__, "prefix": prefix})
@@ -99,7 +99,7 @@ def test_rewritten_and_deleted_segments_are_named_and_the_archived_versions_rest
     for name in hidden:
         admin.delete_object(Bucket=loc.bucket, Key=s3mod.wal_key(tampered, name))
 
-    readonly = production.s.s3_location(readonly=True)
+    readonly = production.settings.s3_location(readonly=True)
     readonly = type(readonly)(**{**readonly.__dict__, "prefix": prefix})
     info = archive.backup_info(production.s3(readonly=True), readonly, min_retention_days=0.5)
     assert info["newest_segment"] == names[-1], "a delete marker does not shorten the archive"
@@ -114,7 +114,7 @@ def test_rewritten_and_deleted_segments_are_named_and_the_archived_versions_rest
 
 def test_a_segment_that_does_not_match_its_archived_sha256_aborts_by_name(production, restore_dir):
     """The archived version itself is corrupt (here: written so by hand): never handed to PostgreSQL."""
-    admin, loc = production.s3(), production.s.s3_location()
+    admin, loc = production.s3(), production.settings.s3_location()
     prefix = "faults/corrupt"
     names = sorted(seg.name for by_no in archive.list_inventory(admin, loc).segments.values() for seg in by_no.values())
     victim = names[len(names) // 2]

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.integration
 
 
 def readonly_env(box) -> dict[str, str]:
-    s = box.s
+    s = box.settings
     return {
         "WGOPS_S3_ENDPOINT_URL": s.s3_endpoint,
         "WGOPS_S3_BUCKET": s.bucket,
@@ -28,12 +28,12 @@ def test_wal_restore_takes_its_credentials_from_the_environment(production, tmp_
     )
     assert rc == 0, output
     assert result["wal_segments"] >= 30 and result["target"]["kind"] == "latest"
-    assert production.s.s3_readonly_secret_key not in output
+    assert production.settings.s3_readonly_secret_key not in output
     assert list(tmp_path.iterdir()) == [], "check mode touches nothing"
 
 
 def test_backup_info_accepts_a_kms_alias_and_resolves_it(production):
-    alias = production.s.kms_key_id
+    alias = production.settings.kms_key_id
     assert alias.startswith("alias/")
     rc, result, output = ansible_module(
         "weltgewebe.ops.backup_info",
@@ -44,7 +44,7 @@ def test_backup_info_accepts_a_kms_alias_and_resolves_it(production):
     assert result["problems"] == []
     assert result["expected_kms_key"] == production.kms_key_arn()
     assert result["compliance"]["sse_kms"] == result["compliance"]["checked"] >= 30
-    assert production.s.s3_readonly_secret_key not in output
+    assert production.settings.s3_readonly_secret_key not in output
 
 
 def test_an_alias_that_does_not_resolve_is_one_named_problem(production):

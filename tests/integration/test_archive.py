@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def archived_names(box) -> set[str]:
-    loc = box.s.s3_location()
+    loc = box.settings.s3_location()
     client = box.s3()
     names = set()
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=s3mod.wal_prefix(loc)):
@@ -54,7 +54,7 @@ def wait_for(check, timeout, what):
 def test_wal_objects_are_kms_encrypted_and_compliance_locked(sandbox, db):
     segment = switch_wal(db)
     wait_for(lambda: segment in archived_names(sandbox), 60, f"{segment} in S3")
-    loc = sandbox.s.s3_location()
+    loc = sandbox.settings.s3_location()
     client = sandbox.s3()
     stored = s3mod.head(client, loc.bucket, s3mod.wal_key(loc, segment))
     assert stored.size == 16 * 1024 * 1024
@@ -72,10 +72,10 @@ def test_archiving_waits_for_s3_and_catches_up(sandbox, db):
     label = json.loads(
         sandbox.s3()
         .get_object(
-            Bucket=sandbox.s.bucket,
+            Bucket=sandbox.settings.bucket,
             Key=next(
                 o["Key"]
-                for o in sandbox.s3().list_objects_v2(Bucket=sandbox.s.bucket)["Contents"]
+                for o in sandbox.s3().list_objects_v2(Bucket=sandbox.settings.bucket)["Contents"]
                 if o["Key"].endswith("label.json")
             ),
         )["Body"]
@@ -87,7 +87,7 @@ def test_archiving_waits_for_s3_and_catches_up(sandbox, db):
         stuck = switch_wal(db)
         wait_for(lambda: archiver(db)["failed_count"] > before["failed_count"], 60, "a failed archive attempt")
         assert archiver(db)["last_failed_wal"] == stuck
-        status_dir = sandbox.s.pg_data_dir / "pg_wal" / "archive_status"
+        status_dir = sandbox.settings.pg_data_dir / "pg_wal" / "archive_status"
         assert (status_dir / f"{stuck}.ready").exists(), "PostgreSQL keeps the segment for a retry"
         assert not (status_dir / f"{stuck}.done").exists(), "nothing was acknowledged"
     finally:
@@ -98,12 +98,12 @@ def test_archiving_waits_for_s3_and_catches_up(sandbox, db):
     first = walnames.segment_number(label["start_wal_file"])
     expected = {walnames.segment_name(1, n) for n in range(first, walnames.segment_number(latest) + 1)}
     assert expected <= names, f"missing in S3: {sorted(expected - names)}"
-    assert not list((sandbox.s.pg_data_dir / "pg_wal" / "archive_status").glob("*.ready"))
+    assert not list((sandbox.settings.pg_data_dir / "pg_wal" / "archive_status").glob("*.ready"))
 
 
 def scratch_archive(sandbox, tmp_path, **changes) -> tuple[Path, object]:
     """An archive config with its own prefix: fake segments must not land in the sandbox's archive."""
-    loc = sandbox.s.s3_location()
+    loc = sandbox.settings.s3_location()
     scratch = type(loc)(**{**loc.__dict__, "prefix": f"test/{tmp_path.name}", **changes})
     config = tmp_path / "archive.json"
     config.write_text(json.dumps(scratch.__dict__))

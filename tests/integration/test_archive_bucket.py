@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 
 def args(box, bucket: str, **more) -> dict:
-    loc = box.s.s3_location()
+    loc = box.settings.s3_location()
     return {"s3_endpoint_url": loc.endpoint_url, "s3_bucket": bucket, "s3_access_key": loc.access_key,
             "s3_secret_key": loc.secret_key, **more}  # fmt: skip
 

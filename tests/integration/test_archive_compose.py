@@ -64,7 +64,7 @@ def compose_db():
 
 
 def role_vars(sandbox, db: dict, bucket: str) -> dict:
-    loc = sandbox.s.s3_location()
+    loc = sandbox.settings.s3_location()
     root = db["root"]
     return {
         "pg_archive_deployment": "compose",
@@ -131,8 +131,9 @@ def test_a_compose_database_is_archived_by_a_sidecar_and_restores_from_it(sandbo
     assert recap(again)["changed"] == 0, [line for line in again.stdout.splitlines() if line.startswith("changed")]
 
     # written after the base backup: it reaches the archive only through the sidecar's stream
-    loc = S3Location(endpoint_url=sandbox.s.s3_endpoint, bucket=bucket, access_key=sandbox.s.s3_access_key,
-                     secret_key=sandbox.s.s3_secret_key, region=sandbox.s.region, prefix="weltgewebe/compose-db",
+    site = sandbox.settings
+    loc = S3Location(endpoint_url=site.s3_endpoint, bucket=bucket, access_key=site.s3_access_key,
+                     secret_key=site.s3_secret_key, region=site.region, prefix="weltgewebe/compose-db",
                      kms_key_id=sandbox.kms_key_arn())  # fmt: skip
     server = archiver.Server(host="127.0.0.1", port=db["port"], user="welt", password=PASSWORD)
     with psycopg.connect(server.dsn("weltgewebe"), autocommit=True) as conn:
@@ -161,8 +162,8 @@ def test_a_compose_database_is_archived_by_a_sidecar_and_restores_from_it(sandbo
     assert "wgops_archive_stream_slot_active 1" in metrics.stdout and "wgops_archive_base_backups 1" in metrics.stdout
 
     # the archive alone brings it back (read-only identity, Debian's PostgreSQL 15 like the server)
-    readonly = S3Location(**{**loc.__dict__, "access_key": sandbox.s.s3_readonly_access_key,
-                             "secret_key": sandbox.s.s3_readonly_secret_key})  # fmt: skip
+    readonly = S3Location(**{**loc.__dict__, "access_key": sandbox.settings.s3_readonly_access_key,
+                             "secret_key": sandbox.settings.s3_readonly_secret_key})  # fmt: skip
     req = RestoreRequest(
         loc=readonly, data_dir=restore_dir / "data", pg_bindir=str(PG15), target=Target.parse("latest")
     )

@@ -24,18 +24,18 @@ def primary():
 
 
 def server_of(box) -> archiver.Server:
-    return archiver.Server(host="127.0.0.1", port=box.s.ports.postgres, password=box.s.pg_password)
+    return archiver.Server(host="127.0.0.1", port=box.settings.ports.postgres, password=box.settings.pg_password)
 
 
 def switch_wal(box) -> None:
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS archiver_probe (x int)")
         conn.execute("INSERT INTO archiver_probe VALUES (1)")
         conn.execute("SELECT pg_switch_wal()")
 
 
 def test_health_figures_follow_the_archive_and_a_failing_archive_shows_as_lag(primary):
-    loc, server = primary.s.s3_location(), server_of(primary)
+    loc, server = primary.settings.s3_location(), server_of(primary)
     switch_wal(primary)
     time.sleep(3)
     ok = archiver.health(loc, server)
@@ -48,7 +48,7 @@ def test_health_figures_follow_the_archive_and_a_failing_archive_shows_as_lag(pr
     )
 
     # the archive refuses (wrong credentials): PostgreSQL keeps the WAL, the figures say so
-    config = primary.s.archive_config_file
+    config = primary.settings.archive_config_file
     good = config.read_text()
     bad = dataclasses.replace(loc, secret_key="wrong-secret")
     config.write_text(json.dumps(dataclasses.asdict(bad)))
@@ -79,7 +79,7 @@ def test_health_figures_follow_the_archive_and_a_failing_archive_shows_as_lag(pr
 
 
 def test_base_backup_if_none_takes_none_when_the_cluster_has_one(primary):
-    result = archiver.base_backup(primary.s.s3_location(), server_of(primary), if_none=True)
+    result = archiver.base_backup(primary.settings.s3_location(), server_of(primary), if_none=True)
     assert result["changed"] is False and "base backup(s) of this cluster" in result["detail"]
 
 
@@ -93,7 +93,7 @@ def label(backup_id: str, start: str, stop_time: dt.datetime) -> bytes:
 def test_retention_removes_only_what_is_unlocked_and_unneeded(primary):
     """A fake archive under its own prefix: backups A (old) and B (kept), WAL before and after B's
     start, a history file; some objects locked for an hour, the rest for two seconds."""
-    loc = dataclasses.replace(primary.s.s3_location(), prefix=f"retention-test-{int(time.time())}")
+    loc = dataclasses.replace(primary.settings.s3_location(), prefix=f"retention-test-{int(time.time())}")
     client = primary.s3()
     now = dt.datetime.now(dt.UTC)
 
@@ -138,7 +138,7 @@ def streaming_primary():
 
 
 def write_some(box, rows: int = 200) -> None:
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS archiver_probe (x int, pad text)")
         conn.execute("INSERT INTO archiver_probe SELECT g, repeat('w', 200) FROM generate_series(1, %s) g", [rows])
 
@@ -158,7 +158,7 @@ def test_streaming_health_is_witnessed_by_the_archive_and_a_stopped_receiver_sho
     # archive_mode is off when the receiver archives: pg_stat_archiver knows nothing, so the lag
     # must come from the archive itself (a lag of 0 from an empty pg_stat_archiver was a lie)
     box = streaming_primary
-    loc, server = box.s.s3_location(), server_of(box)
+    loc, server = box.settings.s3_location(), server_of(box)
     write_some(box)
     ok = streamed_figures(loc, server)
     assert ok["archive_mode"] == "off" and ok["slot_active"], ok

@@ -92,7 +92,11 @@ def test_outbox_has_the_real_checks(db):
 def test_receipts_consumer_writes_each_event_once(sandbox, db):
     """The projector service acts as Weltgewebe's receipts consumer: every published event gets
     one receipt; a rebuild of the receipts adds none twice and deletes none."""
-    workload.run(workload.WorkloadConfig(dsn=sandbox.s.dsn(), names=sandbox.s.names, rate_per_second=0, max_writes=30))
+    workload.run(
+        workload.WorkloadConfig(
+            dsn=sandbox.settings.dsn(), names=sandbox.settings.names, rate_per_second=0, max_writes=30
+        )
+    )
 
     def unreceipted():
         return db.execute(
@@ -105,11 +109,11 @@ def test_receipts_consumer_writes_each_event_once(sandbox, db):
     before = db.execute(
         "SELECT count(*), count(DISTINCT event_id) FROM domain_event_consumptions WHERE consumer_name = %s", (RECEIPTS,)
     ).fetchone()
-    names = sandbox.s.names
+    names = sandbox.settings.names
     projector = Projector(
         ProjectorConfig(
-            dsn=sandbox.s.dsn(),
-            nats_url=sandbox.s.nats_url,
+            dsn=sandbox.settings.dsn(),
+            nats_url=sandbox.settings.nats_url,
             names=names,
             projection=Projection.declared("receipts", names),
         )
@@ -127,10 +131,10 @@ def test_receipts_consumer_writes_each_event_once(sandbox, db):
 
 def test_projection_state_is_bumped_by_a_replay(sandbox, db):
     before = db.execute("SELECT version FROM domain_projection_state").fetchone()[0]
-    names = sandbox.s.names
+    names = sandbox.settings.names
     config = ProjectorConfig(
-        dsn=sandbox.s.dsn(),
-        nats_url=sandbox.s.nats_url,
+        dsn=sandbox.settings.dsn(),
+        nats_url=sandbox.settings.nats_url,
         names=names,
         projection=Projection.declared("projection_state", names),
     )
@@ -142,8 +146,8 @@ def test_projection_state_is_bumped_by_a_replay(sandbox, db):
 def test_a_projection_on_a_missing_table_names_it(sandbox):
     names = ContractNames(edges_table="no_such_edges", faden_view="faden_view_missing_edges")
     config = ProjectorConfig(
-        dsn=sandbox.s.dsn(),
-        nats_url=sandbox.s.nats_url,
+        dsn=sandbox.settings.dsn(),
+        nats_url=sandbox.settings.nats_url,
         names=names,
         projection=Projection.declared("faden_view", names),
     )
@@ -156,7 +160,7 @@ def test_a_projection_on_a_missing_table_names_it(sandbox):
 
 def test_sandbox_from_a_migrations_directory(migrated_sandbox):
     box = migrated_sandbox
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         recorded = conn.execute(
             "SELECT version, description, success FROM _sqlx_migrations ORDER BY version"
         ).fetchall()
@@ -164,7 +168,9 @@ def test_sandbox_from_a_migrations_directory(migrated_sandbox):
         assert [(m.version, m.description, True) for m in files] == recorded
         assert conn.execute("SELECT to_regclass('passkey_credentials') IS NOT NULL").fetchone()[0]
         start = last_outbox_id(conn)
-        workload.run(workload.WorkloadConfig(dsn=box.s.dsn(), names=box.s.names, rate_per_second=0, max_writes=5))
+        workload.run(
+            workload.WorkloadConfig(dsn=box.settings.dsn(), names=box.settings.names, rate_per_second=0, max_writes=5)
+        )
         types = {row[2] for row in new_events(conn, start)}
         # the fixture's later migration adds an event type the projections do not know: ignored, not an error
         assert {"domain.node.created", "domain.edge.created", "domain.conversation.created"} <= types
@@ -179,8 +185,8 @@ def test_sandbox_from_a_migrations_directory(migrated_sandbox):
 
         wait_for(projected, 30, "faden_view and the receipts to catch up")
     # applying again changes nothing; a changed migration is refused by name
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
-        assert schema.apply(conn, box.s.names, str(MIGRATIONS_FIXTURE)) == []
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
+        assert schema.apply(conn, box.settings.names, str(MIGRATIONS_FIXTURE)) == []
 
 
 def test_a_changed_or_failing_migration_is_refused_by_name(migrated_sandbox, tmp_path):
@@ -192,20 +198,20 @@ def test_a_changed_or_failing_migration_is_refused_by_name(migrated_sandbox, tmp
     first = sorted(changed.glob("*.up.sql"))[0]
     first.write_text(first.read_text() + "\n-- edited\n")
     with (
-        psycopg.connect(box.s.dsn(), autocommit=True) as conn,
+        psycopg.connect(box.settings.dsn(), autocommit=True) as conn,
         pytest.raises(schema.MigrationError, match=re.escape(first.name) + ".*changed after it was applied"),
     ):
-        schema.apply(conn, box.s.names, str(changed))
+        schema.apply(conn, box.settings.names, str(changed))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "20250101000000_broken.up.sql").write_text("CREATE TABLE wgops_half (x int);\nSELECT no_such_column;\n")
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         conn.execute("CREATE SCHEMA IF NOT EXISTS wgops_broken_test")
         conn.execute("SET search_path = wgops_broken_test")
         with pytest.raises(
             schema.MigrationError, match=re.escape("20250101000000_broken.up.sql failed and was rolled back")
         ):
-            schema.apply(conn, box.s.names, str(broken))
+            schema.apply(conn, box.settings.names, str(broken))
         assert not conn.execute("SELECT to_regclass('wgops_half') IS NOT NULL").fetchone()[0]
         conn.execute("DROP SCHEMA wgops_broken_test CASCADE")
 
@@ -213,10 +219,14 @@ def test_a_changed_or_failing_migration_is_refused_by_name(migrated_sandbox, tmp
 def test_a_projection_declared_as_data_through_the_module(sandbox, db):
     """A team's own read model, declared in the task: its table is created, every node event
     applied, and a rebuild gives the same table."""
-    workload.run(workload.WorkloadConfig(dsn=sandbox.s.dsn(), names=sandbox.s.names, rate_per_second=0, max_writes=10))
+    workload.run(
+        workload.WorkloadConfig(
+            dsn=sandbox.settings.dsn(), names=sandbox.settings.names, rate_per_second=0, max_writes=10
+        )
+    )
     args = {
-        "dsn": sandbox.s.dsn(),
-        "nats_url": sandbox.s.nats_url,
+        "dsn": sandbox.settings.dsn(),
+        "nats_url": sandbox.settings.nats_url,
         "projections": ["node_titles"],
         "mode": "rebuild",
         "declarations": {
@@ -233,7 +243,7 @@ def test_a_projection_declared_as_data_through_the_module(sandbox, db):
     }
     rc, result, out = ansible_module("weltgewebe.ops.projector_replay", args)
     assert rc == 0, out[-2000:]
-    assert sandbox.s.pg_password not in out
+    assert sandbox.settings.pg_password not in out
     (projection,) = result["projections"]
     assert projection["projection"] == "node_titles" and projection["applied"] > 0
     nodes = db.execute("SELECT count(*) FROM domain_nodes").fetchone()[0]

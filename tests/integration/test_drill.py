@@ -197,9 +197,9 @@ def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
     # the drill read the archive with the read-only identity; that identity cannot write
     box = sandbox.load(drill_dirs["state"])
     with pytest.raises(ClientError) as refused:
-        box.s3(readonly=True).put_object(Bucket=box.s.bucket, Key="drill-write-probe", Body=b"x")
+        box.s3(readonly=True).put_object(Bucket=box.settings.bucket, Key="drill-write-probe", Body=b"x")
     assert refused.value.response["Error"]["Code"] == "AccessDenied"
-    assert box.s.s3_secret_key not in (drill_dir / "record.json").read_text()
+    assert box.settings.s3_secret_key not in (drill_dir / "record.json").read_text()
 
     # a phase alone: the report of the newest drill, written again from its record
     again = ansible_playbook(sandbox_vars(drill_dirs, 5, 12), "--tags", "report")
@@ -248,13 +248,13 @@ def live_inventory(tmp_path: Path, box, recovery_root: Path, reports: Path) -> P
     shutil.copytree(REPO / "inventories" / "production.example", inventory)
     group_vars = inventory / "group_vars" / "all" / "main.yml"
     values = yaml.safe_load(group_vars.read_text())
-    ro = box.s.s3_location(readonly=True)
+    ro = box.settings.s3_location(readonly=True)
     values.update(
         drill_s3_endpoint_url=ro.endpoint_url,
         drill_s3_region=ro.region,
         drill_s3_bucket=ro.bucket,
-        drill_s3_prefix=box.s.archive_prefix,
-        drill_s3_kms_key_id=box.s.kms_key_id,  # the alias, resolved by the preflight
+        drill_s3_prefix=box.settings.archive_prefix,
+        drill_s3_kms_key_id=box.settings.kms_key_id,  # the alias, resolved by the preflight
         drill_recovery_inventory_host="",  # recover on this machine
         drill_migrations_dir=str(MIGRATIONS_FIXTURE),
         drill_reports_dir=str(reports),
@@ -274,10 +274,12 @@ def recovery_messages(recovery_root: Path) -> list:
         import nats
         from nats.js.api import AckPolicy, ConsumerConfig
 
-        nc = await nats.connect(box.s.nats_url)
+        nc = await nats.connect(box.settings.nats_url)
         try:
             sub = await nc.jetstream().pull_subscribe(
-                box.s.names.stream_subjects, stream=box.s.names.stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+                box.settings.names.stream_subjects,
+                stream=box.settings.names.stream,
+                config=ConsumerConfig(ack_policy=AckPolicy.NONE),
             )
             return await sub.fetch(100000, timeout=3)
         finally:
@@ -294,22 +296,24 @@ def test_live_mode_through_the_example_inventory_reads_only(migrated_sandbox, dr
     client = box.s3()
 
     def versions() -> set[tuple[str, str]]:
-        pages = client.get_paginator("list_object_versions").paginate(Bucket=box.s.bucket)
+        pages = client.get_paginator("list_object_versions").paginate(Bucket=box.settings.bucket)
         return {(v["Key"], v["VersionId"]) for page in pages for v in page.get("Versions", [])}
 
     def outbox() -> list[tuple]:
-        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             return conn.execute(
                 "SELECT id, event_type, published_at, attempt_count FROM domain_outbox ORDER BY id"
             ).fetchall()
 
-    workload.run(workload.WorkloadConfig(dsn=box.s.dsn(), names=box.s.names, rate_per_second=0, max_writes=20))
+    workload.run(
+        workload.WorkloadConfig(dsn=box.settings.dsn(), names=box.settings.names, rate_per_second=0, max_writes=20)
+    )
     wait_published(box)
-    with psycopg.connect(box.s.dsn(), autocommit=True) as db:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as db:
         archive_now(box, db)
     before_objects, before_rows = versions(), outbox()
-    before_stream = asyncio.run(natsio.stream_state(box.s.nats_url, box.s.names))
-    ro = box.s.s3_location(readonly=True)
+    before_stream = asyncio.run(natsio.stream_state(box.settings.nats_url, box.settings.names))
+    ro = box.settings.s3_location(readonly=True)
     inventory = live_inventory(tmp_path, box, drill_dirs["recovery"], drill_dirs["reports"])
     proc = subprocess.run(
         ["ansible-playbook", "-i", str(inventory), "playbooks/drill.yml"],
@@ -318,8 +322,8 @@ def test_live_mode_through_the_example_inventory_reads_only(migrated_sandbox, dr
             **ansible_env(),
             "WGOPS_S3_ACCESS_KEY_ID": ro.access_key,
             "WGOPS_S3_SECRET_ACCESS_KEY": ro.secret_key,
-            "WGOPS_PG_PASSWORD": box.s.pg_password,
-            "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{box.s.ports.kms}",
+            "WGOPS_PG_PASSWORD": box.settings.pg_password,
+            "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{box.settings.ports.kms}",
         },
         capture_output=True,
         text=True,
@@ -339,7 +343,7 @@ def test_live_mode_through_the_example_inventory_reads_only(migrated_sandbox, dr
     # production untouched: no object version gone, the source database and its stream unchanged
     assert before_objects <= versions()
     assert outbox() == before_rows
-    assert asyncio.run(natsio.stream_state(box.s.nats_url, box.s.names)) == before_stream
+    assert asyncio.run(natsio.stream_state(box.settings.nats_url, box.settings.names)) == before_stream
     # the recovery had its own NATS, the restored outbox reached it (republished), as envelopes
     assert report["event_log"]["unstreamed_events"] == len(before_rows) > 0
     messages = recovery_messages(drill_dirs["recovery"])
@@ -349,5 +353,5 @@ def test_live_mode_through_the_example_inventory_reads_only(migrated_sandbox, dr
         assert msg.headers["Nats-Msg-Id"] == f"domain-outbox-{body['event_id']}"
         assert msg.subject == f"weltgewebe.{body['event_type']}"
     assert "domain.conversation.created" in {envelope.parse(m.data)["event_type"] for m in messages}
-    for secret in (ro.secret_key, box.s.pg_password, box.s.s3_secret_key):
+    for secret in (ro.secret_key, box.settings.pg_password, box.settings.s3_secret_key):
         assert secret not in proc.stdout

@@ -30,19 +30,21 @@ def http(method: str, url: str, body: dict | None = None) -> tuple[int, dict]:
 
 
 def test_health_endpoints(sandbox):
-    assert http("GET", f"{sandbox.s.api_url}/health/live") == (200, {"status": "ok"})
-    status, body = http("GET", f"{sandbox.s.api_url}/health/ready")
+    assert http("GET", f"{sandbox.settings.api_url}/health/live") == (200, {"status": "ok"})
+    status, body = http("GET", f"{sandbox.settings.api_url}/health/ready")
     assert status == 200, body
     passed = {name for name, check in body["checks"].items() if check["ok"]}
     assert passed == {"database", "event_chain", "nats"}, body
 
 
 def test_faden_reaches_faden_view_end_to_end(sandbox, db):
-    status, created = http("POST", f"{sandbox.s.api_url}/faeden", {"source": "Ahorn", "target": "Birke", "note": "e2e"})
+    status, created = http(
+        "POST", f"{sandbox.settings.api_url}/faeden", {"source": "Ahorn", "target": "Birke", "note": "e2e"}
+    )
     assert status == 201
     deadline = time.monotonic() + 20
     while True:
-        status, faden = http("GET", f"{sandbox.s.api_url}/faeden/{created['id']}")
+        status, faden = http("GET", f"{sandbox.settings.api_url}/faeden/{created['id']}")
         if status == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -59,10 +61,10 @@ def test_faden_reaches_faden_view_end_to_end(sandbox, db):
     ).fetchone()
     assert outbox[1], "the relay marked the event published"
     assert faden["last_event_id"] == outbox[0]
-    truth = domain.GroundTruth(sandbox.s.ground_truth_dir)
+    truth = domain.GroundTruth(sandbox.settings.ground_truth_dir)
     assert created["id"] in {w["edge_id"] for w in truth.writes()}
     assert outbox[0] in {p["event_id"] for p in truth.published()}
-    state = asyncio.run(natsio.stream_state(sandbox.s.nats_url, sandbox.s.names))
+    state = asyncio.run(natsio.stream_state(sandbox.settings.nats_url, sandbox.settings.names))
     assert state["duplicate_window_seconds"] == 120
     assert state["subjects"] == ["weltgewebe.domain.>"]
     assert state["last_seq"] >= 3

@@ -43,7 +43,7 @@ def archive_now(box, db) -> None:
 @pytest.fixture(scope="module")
 def history(sandbox):
     """Four commits a second apart, a named restore point between the 2nd and 3rd, all archived."""
-    with psycopg.connect(sandbox.s.dsn(), autocommit=True) as db:
+    with psycopg.connect(sandbox.settings.dsn(), autocommit=True) as db:
         return _make_history(sandbox, db)
 
 
@@ -61,7 +61,7 @@ def _make_history(sandbox, db) -> dict:
 
 
 def run_restore(box, where: Path, target: Target, **kw) -> dict:
-    req = RestoreRequest(loc=box.s.s3_location(readonly=True), data_dir=where / "data", target=target, **kw)
+    req = RestoreRequest(loc=box.settings.s3_location(readonly=True), data_dir=where / "data", target=target, **kw)
     return restore.restore(req)
 
 
@@ -121,7 +121,7 @@ def test_restore_immediate_stops_at_the_base_backup(sandbox, history, restore_di
 
 
 def test_refuses_a_target_before_the_oldest_backup(sandbox, history, restore_dir):
-    labels = archive.list_inventory(sandbox.s3(readonly=True), sandbox.s.s3_location()).labels
+    labels = archive.list_inventory(sandbox.s3(readonly=True), sandbox.settings.s3_location()).labels
     early = dt.datetime.fromisoformat(labels[0]["stop_time"]) - dt.timedelta(hours=1)
     with pytest.raises(
         RestoreError, match="earliest reachable target is " + labels[0]["stop_time"].replace("+", r"\+")
@@ -145,17 +145,17 @@ def test_refuses_a_non_empty_data_dir(sandbox, restore_dir):
 
 
 def test_refuses_a_gap_in_the_wal_and_names_it(sandbox, history, restore_dir):
-    with psycopg.connect(sandbox.s.dsn(), autocommit=True) as db:
+    with psycopg.connect(sandbox.settings.dsn(), autocommit=True) as db:
         for _ in range(2):
             commit(db, "gap-filler")
             archive_now(sandbox, db)
-    inv = archive.list_inventory(sandbox.s3(), sandbox.s.s3_location())
+    inv = archive.list_inventory(sandbox.s3(), sandbox.settings.s3_location())
     label = inv.labels[-1]
-    needed = archive.continuity(sandbox.s3(), sandbox.s.s3_location(), inv, label)["needed"]
+    needed = archive.continuity(sandbox.s3(), sandbox.settings.s3_location(), inv, label)["needed"]
     assert len(needed) >= 3
     hole = needed[len(needed) // 2]
     copy_archive(sandbox, "test/gap", skip=lambda key: key.endswith("/wal/" + hole))
-    loc = sandbox.s.s3_location()
+    loc = sandbox.settings.s3_location()
     gap_loc = type(loc)(**{**loc.__dict__, "prefix": "test/gap"})
     req = RestoreRequest(loc=gap_loc, data_dir=restore_dir / "data", target=Target.parse("latest"))
     with pytest.raises(RestoreError, match=f"missing {hole}"):
@@ -166,7 +166,7 @@ def test_refuses_a_gap_in_the_wal_and_names_it(sandbox, history, restore_dir):
 
 
 def test_refuses_a_base_backup_that_does_not_match_its_manifest(sandbox, history, restore_dir):
-    client, loc = sandbox.s3(), sandbox.s.s3_location()
+    client, loc = sandbox.s3(), sandbox.settings.s3_location()
     label = archive.list_inventory(client, loc).labels[-1]
     src = s3mod.basebackup_prefix(loc, label["backup_id"])
     original = client.get_object(Bucket=loc.bucket, Key=src + "base.tar")["Body"].read()
@@ -197,13 +197,13 @@ def test_refuses_a_base_backup_that_does_not_match_its_manifest(sandbox, history
 
 def test_preflight_is_clean_on_the_sandbox_archive(sandbox, history):
     readonly = archive.backup_info(
-        sandbox.s3(readonly=True), sandbox.s.s3_location(readonly=True), min_retention_days=0.5
+        sandbox.s3(readonly=True), sandbox.settings.s3_location(readonly=True), min_retention_days=0.5
     )
     assert readonly["problems"] == []
     assert (
         readonly["compliance"]["checked"] == readonly["compliance"]["sse_kms"] == readonly["compliance"]["locked"] >= 5
     )
-    info = archive.backup_info(sandbox.s3(), sandbox.s.s3_location(), min_retention_days=0.5)
+    info = archive.backup_info(sandbox.s3(), sandbox.settings.s3_location(), min_retention_days=0.5)
     assert info["problems"] == [] and info["not_checked"] == []
     assert info["versioning"] == "Enabled"
     assert info["object_lock"]["enabled"] and info["object_lock"]["default_mode"] == "COMPLIANCE"
@@ -226,8 +226,8 @@ def test_preflight_is_clean_on_the_sandbox_archive(sandbox, history):
 def test_preflight_finds_objects_without_kms_or_lock(sandbox, history):
     client = sandbox.s3()
     client.create_bucket(Bucket="wgops-test-plain")
-    copy_archive(sandbox, sandbox.s.archive_prefix, bucket="wgops-test-plain")
-    loc = sandbox.s.s3_location()
+    copy_archive(sandbox, sandbox.settings.archive_prefix, bucket="wgops-test-plain")
+    loc = sandbox.settings.s3_location()
     plain = type(loc)(**{**loc.__dict__, "bucket": "wgops-test-plain"})
     info = archive.backup_info(client, plain)
     codes = {p["code"] for p in info["problems"]}
@@ -249,16 +249,15 @@ def test_restore_follows_a_new_timeline_after_an_earlier_promotion(sandbox, hist
     wrapper = work / "bin" / "wgops"
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ALTER SYSTEM SET archive_mode = on")
-        conn.execute(
-            f"ALTER SYSTEM SET archive_command = '{wrapper} wal-push --config {sandbox.s.archive_config_file} %p'"
-        )
+        config = sandbox.settings.archive_config_file
+        conn.execute(f"ALTER SYSTEM SET archive_command = '{wrapper} wal-push --config {config} %p'")
     bindir, user = pg.resolve_bindir(), pg.run_as_user("wgsandbox")
     pg.stop(bindir, restore_dir / "data", user)
     # archiving was off when it promoted (a restore never archives): hand over its history file,
     # as the runbook's "make the restored database the new primary" step must
     history_file = restore_dir / "data" / "pg_wal" / "00000002.history"
     subprocess.run(
-        [str(wrapper), "wal-push", "--config", str(sandbox.s.archive_config_file), str(history_file)], check=True
+        [str(wrapper), "wal-push", "--config", str(sandbox.settings.archive_config_file), str(history_file)], check=True
     )
     pg.start(bindir, restore_dir / "data", work / "postgres.log", user)
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -274,7 +273,9 @@ def test_restore_follows_a_new_timeline_after_an_earlier_promotion(sandbox, hist
         second = run_restore(sandbox, second_dir, Target.parse("latest"))
         assert accounts(second, second_dir) == {"pitr-a", "pitr-b", "pitr-on-timeline-2"}
         assert second["timeline"] == 3
-        info = archive.backup_info(sandbox.s3(readonly=True), sandbox.s.s3_location(readonly=True), check_objects=False)
+        info = archive.backup_info(
+            sandbox.s3(readonly=True), sandbox.settings.s3_location(readonly=True), check_objects=False
+        )
         assert 2 in info["history_files"]
     finally:
         pg.stop(bindir, second_dir / "data", user, "immediate")

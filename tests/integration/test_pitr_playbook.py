@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def pitr_vars(box, data_dir: Path, **more) -> dict:
     """Extra vars for tests/playbooks/pitr.yml: the box's archive with its read-only identity."""
-    loc = box.s.s3_location(readonly=True)
+    loc = box.settings.s3_location(readonly=True)
     return {
         "pg_pitr_s3_endpoint_url": loc.endpoint_url,
         "pg_pitr_s3_bucket": loc.bucket,
@@ -31,7 +31,7 @@ def pitr_vars(box, data_dir: Path, **more) -> dict:
 
 
 def run(sandbox, data_dir: Path, *extra: str, **more_vars) -> tuple[subprocess.CompletedProcess, dict]:
-    loc = sandbox.s.s3_location(readonly=True)
+    loc = sandbox.settings.s3_location(readonly=True)
     variables = json.dumps(pitr_vars(sandbox, data_dir, **more_vars))
     proc = subprocess.run(
         ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", variables, *extra],

@@ -23,7 +23,7 @@ VIEW = "SELECT concat_ws('|', id, source_id, target_id, edge_kind, payload) AS r
 
 
 def fingerprint(box, rows: str) -> tuple[int, str]:
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         return conn.execute(DERIVED.format(rows=rows)).fetchone()
 
 
@@ -32,11 +32,20 @@ def projector_paused(sandbox):
     """Events written and relayed, the sandbox's own projector stopped: the replay is the only writer."""
     workload.run(
         workload.WorkloadConfig(
-            dsn=sandbox.s.dsn(), names=sandbox.s.names, rate_per_second=0, seconds=60, max_writes=1500, update_every=4
+            dsn=sandbox.settings.dsn(),
+            names=sandbox.settings.names,
+            rate_per_second=0,
+            seconds=60,
+            max_writes=1500,
+            update_every=4,
         )
     )
     sandbox.services["relay"].stop()
-    asyncio.run(Relay(RelayConfig(dsn=sandbox.s.dsn(), nats_url=sandbox.s.nats_url, names=sandbox.s.names)).drain(60))
+    asyncio.run(
+        Relay(
+            RelayConfig(dsn=sandbox.settings.dsn(), nats_url=sandbox.settings.nats_url, names=sandbox.settings.names)
+        ).drain(60)
+    )
     sandbox.services["projector"].stop()
     yield sandbox
     sandbox.up("relay")
@@ -46,10 +55,10 @@ def projector_paused(sandbox):
 def replay(box, mode: str) -> dict:
     projector = Projector(
         ProjectorConfig(
-            dsn=box.s.dsn(),
-            nats_url=box.s.nats_url,
-            names=box.s.names,
-            projection=Projection.declared("faden_view", box.s.names),
+            dsn=box.settings.dsn(),
+            nats_url=box.settings.nats_url,
+            names=box.settings.names,
+            projection=Projection.declared("faden_view", box.settings.names),
         )
     )
     return asyncio.run(projector.replay(mode))
@@ -57,7 +66,7 @@ def replay(box, mode: str) -> dict:
 
 def test_rebuild_equals_what_the_source_tables_derive(projector_paused):
     box = projector_paused
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         conn.execute("UPDATE faden_view SET payload = '{\"x\": 1}' WHERE id IN (SELECT id FROM faden_view LIMIT 5)")
     assert fingerprint(box, VIEW) != fingerprint(box, EDGES)
     result = replay(box, "rebuild")
@@ -72,7 +81,7 @@ def test_a_killed_rebuild_leaves_the_read_model_as_it_was(projector_paused):
     batches), the read model is exactly what it was before, never emptier; running it again
     completes it."""
     box = projector_paused
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         conn.execute("UPDATE faden_view SET payload = '{\"y\": 1}' WHERE id IN (SELECT id FROM faden_view LIMIT 5)")
     before = fingerprint(box, VIEW)
     proc = subprocess.Popen(
@@ -82,7 +91,7 @@ def test_a_killed_rebuild_leaves_the_read_model_as_it_was(projector_paused):
             "weltgewebe_ops.cli",
             "projector-replay",
             "--state-dir",
-            str(box.s.root),
+            str(box.settings.root),
             "--mode",
             "rebuild",
             "--batch-size",
@@ -94,7 +103,7 @@ def test_a_killed_rebuild_leaves_the_read_model_as_it_was(projector_paused):
         stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 60
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         # midway: the rebuild's transaction holds the TRUNCATE's lock and has written rows since
         while proc.poll() is None and time.monotonic() < deadline:
             locked = conn.execute(

@@ -23,7 +23,7 @@ def stray_relays(box) -> list[int]:
 
     from weltgewebe_ops.procs import cmdline
 
-    wanted = f"service relay --state-dir {box.s.root}"
+    wanted = f"service relay --state-dir {box.settings.root}"
     tracked = box.services["relay"].pid()
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != tracked and wanted in cmdline(int(p))]
 
@@ -43,14 +43,19 @@ def relay_paused(sandbox):
 
 
 def pending_ids(box) -> list[int]:
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         return [r[0] for r in conn.execute("SELECT id FROM domain_outbox WHERE published_at IS NULL ORDER BY id")]
 
 
 def write_faeden(box, count: int) -> None:
     workload.run(
         workload.WorkloadConfig(
-            dsn=box.s.dsn(), names=box.s.names, rate_per_second=0, seconds=60, max_writes=count, update_every=0
+            dsn=box.settings.dsn(),
+            names=box.settings.names,
+            rate_per_second=0,
+            seconds=60,
+            max_writes=count,
+            update_every=0,
         )
     )
 
@@ -59,13 +64,13 @@ async def stream_msg_ids(box, first_seq: int) -> list[str]:
     """Nats-Msg-Id of every stream message from ``first_seq`` on."""
     from weltgewebe_ops import natsio
 
-    nc = await natsio.connect(box.s.nats_url)
+    nc = await natsio.connect(box.settings.nats_url)
     try:
         js = nc.jetstream()
-        info = await js.stream_info(box.s.names.stream)
+        info = await js.stream_info(box.settings.names.stream)
         ids = []
         for seq in range(first_seq, info.state.last_seq + 1):
-            msg = await js.get_msg(box.s.names.stream, seq)
+            msg = await js.get_msg(box.settings.names.stream, seq)
             ids.append(msg.headers["Nats-Msg-Id"])
         return ids
     finally:
@@ -75,15 +80,15 @@ async def stream_msg_ids(box, first_seq: int) -> list[str]:
 async def last_seq(box) -> int:
     from weltgewebe_ops import natsio
 
-    return (await natsio.stream_state(box.s.nats_url, box.s.names))["last_seq"]
+    return (await natsio.stream_state(box.settings.nats_url, box.settings.names))["last_seq"]
 
 
 def drain(box, timeout: float = 60, batch_size: int = 1000) -> dict:
     relay = Relay(
         RelayConfig(
-            dsn=box.s.dsn(),
-            nats_url=box.s.nats_url,
-            names=box.s.names,
+            dsn=box.settings.dsn(),
+            nats_url=box.settings.nats_url,
+            names=box.settings.names,
             batch_size=batch_size,
             publish_timeout_seconds=2,
             backoff_base_seconds=0.5,
@@ -124,17 +129,17 @@ def test_messages_are_weltgewebes_envelope(relay_paused):
     drain(box)
 
     async def messages() -> list:
-        nc = await natsio.connect(box.s.nats_url)
+        nc = await natsio.connect(box.settings.nats_url)
         try:
             js = nc.jetstream()
-            last = (await js.stream_info(box.s.names.stream)).state.last_seq
-            return [await js.get_msg(box.s.names.stream, seq) for seq in range(start, last + 1)]
+            last = (await js.stream_info(box.settings.names.stream)).state.last_seq
+            return [await js.get_msg(box.settings.names.stream, seq) for seq in range(start, last + 1)]
         finally:
             await nc.close()
 
     published = asyncio.run(messages())
     assert len(published) == 9  # two nodes and an edge per Faden
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         for msg in published:
             body = envelope.parse(msg.data)
             assert set(body) == set(envelope.FIELDS) and body["schema_version"] == 1
@@ -178,7 +183,7 @@ def test_outbox_relay_module_check_mode_then_drain(relay_paused):
     waiting = len(pending_ids(box))
 
     def module(*extra: str) -> tuple[int, dict, str]:
-        args = {"dsn": box.s.dsn(), "nats_url": box.s.nats_url, "timeout_seconds": 30}
+        args = {"dsn": box.settings.dsn(), "nats_url": box.settings.nats_url, "timeout_seconds": 30}
         return ansible_module("weltgewebe.ops.outbox_relay", args, *extra)
 
     rc, planned, out = module("--check")
@@ -187,7 +192,7 @@ def test_outbox_relay_module_check_mode_then_drain(relay_paused):
     rc, drained, out = module()
     assert rc == 0 and drained["changed"] and drained["remaining"] == 0
     assert drained["published"] + drained["duplicates"] == waiting
-    assert box.s.pg_password not in out, "the DSN's password never appears"
+    assert box.settings.pg_password not in out, "the DSN's password never appears"
     rc, again, _ = module()
     assert rc == 0 and not again["changed"]
 
@@ -199,7 +204,7 @@ def test_a_relay_dying_between_publish_and_mark_republishes_and_the_read_model_s
     write_faeden(box, 20)
     waiting = pending_ids(box)
     start = asyncio.run(last_seq(box)) + 1
-    crashing = Relay(RelayConfig(dsn=box.s.dsn(), nats_url=box.s.nats_url, names=box.s.names))
+    crashing = Relay(RelayConfig(dsn=box.settings.dsn(), nats_url=box.settings.nats_url, names=box.settings.names))
     crashing._mark_published = sql.SQL("SELECT 1/0 WHERE %s IS NOT NULL")  # dies after the acks, before the mark
     died = asyncio.run(crashing.drain(3))
     assert died["remaining"] == len(waiting) and died["published"] > 0, "published, never marked"
@@ -208,7 +213,7 @@ def test_a_relay_dying_between_publish_and_mark_republishes_and_the_read_model_s
     assert again["published"] == 0 and again["duplicates"] == len(waiting), "JetStream knew every message"
     ids = asyncio.run(stream_msg_ids(box, start))
     assert sorted(ids) == sorted(f"domain-outbox-{i}" for i in waiting), "each event once in the stream"
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         edges = conn.execute(
             "SELECT e.id, e.payload FROM domain_edges e JOIN domain_outbox o ON o.aggregate_id = e.id "
             "WHERE o.id = ANY(%s) AND o.event_type = 'domain.edge.created' ORDER BY e.id",
@@ -238,10 +243,10 @@ def test_replay_roles_audit_drain_and_rebuild(relay_paused):
         write_faeden(box, 10)
         waiting = len(pending_ids(box))
         extra = {
-            "outbox_relay_dsn": box.s.dsn(),
-            "outbox_relay_nats_url": box.s.nats_url,
-            "projectors_dsn": box.s.dsn(),
-            "projectors_nats_url": box.s.nats_url,
+            "outbox_relay_dsn": box.settings.dsn(),
+            "outbox_relay_nats_url": box.settings.nats_url,
+            "projectors_dsn": box.settings.dsn(),
+            "projectors_nats_url": box.settings.nats_url,
         }
         proc = subprocess.run(
             ["ansible-playbook", "tests/playbooks/replay.yml", "-e", json.dumps(extra)],
@@ -252,9 +257,9 @@ def test_replay_roles_audit_drain_and_rebuild(relay_paused):
             timeout=600,
         )
         assert proc.returncode == 0, proc.stdout[-3000:]
-        assert box.s.pg_password not in proc.stdout
+        assert box.settings.pg_password not in proc.stdout
         result = report(proc.stdout)
-        with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             excluded = conn.execute("SELECT count(*) FROM wgops.excluded_events").fetchone()[0]
         assert result["reused"] == 0, "no outbox id means two different events"
         # lost now, or lost in an earlier restore and excluded then
@@ -269,7 +274,7 @@ def test_replay_roles_audit_drain_and_rebuild(relay_paused):
 
 def test_a_row_that_cannot_be_published_is_retried_then_quarantined(relay_paused):
     box = relay_paused
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         # no stream takes this subject: every publish of it fails (no responders)
         bad = conn.execute(
             "INSERT INTO domain_outbox (aggregate_type, aggregate_id, event_type, payload) "
@@ -278,9 +283,9 @@ def test_a_row_that_cannot_be_published_is_retried_then_quarantined(relay_paused
     write_faeden(box, 5)
     relay = Relay(
         RelayConfig(
-            dsn=box.s.dsn(),
-            nats_url=box.s.nats_url,
-            names=box.s.names,
+            dsn=box.settings.dsn(),
+            nats_url=box.settings.nats_url,
+            names=box.settings.names,
             publish_timeout_seconds=1,
             backoff_base_seconds=0.2,
             backoff_max_seconds=0.5,
@@ -290,14 +295,14 @@ def test_a_row_that_cannot_be_published_is_retried_then_quarantined(relay_paused
     result = asyncio.run(relay.drain(60))
     assert result["quarantined"] == 1 and result["failed"] == 3
     assert result["remaining"] == 0 and result["published"] >= 5 * 3
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         attempts, quarantined, error, published = conn.execute(
             "SELECT attempt_count, quarantined_at IS NOT NULL, last_error, published_at IS NOT NULL "
             "FROM domain_outbox WHERE id = %s",
             (bad,),
         ).fetchone()
     assert (attempts, quarantined, published) == (3, True, False) and error
-    with psycopg.connect(box.s.dsn(), autocommit=True) as conn:  # the test's bogus row goes again
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:  # the test's bogus row goes again
         conn.execute("DELETE FROM domain_outbox WHERE id = %s", (bad,))
 
 
@@ -310,9 +315,14 @@ def test_outbox_relay_service_started_status_stopped(relay_paused, tmp_path):
     service_dir = tmp_path / "relay-service"
 
     def module(state: str) -> dict:
-        args = {"state": state, "service_dir": str(service_dir), "dsn": box.s.dsn(), "nats_url": box.s.nats_url}
+        args = {
+            "state": state,
+            "service_dir": str(service_dir),
+            "dsn": box.settings.dsn(),
+            "nats_url": box.settings.nats_url,
+        }
         _, result, out = ansible_module("weltgewebe.ops.outbox_relay", args)
-        assert box.s.pg_password not in out
+        assert box.settings.pg_password not in out
         return result
 
     try:
@@ -344,10 +354,10 @@ def lease_relay(box, stop: threading.Event, counts: dict) -> None:
     from weltgewebe_ops import envelope, natsio
 
     async def run() -> None:
-        nc = await natsio.connect(box.s.nats_url)
+        nc = await natsio.connect(box.settings.nats_url)
         js = nc.jetstream()
         try:
-            with psycopg.connect(box.s.dsn(), autocommit=True) as conn:
+            with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
                 while not stop.is_set():
                     with conn.transaction():
                         rows = conn.execute(

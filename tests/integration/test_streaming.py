@@ -29,10 +29,11 @@ def test_streaming_archiving_brings_the_rpo_to_seconds(drill_dirs):  # noqa: F81
 
     # a streamed chunk whose content is not what was archived is never handed to PostgreSQL
     box = sandbox.load(drill_dirs["state"])
-    client, loc = box.s3(), box.s.s3_location()
+    client, loc = box.s3(), box.settings.s3_location()
     segment = report["restore"]["partial_segment"]
     keys = [
-        o["Key"] for o in client.list_objects_v2(Bucket=loc.bucket, Prefix=f"{box.s.archive_prefix}/wal/")["Contents"]
+        o["Key"]
+        for o in client.list_objects_v2(Bucket=loc.bucket, Prefix=f"{box.settings.archive_prefix}/wal/")["Contents"]
     ]
     chunks = sorted(k for k in keys if (walstream.parse_chunk(k.rsplit("/", 1)[-1]) or ("",))[0] == segment)
     assert chunks, "the streamed chunks of the last segment are in the archive"
@@ -41,14 +42,15 @@ def test_streaming_archiving_brings_the_rpo_to_seconds(drill_dirs):  # noqa: F81
     import dataclasses
     import json
 
-    tampered = f"{box.s.archive_prefix}/wal/{walstream.chunk_name('0000000100000000000000FF', 0, 8192)}"
+    tampered = f"{box.settings.archive_prefix}/wal/{walstream.chunk_name('0000000100000000000000FF', 0, 8192)}"
     client.put_object(Bucket=loc.bucket, Key=tampered, Body=b"x" * 8192, Metadata={"sha256-b64": "bm90IGl0"},
                       **s3.sse_args(loc))  # fmt: skip
     work = drill_dirs["recovery"] / "tampered"
     (work / "spool").mkdir(parents=True)
     config = work / "wal-fetch.json"
+    readonly = box.settings.s3_location(readonly=True)
     config.write_text(json.dumps({
-        "location": dataclasses.asdict(box.s.s3_location(readonly=True)), "spool": str(work / "spool"), "planned": [],
+        "location": dataclasses.asdict(readonly), "spool": str(work / "spool"), "planned": [],
         "newest_by_timeline": {}, "versions": {}, "fetch_deadline_seconds": 5, "log": str(work / "fetched.jsonl"),
         "partial": {"name": "0000000100000000000000FF", "bytes": 8192, "chunks": [[tampered, "", 0, 8192]]},
     }))  # fmt: skip

@@ -17,7 +17,7 @@ def inject_disaster(box, lose_jetstream: bool) -> dict[str, Any]:
     """Sandbox mode: the primary site is gone. Kill the apps and PostgreSQL hard (SIGKILL), wipe the
     primary's data directory; with ``lose_jetstream`` also NATS and its store. S3 (the off-site
     archive) survives. Returns the failure instant and what was destroyed."""
-    s = box.s
+    s = box.settings
     pid = pg.postmaster_pid(s.pg_data_dir)
     if pid is None and not (s.pg_data_dir / "PG_VERSION").exists():
         raise DrillError(
