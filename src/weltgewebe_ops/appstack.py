@@ -31,6 +31,8 @@ import yaml
 
 from weltgewebe_ops.procs import free_port
 
+from .files import write_private
+
 # A project of this name is the recovery's own: its volumes may be removed with it.
 RECOVERY_PROJECT_PREFIX = "wgops-recovery-"
 NETWORKS = ("host", "bridge")
@@ -215,14 +217,6 @@ def build_override(
             out["ports"] = _Tagged("!override", [{**port, "host_ip": "127.0.0.1"} for port in base["ports"]])
         services[name] = out
     return {"services": services}, variables
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, readable by its owner only (the file may hold a secret)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
 
 
 def write_files(stack: AppStack, override: dict[str, Any], variables: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .files import write_private
 from .procs import ServiceError, as_user
 
 
@@ -163,9 +164,7 @@ def initdb(bindir: Path, data_dir: Path, password: str, os_user: str | None) -> 
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     pwfile = data_dir.parent / ".pwfile"
-    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
+    write_private(pwfile, password + "\n")
     chown_tree(data_dir.parent, os_user)
     try:
         run(

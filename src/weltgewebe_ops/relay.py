@@ -25,6 +25,7 @@ from pathlib import Path
 from psycopg import AsyncConnection, sql
 
 from . import envelope
+from .files import write_private
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
 from .settings import ContractNames
@@ -294,10 +295,7 @@ def start_service(service_dir: Path, config: RelayConfig, check_mode: bool = Fal
         return True, "would (re)start the relay"
     if svc.running():
         svc.stop()
-    service_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the DSN may hold a password
-    with os.fdopen(fd, "w") as fh:
-        fh.write(wanted)
+    write_private(config_file, wanted)  # the DSN may hold a password
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
     pid = svc.start([sys.executable, "-m", "weltgewebe_ops.cli", "relay", "--config", str(config_file)], env=env)
     return True, f"started (pid {pid}, log {svc.log_file})"

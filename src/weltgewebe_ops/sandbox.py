@@ -39,6 +39,7 @@ import psycopg
 from . import audit, basebackup, natsio, pg, procs, toolschema
 from . import s3 as s3mod
 from . import schema as schemamod
+from .files import write_private
 from .settings import Ports, SandboxSettings, SettingsError
 
 COMPONENTS = ("s3", "postgres", "walstream", "nats", "schema", "basebackup", "relay", "projector", "api")
@@ -237,11 +238,8 @@ class Sandbox:
         if check_mode:
             return True, "would start SeaweedFS and configure the bucket"
         data_dir = self.settings.root / "s3"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        config_file = self.settings.root / "s3" / "s3.json"
-        fd = os.open(config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self._s3_config(), fh)
+        config_file = data_dir / "s3.json"
+        write_private(config_file, json.dumps(self._s3_config()))
         p = self.settings.ports
         for name in ("s3", "s3_master", "s3_volume", "s3_filer", "s3_admin"):
             self._claim_port(name, getattr(p, name))
@@ -329,13 +327,10 @@ class Sandbox:
 
     def _write_archive_config(self, os_user: str | None) -> None:
         path = self.settings.archive_config_file
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(dataclasses.asdict(self.settings.s3_location()))
         if path.exists() and path.read_text() == text:
             return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        write_private(path, text)
         pg.chown_tree(path.parent, os_user)
 
     def _up_postgres(self, check_mode: bool) -> tuple[bool, str]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import write_private
+
 ARCHIVE_METHODS = ("classic", "streaming")
 
 
@@ -215,9 +217,7 @@ class SandboxSettings:
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.settings_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+        write_private(tmp, json.dumps(self.to_dict(), indent=2, sort_keys=True))
         os.replace(tmp, self.settings_file)
 
     @classmethod

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from .. import basebackup, pg
+from ..files import write_private
 from ..procs import free_port
 from ..progress import PROGRESS_FILE, ProgressFile
 from ..walfetch import write_restore_command
@@ -99,9 +100,9 @@ def recover(
         sub.mkdir(parents=True, exist_ok=True)
     wrapper = pg.write_hook_wrapper(req.work / "bin", os_user)
     fetch_config, fetch_log = req.work / "wal-fetch.json", req.work / "fetched.jsonl"
-    fd = os.open(fetch_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(
+    write_private(
+        fetch_config,
+        json.dumps(
             {
                 "location": req.loc.__dict__,
                 "spool": str(spool),
@@ -111,9 +112,9 @@ def recover(
                 "versions": plan.versions,
                 "fetch_deadline_seconds": req.fetch_deadline_seconds,
                 "log": str(fetch_log),
-            },
-            fh,
-        )
+            }
+        ),
+    )
     port = req.port or free_port()
     command = restore_command or write_restore_command(
         req.work / "bin", spool=spool, log=fetch_log, wrapper=wrapper, config=fetch_config
