@@ -109,6 +109,19 @@ class Sandbox:
             name: procs.Service(name, settings.run_dir, settings.log_dir, marker=root)
             for name in ("kms", "s3", "nats", "relay", "projector", "api", "walstream")
         }
+        # what brings each component up, in COMPONENTS' order
+        self.bring_up = {
+            "s3": self._up_s3,
+            "postgres": self._up_postgres,
+            "walstream": self._up_walstream,
+            "nats": self._up_nats,
+            "schema": self._up_schema,
+            "basebackup": self._up_basebackup,
+            "relay": self._up_relay,
+            "projector": self._up_projector,
+            "api": self._up_api,
+        }
+        assert tuple(self.bring_up) == COMPONENTS
 
     # ------------------------------------------------------------------ public API
     def up(self, component: str, check_mode: bool = False) -> Result:
@@ -117,7 +130,7 @@ class Sandbox:
         started = time.monotonic()
         if not check_mode and not self.settings.settings_file.exists():
             self.settings.save()
-        changed, detail = getattr(self, f"_up_{component}")(check_mode)
+        changed, detail = self.bring_up[component](check_mode)
         return Result(component, changed, detail, round(time.monotonic() - started, 3))
 
     def up_all(self, check_mode: bool = False) -> list[Result]:
