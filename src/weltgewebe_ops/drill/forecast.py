@@ -64,6 +64,7 @@ def rto_forecast(
         ),
         "WAL since the newest base backup: "
         + (f"{wal / GB:.3f} GB (drill_forecast_wal_bytes)" if wal_bytes else "as in this drill"),
+        "assumes each part grows linearly with its size (bench/scale.py measures how far that holds)",
     ]
     complete = predicted_replay is not None or wal == 0
     return {
