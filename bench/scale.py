@@ -33,12 +33,13 @@ from weltgewebe_ops import sandbox as sb
 SRC = Path(__file__).resolve().parent.parent / "src"
 # one restore in a process of its own, so its peak RSS is its own (and the helpers it waited for)
 DRIVER = """
-import dataclasses, json, sys
+import json, sys
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from weltgewebe_ops import restore
 from weltgewebe_ops.settings import S3Location
 spec = json.loads(sys.argv[2])
-req = restore.RestoreRequest(loc=S3Location(**spec["loc"]), data_dir=__import__("pathlib").Path(spec["data_dir"]),
+req = restore.RestoreRequest(loc=S3Location(**spec["loc"]), data_dir=Path(spec["data_dir"]),
                              pg_bindir=spec["pg_bindir"], target=restore.Target.parse("latest"))
 result = restore.restore(req)
 print(json.dumps({k: result[k] for k in ("base_backup_bytes", "wal_bytes", "base_backup_download_extract_seconds",

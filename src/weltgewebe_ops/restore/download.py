@@ -169,8 +169,7 @@ class Prefetcher:
         # fewer downloads at once while the base backup streams (they share CPU and network)
         self.active_workers = workers
         self.stop = threading.Event()
-        self.bytes = 0
-        self.sizes: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}  # of each segment downloaded
         self.downloaded = 0
         self.retries = 0
         self.first_start: float | None = None
@@ -208,7 +207,6 @@ class Prefetcher:
                 os.chown(tmp, *self.owner)
             os.replace(tmp, self.spool / name)
             with self._lock:
-                self.bytes += len(body)
                 self.sizes[name] = len(body)
                 self.downloaded += 1
                 self.last_end = time.monotonic()
