@@ -187,10 +187,33 @@ def test_refuses_a_base_backup_that_does_not_match_its_manifest(sandbox, history
     import hashlib
 
     s3mod.put_bytes(client, bad_loc, dst + "base.tar", body)
+    manifest = client.get_object(Bucket=loc.bucket, Key=src + "backup_manifest")["Body"].read()
+    s3mod.put_bytes(client, bad_loc, dst + "backup_manifest", manifest)
     bad_label = {**label, "tar_sha256": hashlib.sha256(body).hexdigest(), "tar_version_id": "", "tar_size": len(body)}
     s3mod.put_bytes(client, bad_loc, dst + "label.json", json.dumps(bad_label).encode())
     req = RestoreRequest(loc=bad_loc, data_dir=restore_dir / "data", target=Target.parse("latest"))
-    with pytest.raises(RestoreError, match="does not match its backup_manifest"):
+    with pytest.raises(RestoreError, match=r"does not match its backup_manifest: base/\S+: CRC32C \w+, the manifest"):
+        restore.restore(req)
+    assert list(restore_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [("missing", "backup_manifest is missing"), ("changed", "has changed since the backup")],
+)
+def test_refuses_a_base_backup_whose_manifest_is_missing_or_changed(sandbox, history, restore_dir, case, message):
+    client, loc = sandbox.s3(), sandbox.settings.s3_location()
+    prefix = f"test/manifest-{case}"
+    copy_archive(sandbox, prefix, skip=lambda key: key.endswith("/backup_manifest"))
+    moved = type(loc)(**{**loc.__dict__, "prefix": prefix})
+    if case == "changed":
+        label = archive.list_inventory(client, loc).labels[-1]
+        key = s3mod.basebackup_prefix(loc, label["backup_id"]) + "backup_manifest"
+        original = client.get_object(Bucket=loc.bucket, Key=key)["Body"].read()
+        edited = original.replace(b'"Size": ', b'"Size":  ', 1)  # same meaning, other bytes
+        s3mod.put_bytes(client, moved, s3mod.basebackup_prefix(moved, label["backup_id"]) + "backup_manifest", edited)
+    req = RestoreRequest(loc=moved, data_dir=restore_dir / "data", target=Target.parse("latest"))
+    with pytest.raises(RestoreError, match=message):
         restore.restore(req)
     assert list(restore_dir.iterdir()) == []
 

@@ -63,8 +63,8 @@ def test_the_archive_lag_at_the_failure_instant_is_the_newest_archived_wal():
 
 
 # --------------------------------------------------------------------------------- the RTO forecast
-RESTORE = {  # 2 GB base backup in 40 s (+ 10 s verify) and 1 GB of WAL replayed in 30 s
-    "base_backup_bytes": 2 * GB, "base_backup_download_extract_seconds": 40.0, "verify_seconds": 10.0,
+RESTORE = {  # 2 GB base backup in 50 s and 1 GB of WAL replayed in 30 s
+    "base_backup_bytes": 2 * GB, "base_backup_download_extract_seconds": 50.0,
     "wal_bytes": 1 * GB, "replay_seconds": 30.0,
 }  # fmt: skip
 

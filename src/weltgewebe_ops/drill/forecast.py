@@ -35,9 +35,7 @@ def rto_forecast(
         return None
     base_measured = restore.get("base_backup_bytes") or 0
     wal_measured = restore.get("wal_bytes") or 0
-    base_seconds = float(restore.get("base_backup_download_extract_seconds") or 0) + float(
-        restore.get("verify_seconds") or 0
-    )
+    base_seconds = float(restore.get("base_backup_download_extract_seconds") or 0)
     replay_seconds = float(restore.get("replay_seconds") or 0)
     base_rate, replay_rate = _per_gb(base_seconds, base_measured), _per_gb(replay_seconds, wal_measured)
     if base_rate is None:
