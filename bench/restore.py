@@ -269,6 +269,18 @@ def boto3_into_tar(box, plan):
     return extract
 
 
+def get_to_nowhere(box, plan) -> float:
+    """Seconds of one GET of base.tar, read and thrown away: what S3 on this machine costs before
+    anything is written or checked (the part of "base" no restore from it can go below)."""
+    os.sync()
+    loc = box.settings.s3_location(readonly=True)
+    key = s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar"
+    started = time.monotonic()
+    for _chunk in s3mod.client(loc).get_object(Bucket=loc.bucket, Key=key)["Body"].iter_chunks(1024 * 1024):
+        pass
+    return time.monotonic() - started
+
+
 def s3_outage(box, seconds: float):
     """A fault for Runner.ours: S3 stopped for ``seconds`` as soon as replay has taken 3 WAL files."""
 
@@ -373,7 +385,9 @@ def main() -> int:
         if args.outage:
             methods[f"ours, S3 down {args.outage:.0f}s"] = lambda: runner.ours(during=s3_outage(box, args.outage))
         runs: dict[str, list[dict]] = {name: [] for name in methods}
+        gets: list[float] = []
         for round_no in range(1, args.rounds + 1):
+            gets.append(get_to_nowhere(box, plan))
             for name, method in methods.items():
                 result = method()
                 runs[name].append(result)
@@ -392,6 +406,9 @@ def main() -> int:
             runs,
             skipped,
         )
+        get, floor_base = statistics.median(gets), statistics.median(r["base"] for r in runs[FLOOR])
+        print(f"one S3 GET of base.tar, read and thrown away (nothing written or checked): {get:.2f} s "
+              f"({min(gets):.1f}-{max(gets):.1f}), {get / floor_base:.2f}x the floor's base")  # fmt: skip
     finally:
         for peer in peers:
             peer.close()

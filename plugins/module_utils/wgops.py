@@ -91,6 +91,24 @@ def events_argument_spec() -> dict:
     }
 
 
+def progress_argument_spec() -> dict:
+    """progress_file, as documented by the fragment weltgewebe.ops.progress."""
+    return {"progress_file": {"type": "path", "default": ""}}
+
+
+def progress_file(module):
+    """The ProgressFile O(progress_file) names (its directory made), or None."""
+    from pathlib import Path
+
+    from weltgewebe_ops.progress import ProgressFile
+
+    if not module.params["progress_file"]:
+        return None
+    path = Path(module.params["progress_file"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return ProgressFile(path)
+
+
 def contract_names(module):
     """ContractNames from O(names) (defaults for what it leaves out); an unknown name fails the module."""
     from weltgewebe_ops.settings import ContractNames, SettingsError, settings_part

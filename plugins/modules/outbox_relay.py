@@ -24,6 +24,7 @@ description:
   - Check mode reports the pending rows and what would change, and changes nothing.
 extends_documentation_fragment:
   - weltgewebe.ops.events
+  - weltgewebe.ops.progress
 options:
   state:
     description: >-
@@ -127,6 +128,8 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
     contract_names,
     ensure_library,
     events_argument_spec,
+    progress_argument_spec,
+    progress_file,
 )
 
 
@@ -141,6 +144,7 @@ def main():
             "max_in_flight": {"type": "int", "default": 1024},
             "max_attempts": {"type": "int", "default": 10},
             "fail_on_remaining": {"type": "bool", "default": True},
+            **progress_argument_spec(),
         },
         supports_check_mode=True,
         required_if=[("state", "started", ["service_dir"]), ("state", "stopped", ["service_dir"])],
@@ -184,7 +188,7 @@ def main():
             module.exit_json(changed=changed, service=detail, running=not module.check_mode or running, pending=before)
         if p["state"] == "status" or module.check_mode:
             module.exit_json(changed=False, pending=before, remaining=before, running=running)
-        result = asyncio.run(relay.drain(p["timeout_seconds"]))
+        result = asyncio.run(relay.drain(p["timeout_seconds"], progress_file(module)))
     except psycopg.Error as exc:
         module.fail_json(msg=missing_object(exc, "outbox relay") or f"cannot reach the outbox: {str(exc).strip()}")
     moved = result["published"] + result["duplicates"] + result["quarantined"]

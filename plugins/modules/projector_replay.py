@@ -36,6 +36,7 @@ description:
   - Check mode reports each checkpoint and the stream's last sequence, and changes nothing.
 extends_documentation_fragment:
   - weltgewebe.ops.events
+  - weltgewebe.ops.progress
 options:
   projections:
     description: The projections to replay, in this order (declared ones or keys of O(declarations)).
@@ -134,6 +135,8 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
     contract_names,
     ensure_library,
     events_argument_spec,
+    progress_argument_spec,
+    progress_file,
 )
 
 
@@ -146,6 +149,7 @@ def main():
             "mode": {"type": "str", "choices": ["rebuild", "catch_up"], "default": "catch_up"},
             "batch_size": {"type": "int", "default": 2000},
             "max_attempts": {"type": "int", "default": 3},
+            **progress_argument_spec(),
         },
         supports_check_mode=True,
     )
@@ -190,7 +194,8 @@ def main():
             found = asyncio.run(checkpoints())
             behind = any(v["checkpoint"] < v["stream_last_sequence"] for v in found.values())
             module.exit_json(changed=p["mode"] == "rebuild" or behind, checkpoints=found)
-        results = [asyncio.run(pr.replay(p["mode"])) for pr in projectors]
+        progress = progress_file(module)
+        results = [asyncio.run(pr.replay(p["mode"], progress)) for pr in projectors]
     except ContractError as exc:
         module.fail_json(msg=str(exc))
     except psycopg.OperationalError as exc:

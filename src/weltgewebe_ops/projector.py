@@ -37,6 +37,7 @@ from . import toolschema
 from .audit import read_exclusions
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
+from .progress import ProgressFile
 from .schema import missing_object
 from .settings import ContractNames
 
@@ -260,6 +261,7 @@ class Projector:
         self.config = config
         self.stats = ProjectorStats()
         self.excluded_ids: set[int] = set()
+        self._progress: tuple[ProgressFile, str, int] | None = None  # file, phase, target sequence
         names, projection = config.names, config.projection
         self._handlers = {key: projection.compose(text, names) for key, text in projection.handlers.items()}
         self._handler_of: dict[str, str | None] = {}
@@ -468,6 +470,7 @@ class Projector:
                 if msgs:
                     idle_since = None
                     await self.apply_batch(conn, msgs)
+                    self._say_progress()
                 elif until_idle:
                     # short of until_sequence, an empty fetch is a slow stream, not the end of it
                     idle_since = idle_since or time.monotonic()
@@ -480,6 +483,11 @@ class Projector:
                 await upcoming
             await nc.close()
         return self.stats
+
+    def _say_progress(self, force: bool = False) -> None:
+        if self._progress:
+            file, phase, target = self._progress
+            file.update(phase, self.stats.last_sequence, target, "events", force=force)
 
     async def reset(self, conn: AsyncConnection) -> None:
         """Empty what the projection owns, its checkpoint and its applied ids, in one transaction."""
@@ -502,11 +510,12 @@ class Projector:
                 f"back, a catch-up resumes from its checkpoint."
             )
 
-    async def replay(self, mode: str = "catch_up") -> dict:
+    async def replay(self, mode: str = "catch_up", progress: ProgressFile | None = None) -> dict:
         """``rebuild``: reset, then apply the stream from its first message; ``catch_up``: apply what
         came after the checkpoint. Either way up to the stream's last message when it started, or it
         fails naming where it stopped. A rebuild is one transaction (killed or failed, the read model
-        stays as it was); a catch-up commits batch by batch and resumes from its checkpoint."""
+        stays as it was); a catch-up commits batch by batch and resumes from its checkpoint. Says how
+        far it is in ``progress`` (stream sequence applied up to, of the stream's last)."""
         from .natsio import stream_state
 
         if mode not in ("rebuild", "catch_up"):
@@ -515,6 +524,10 @@ class Projector:
         projection = self.config.projection
         # a projection without handlers (domain_projection_state) reads no stream: it only finishes
         target = (await stream_state(self.config.nats_url, self.config.names))["last_seq"] if projection.handlers else 0
+        # a projection without handlers reads no stream: nothing to say
+        phase = f"{projection.name} {mode.replace('_', '-')}"
+        self._progress = (progress, phase, target) if progress and projection.handlers else None
+        self._say_progress(force=True)
         try:
             # one transaction: a replay that fails leaves the projection as it was, never emptier
             async with await AsyncConnection.connect(self.config.dsn, autocommit=True) as conn:
@@ -530,6 +543,7 @@ class Projector:
                 quarantined = await read_quarantine(conn, self.config.names, projection.name)
         except psycopg.Error as exc:
             raise contract_error(exc, projection.name) or exc from exc
+        self._say_progress(force=True)
         seconds = time.monotonic() - started
         return {
             "projection": self.config.projection.name,

@@ -28,6 +28,7 @@ from . import envelope
 from .files import write_private
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
+from .progress import ProgressFile
 from .settings import ContractNames
 
 
@@ -190,12 +191,24 @@ class Relay:
     async def pending(self, conn: AsyncConnection) -> int:
         return (await (await conn.execute(self._pending)).fetchone())[0]
 
-    async def drain(self, timeout_seconds: float = 300.0) -> dict:
+    async def drain(self, timeout_seconds: float = 300.0, progress: ProgressFile | None = None) -> dict:
         """Relay until nothing is pending (or ``timeout_seconds`` passed): the drill's "run the outbox
         relay so unsent events reach JetStream". Waits out NATS outages: failed rows are retried after
-        their backoff, duplicate acks count as published, nothing is marked before its ack."""
+        their backoff, duplicate acks count as published, nothing is marked before its ack. Says how
+        far it is in ``progress`` (events settled of those pending at the start)."""
         started = time.monotonic()
         deadline = started + timeout_seconds
+        async with await self.connect_db() as conn:
+            total = await self.pending(conn)
+
+        def say(force: bool = False) -> None:
+            if progress:
+                settled = self.stats.published + self.stats.duplicates + self.stats.quarantined
+                detail = f"{self.stats.failed} failed tries, retried after their backoff" if self.stats.failed else ""
+                # rows written during the drain are relayed too: the total grows with them
+                progress.update("outbox drain", settled, max(total, settled), "events", force=force, detail=detail)
+
+        say(force=True)
         nats_conn: list = []  # shared by the workers, made by the first that needs it
         connecting = asyncio.Lock()
 
@@ -218,6 +231,7 @@ class Relay:
                     except Exception:  # noqa: BLE001 - the batch rolled back (nothing marked): try again
                         await asyncio.sleep(0.5)
                         continue
+                    say()
                     if claimed == 0:
                         if await self.pending(conn) == 0:
                             return
@@ -230,6 +244,7 @@ class Relay:
                 await nats_conn[0].close()
         async with await self.connect_db() as conn:
             remaining = await self.pending(conn)
+        say(force=True)
         seconds = time.monotonic() - started
         moved = self.stats.published + self.stats.duplicates
         return {

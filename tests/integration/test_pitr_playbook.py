@@ -105,7 +105,7 @@ def test_restore_wait_says_the_progress_of_a_slow_job_and_returns_its_result(tmp
     # a fake slow restore: an async job that writes the restore's progress file in three steps
     data_dir = tmp_path / "data"
     proc = subprocess.run(
-        ["ansible-playbook", "tests/playbooks/restore_wait.yml", "-e", json.dumps({"data_dir": str(data_dir)})],
+        ["ansible-playbook", "tests/playbooks/slow_job.yml", "-e", json.dumps({"data_dir": str(data_dir)})],
         cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
@@ -115,9 +115,26 @@ def test_restore_wait_says_the_progress_of_a_slow_job_and_returns_its_result(tmp
     assert "FAKE RESTORE DONE" in proc.stdout, "the job's own result is handed over"
 
 
+def test_job_wait_says_the_progress_of_a_slow_drain_and_rebuild(tmp_path):
+    # the same fake job saying an outbox drain's, then a projection rebuild's progress
+    data_dir = tmp_path / "data"
+    proc = subprocess.run(
+        ["ansible-playbook", "tests/playbooks/slow_job.yml",
+         "-e", json.dumps({"data_dir": str(data_dir), "waiter": "job"})],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("replay: ")]
+    assert (
+        lines and lines[0] == "replay: outbox drain: 5000 of 20000 events (25%), 2500.0/s, about 6 s left (running 2 s)"
+    )
+    assert any(line.startswith("replay: receipts rebuild: 90 of 120 events (75%)") for line in lines), lines
+    assert "FAKE RESTORE DONE" in proc.stdout, "the job's own result is handed over"
+
+
 def test_restore_wait_fails_when_the_job_fails(tmp_path):
     proc = subprocess.run(
-        ["ansible-playbook", "tests/playbooks/restore_wait.yml",
+        ["ansible-playbook", "tests/playbooks/slow_job.yml",
          "-e", json.dumps({"data_dir": str(tmp_path / "data"), "fail": True})],
         cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip

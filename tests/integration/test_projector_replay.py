@@ -11,7 +11,8 @@ import time
 import psycopg
 import pytest
 
-from weltgewebe_ops import workload
+from weltgewebe_ops import progress, workload
+from weltgewebe_ops.progress import ProgressFile
 from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
 from weltgewebe_ops.relay import Relay, RelayConfig
 
@@ -52,7 +53,7 @@ def projector_paused(sandbox):
     sandbox.up("projector")
 
 
-def replay(box, mode: str) -> dict:
+def replay(box, mode: str, progress: ProgressFile | None = None) -> dict:
     projector = Projector(
         ProjectorConfig(
             dsn=box.settings.dsn(),
@@ -61,16 +62,18 @@ def replay(box, mode: str) -> dict:
             projection=Projection.declared("faden_view", box.settings.names),
         )
     )
-    return asyncio.run(projector.replay(mode))
+    return asyncio.run(projector.replay(mode, progress))
 
 
-def test_rebuild_equals_what_the_source_tables_derive(projector_paused):
+def test_rebuild_equals_what_the_source_tables_derive(projector_paused, tmp_path):
     box = projector_paused
     with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         conn.execute("UPDATE faden_view SET payload = '{\"x\": 1}' WHERE id IN (SELECT id FROM faden_view LIMIT 5)")
     assert fingerprint(box, VIEW) != fingerprint(box, EDGES)
-    result = replay(box, "rebuild")
+    result = replay(box, "rebuild", ProgressFile(tmp_path / "replay.json"))
     assert result["applied"] > 1000 and result["last_sequence"] == result["stream_last_sequence"]
+    said = progress.read(tmp_path / "replay.json")
+    assert said["phase"] == "faden_view rebuild" and said["done"] == said["total"] == result["stream_last_sequence"]
     assert fingerprint(box, VIEW) == fingerprint(box, EDGES)
     again = replay(box, "catch_up")
     assert again["applied"] == 0, "nothing new: a catch-up changes nothing"

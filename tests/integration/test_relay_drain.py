@@ -10,7 +10,8 @@ import time
 import psycopg
 import pytest
 
-from weltgewebe_ops import workload
+from weltgewebe_ops import progress, workload
+from weltgewebe_ops.progress import ProgressFile
 from weltgewebe_ops.relay import Relay, RelayConfig
 
 pytestmark = pytest.mark.integration
@@ -83,7 +84,7 @@ async def last_seq(box) -> int:
     return (await natsio.stream_state(box.settings.nats_url, box.settings.names))["last_seq"]
 
 
-def drain(box, timeout: float = 60, batch_size: int = 1000) -> dict:
+def drain(box, timeout: float = 60, batch_size: int = 1000, progress: ProgressFile | None = None) -> dict:
     relay = Relay(
         RelayConfig(
             dsn=box.settings.dsn(),
@@ -95,16 +96,18 @@ def drain(box, timeout: float = 60, batch_size: int = 1000) -> dict:
             backoff_max_seconds=2,
         )
     )
-    return asyncio.run(relay.drain(timeout))
+    return asyncio.run(relay.drain(timeout, progress))
 
 
-def test_drain_publishes_every_pending_row_exactly_once(relay_paused):
+def test_drain_publishes_every_pending_row_exactly_once(relay_paused, tmp_path):
     box = relay_paused
     write_faeden(box, 200)
     waiting = pending_ids(box)
     assert len(waiting) >= 600  # two nodes and an edge per Faden
     start = asyncio.run(last_seq(box)) + 1
-    result = drain(box, batch_size=64)  # many batches, two workers
+    result = drain(box, batch_size=64, progress=ProgressFile(tmp_path / "drain.json"))  # many batches, two workers
+    said = progress.read(tmp_path / "drain.json")
+    assert (said["phase"], said["unit"], said["done"], said["total"]) == ("outbox drain", "events", *[len(waiting)] * 2)
     assert result["remaining"] == 0 and not result["timed_out"] and result["batches"] >= 10
     assert result["published"] + result["duplicates"] == len(waiting)
     assert pending_ids(box) == []
