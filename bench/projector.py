@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from _events import print_table, sandbox_with_events, say
 
 from weltgewebe_ops import natsio
-from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
+from weltgewebe_ops.projection import Projection
+from weltgewebe_ops.projector import Projector, ProjectorConfig
 from weltgewebe_ops.relay import Relay, RelayConfig
 
 

@@ -147,10 +147,8 @@ def main():
         )
     except Exception as exc:  # noqa: BLE001 - NATS errors, reported in one line
         module.fail_json(msg=f"cannot read the stream {names.stream} at {p['nats_url']}: {type(exc).__name__}: {exc}")
-    report.pop("_lost")
-    report.pop("_unstreamed")
     changed = bool(fix and (fix["sequence_moved"] or fix["excluded_events"] or fix["republished_events"]))
-    module.exit_json(changed=changed, remedy=fix, **report)
+    module.exit_json(changed=changed, remedy=fix, **report.public())
 
 
 if __name__ == "__main__":

@@ -159,7 +159,8 @@ def main():
     import psycopg
 
     from weltgewebe_ops.natsio import stream_state
-    from weltgewebe_ops.projector import ContractError, Projector, ProjectorConfig, projections
+    from weltgewebe_ops.projection import projections
+    from weltgewebe_ops.projector import ContractError, Projector, ProjectorConfig
 
     p = module.params
     names = contract_names(module)

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from . import domain
-from .projector import quarantined_events
+from .quarantine import quarantined_events
 from .settings import ContractNames
 
 FADEN_PATH = re.compile(r"^/faeden/([0-9a-fA-F-]{36})$")

@@ -20,9 +20,11 @@ published rows the stream lacks as pending again, so the relay publishes them (o
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -102,7 +104,39 @@ async def read_stream(nats_url: str, names: ContractNames, batch: int = 1000) ->
     return out
 
 
-async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]:
+@dataclass
+class AuditReport:
+    """What the audit found; ``public()`` is what a module returns and a report shows (ids as
+    ranges), the two lists after it are what the remedy acts on."""
+
+    stream_events: int
+    outbox_rows: int
+    stream_max_id: int
+    outbox_max_id: int
+    outbox_sequence_last_value: int | None
+    lost_events: int
+    excluded_before: int
+    lost_ids: list[str]
+    lost_first_time: str | None
+    lost_last_time: str | None
+    reused_ids: list[int]
+    reused_count: int
+    foreign_count: int
+    foreign_ids: list[str]
+    foreign_examples: list[str]
+    unstreamed_events: int
+    unstreamed_ids: list[str]
+    # for the remedy: each lost event's stream sequence, the published rows no stream has
+    lost_sequences: dict[int, int] = field(default_factory=dict, repr=False)
+    unstreamed: list[int] = field(default_factory=list, repr=False)
+
+    def public(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        del out["lost_sequences"], out["unstreamed"]
+        return out
+
+
+async def audit(dsn: str, nats_url: str, names: ContractNames) -> AuditReport:
     stream = await read_stream(nats_url, names)
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn:
         rows = await (
@@ -129,33 +163,34 @@ async def audit(dsn: str, nats_url: str, names: ContractNames) -> dict[str, Any]
     reused = sorted(i for i in set(stream) & set(db) if stream[i]["digest"] not in (None, db[i]))
     unstreamed = sorted(row[0] for row in rows if row[5] and row[0] not in stream)
     lost_times = [stream[i]["time"] for i in lost if stream[i]["time"]]
-    return {
-        "stream_events": len(stream),
-        "outbox_rows": len(db),
-        "stream_max_id": max(stream, default=0),
-        "outbox_max_id": max(db, default=0),
-        "outbox_sequence_last_value": seq_value,
-        "lost_events": len(lost),
-        "excluded_before": len(excluded_before),
-        "lost_ids": _ranges(lost),
-        "lost_first_time": _iso(min(lost_times)) if lost_times else None,
-        "lost_last_time": _iso(max(lost_times)) if lost_times else None,
-        "reused_ids": reused,
-        "reused_count": len(reused),
-        "foreign_count": len(foreign),
-        "foreign_ids": _ranges(foreign),
-        "foreign_examples": [f"{i}: {stream[i]['foreign']}" for i in foreign[:5]],
-        "unstreamed_events": len(unstreamed),
-        "unstreamed_ids": _ranges(unstreamed),
-        "_unstreamed": unstreamed,
-        "_lost": {i: stream[i]["seq"] for i in lost},
-    }
+    return AuditReport(
+        stream_events=len(stream),
+        outbox_rows=len(db),
+        stream_max_id=max(stream, default=0),
+        outbox_max_id=max(db, default=0),
+        outbox_sequence_last_value=seq_value,
+        lost_events=len(lost),
+        excluded_before=len(excluded_before),
+        lost_ids=_ranges(lost),
+        lost_first_time=_iso(min(lost_times)) if lost_times else None,
+        lost_last_time=_iso(max(lost_times)) if lost_times else None,
+        reused_ids=reused,
+        reused_count=len(reused),
+        foreign_count=len(foreign),
+        foreign_ids=_ranges(foreign),
+        foreign_examples=[f"{i}: {stream[i]['foreign']}" for i in foreign[:5]],
+        unstreamed_events=len(unstreamed),
+        unstreamed_ids=_ranges(unstreamed),
+        lost_sequences={i: stream[i]["seq"] for i in lost},
+        unstreamed=unstreamed,
+    )
 
 
-async def remedy(dsn: str, names: ContractNames, report: dict[str, Any]) -> dict[str, Any]:
-    """Move the outbox sequence past every id the stream has seen; exclude lost events from read models."""
+async def remedy(dsn: str, names: ContractNames, report: AuditReport) -> dict[str, Any]:
+    """Move the outbox sequence past every id the stream has seen; exclude lost events from read
+    models; mark published rows no stream has as pending again."""
     table = toolschema.table(names, "excluded_events")
-    target = max(report["stream_max_id"], report["outbox_max_id"])
+    target = max(report.stream_max_id, report.outbox_max_id)
     async with await AsyncConnection.connect(dsn, autocommit=True) as conn, conn.transaction():
         await toolschema.ensure_async(conn, names)
         before = (
@@ -170,7 +205,7 @@ async def remedy(dsn: str, names: ContractNames, report: dict[str, Any]) -> dict
         if moved:
             await conn.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)", (names.outbox_table, target))
         excluded = 0
-        for event_id, seq in report["_lost"].items():
+        for event_id, seq in report.lost_sequences.items():
             cur = await conn.execute(
                 sql.SQL(
                     "INSERT INTO {t} (event_id, reason, stream_sequence) VALUES (%s, 'lost in restore', %s) "
@@ -179,7 +214,7 @@ async def remedy(dsn: str, names: ContractNames, report: dict[str, Any]) -> dict
                 (event_id, seq),
             )
             excluded += cur.rowcount
-        republish = report.get("_unstreamed") or []
+        republish = report.unstreamed
         if republish:
             await conn.execute(
                 sql.SQL(
@@ -193,6 +228,21 @@ async def remedy(dsn: str, names: ContractNames, report: dict[str, Any]) -> dict
         "excluded_events": excluded,
         "republished_events": len(republish),
     }
+
+
+async def reconcile_with_stream(dsn: str, nats_url: str, names: ContractNames) -> str:
+    """A new database next to an older stream (the primary re-created after a drill): audit, and
+    the remedy when they disagree, so new rows never reuse ids the stream has seen and the old
+    events stay out of its read models. Says what it did ("" when nothing was needed)."""
+    report = await audit(dsn, nats_url, names)
+    behind = report.stream_max_id > (report.outbox_sequence_last_value or 0)
+    if not (behind or report.lost_events or report.unstreamed_events):
+        return ""
+    fix = await remedy(dsn, names, report)
+    return (
+        f"outbox reconciled with the stream: sequence at {fix['sequence_moved_to']}, "
+        f"{fix['excluded_events']} events of an earlier database excluded, {fix['republished_events']} to republish"
+    )
 
 
 def _ranges(ids: list[int]) -> list[str]:

@@ -74,7 +74,7 @@ def cmd_sandbox(args) -> int:
     elif args.action == "status":
         print(json.dumps(box.status(), indent=2))
     elif args.action == "env":
-        print("\n".join(box.env_lines()))
+        print("\n".join(box.settings.env_lines()))
     return 0
 
 
@@ -207,7 +207,8 @@ def cmd_relay_config(args) -> int:
 
 def cmd_projector(args) -> int:
     from . import sandbox
-    from .projector import ProjectorConfig, follow, projections
+    from .projection import projections
+    from .projector import ProjectorConfig, follow
 
     box = sandbox.load(args.state_dir)
     configs = [
@@ -224,7 +225,8 @@ def cmd_projector_replay(args) -> int:
     import asyncio
 
     from . import sandbox
-    from .projector import Projector, ProjectorConfig, projections
+    from .projection import projections
+    from .projector import Projector, ProjectorConfig
 
     box = sandbox.load(args.state_dir)
     for projection in projections(args.projection or box.settings.projections, box.settings.names):

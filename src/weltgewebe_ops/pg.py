@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .files import write_private
-from .procs import ServiceError, as_user
+from .procs import LIBRARY_DIR, ServiceError, as_user
 
 
 class PostgresError(RuntimeError):
@@ -113,7 +113,7 @@ def write_hook_wrapper(bin_dir: Path, os_user: str | None) -> Path:
     """``<bin_dir>/wgops``: runs this library's CLI with this interpreter, for PostgreSQL's hooks."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     wrapper = bin_dir / "wgops"
-    src_dir = Path(__file__).resolve().parent.parent
+    src_dir = LIBRARY_DIR
     text = (
         "#!/bin/sh\n"
         "# Written by weltgewebe.ops: PostgreSQL's archive/restore hooks call the library through this.\n"

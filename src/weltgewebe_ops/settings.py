@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,31 @@ class SandboxSettings:
             prefix=self.archive_prefix,
             kms_key_id=self.kms_key_id,
         )
+
+    def env_lines(self) -> list[str]:
+        """The connection settings as shell KEY=VALUE lines (`make sandbox-env`)."""
+        values = {
+            "AWS_ENDPOINT_URL": self.s3_endpoint,
+            "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
+            "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{self.ports.kms}",
+            "AWS_ACCESS_KEY_ID": self.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "WGOPS_S3_BUCKET": self.bucket,
+            "WGOPS_S3_PREFIX": self.archive_prefix,
+            "WGOPS_S3_READONLY_ACCESS_KEY_ID": self.s3_readonly_access_key,
+            "WGOPS_S3_READONLY_SECRET_ACCESS_KEY": self.s3_readonly_secret_key,
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(self.ports.postgres),
+            "PGUSER": "postgres",
+            "PGPASSWORD": self.pg_password,
+            "PGDATABASE": self.database,
+            "DATABASE_URL": f"postgresql://postgres:{self.pg_password}@127.0.0.1:{self.ports.postgres}/{self.database}",
+            "NATS_URL": self.nats_url,
+            "WGOPS_API_URL": self.api_url,
+            "WGOPS_SANDBOX_STATE_DIR": str(self.root),
+        }
+        return [f"{key}={shlex.quote(value)}" for key, value in values.items()]
 
     # --- persistence -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

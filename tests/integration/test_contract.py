@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import MIGRATIONS_FIXTURE, ansible_module
 from weltgewebe_ops import schema, workload
-from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
+from weltgewebe_ops.projection import Projection
+from weltgewebe_ops.projector import Projector, ProjectorConfig
 from weltgewebe_ops.settings import ContractNames
 
 pytestmark = pytest.mark.integration

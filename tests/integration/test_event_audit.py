@@ -14,7 +14,8 @@ import pytest
 from tests.conftest import new_state_dir
 from tests.integration.test_pitr import archive_now, commit
 from weltgewebe_ops import audit, domain, drill, pg, restore, workload
-from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
+from weltgewebe_ops.projection import Projection
+from weltgewebe_ops.projector import Projector, ProjectorConfig
 from weltgewebe_ops.relay import Relay, RelayConfig
 
 pytestmark = pytest.mark.integration
@@ -67,10 +68,10 @@ def test_audit_remedy_and_rebuild_after_pitr(sandbox):
         assert len(truth_lost) >= 40 * 2
 
         report = asyncio.run(audit.audit(dsn, box.settings.nats_url, names))
-        assert report["lost_events"] == len(truth_lost)
-        assert set(report["_lost"]) == truth_lost
-        assert report["reused_count"] == 0
-        assert report["lost_first_time"] and report["lost_last_time"]
+        assert report.lost_events == len(truth_lost)
+        assert set(report.lost_sequences) == truth_lost
+        assert report.reused_count == 0
+        assert report.lost_first_time and report.lost_last_time
 
         fix = asyncio.run(audit.remedy(dsn, names, report))
         assert fix["sequence_moved"] and fix["excluded_events"] == len(truth_lost)
@@ -79,17 +80,17 @@ def test_audit_remedy_and_rebuild_after_pitr(sandbox):
             new_ids = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT id FROM domain_outbox WHERE id > %s ORDER BY id", (report["stream_max_id"],)
+                    "SELECT id FROM domain_outbox WHERE id > %s ORDER BY id", (report.stream_max_id,)
                 )
             ]
-        assert len(new_ids) == 3 and new_ids[0] == report["stream_max_id"] + 1, "no new row reuses a seen id"
+        assert len(new_ids) == 3 and new_ids[0] == report.stream_max_id + 1, "no new row reuses a seen id"
         assert created["id"]
 
         relay = Relay(RelayConfig(dsn=dsn, nats_url=box.settings.nats_url, names=names))
         drained = asyncio.run(relay.drain(60))
         assert drained["remaining"] == 0
         after = asyncio.run(audit.audit(dsn, box.settings.nats_url, names))
-        assert after["reused_count"] == 0 and after["stream_max_id"] == new_ids[-1], "the new events reached the stream"
+        assert after.reused_count == 0 and after.stream_max_id == new_ids[-1], "the new events reached the stream"
 
         projector = Projector(
             ProjectorConfig(
@@ -173,10 +174,10 @@ def test_audit_of_a_stream_written_by_another_publisher(sandbox):
     try:
         asyncio.run(publish())
         report = asyncio.run(audit.audit(box.settings.dsn(), box.settings.nats_url, names))
-        assert report["reused_count"] == 0, report["reused_ids"]
-        assert report["lost_events"] == 3 and report["lost_ids"] == [f"{top + 1}-{top + 3}"]
-        assert report["foreign_count"] == 1 and report["foreign_ids"] == [str(top + 10)]
-        assert "not JSON" in report["foreign_examples"][0]
+        assert report.reused_count == 0, report.reused_ids
+        assert report.lost_events == 3 and report.lost_ids == [f"{top + 1}-{top + 3}"]
+        assert report.foreign_count == 1 and report.foreign_ids == [str(top + 10)]
+        assert "not JSON" in report.foreign_examples[0]
 
         # an id whose message holds another event than the outbox row: reused, by id
         async def tamper() -> None:
@@ -191,6 +192,6 @@ def test_audit_of_a_stream_written_by_another_publisher(sandbox):
 
         asyncio.run(tamper())
         tampered = asyncio.run(audit.audit(box.settings.dsn(), box.settings.nats_url, names))
-        assert tampered["reused_ids"] == [rows[0][0]] and tampered["foreign_count"] == 0
+        assert tampered.reused_ids == [rows[0][0]] and tampered.foreign_count == 0
     finally:
         asyncio.run(delete_stream())

@@ -13,7 +13,8 @@ import pytest
 
 from weltgewebe_ops import progress, workload
 from weltgewebe_ops.progress import ProgressFile
-from weltgewebe_ops.projector import Projection, Projector, ProjectorConfig
+from weltgewebe_ops.projection import Projection
+from weltgewebe_ops.projector import Projector, ProjectorConfig
 from weltgewebe_ops.relay import Relay, RelayConfig
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from weltgewebe_ops.projector import DECLARED, Projection
+from weltgewebe_ops.projection import DECLARED, Projection
 from weltgewebe_ops.settings import ContractNames
 
 

@@ -129,8 +129,14 @@ def test_a_damaged_manifest_is_refused_before_anything_is_written(tmp_path):
 
 def test_a_stream_cut_short_stops_the_extraction(tmp_path):
     tar = pg_tar(FILES)
-    with pytest.raises(RestoreError, match="ended in the middle of a file"):
+    with pytest.raises(RestoreError, match="ended before its end-of-archive marker"):
         run(tmp_path, tar[: len(tar) // 2], pg_manifest(FILES))
+
+
+def test_a_file_given_twice_is_refused_not_overwritten(tmp_path):
+    again = tarfile.TarInfo("PG_VERSION")
+    with pytest.raises(RestoreError, match="holds 'PG_VERSION' twice"):
+        run(tmp_path, pg_tar(FILES, extra=(again,)))
 
 
 def test_a_member_outside_the_data_directory_is_refused(tmp_path):

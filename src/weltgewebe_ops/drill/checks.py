@@ -97,7 +97,7 @@ def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions
     import asyncio
 
     from .. import audit, toolschema
-    from ..projector import quarantined_events
+    from ..quarantine import quarantined_events
     from ..schema import read_migrations
 
     api = options.api_url.rstrip("/")
@@ -269,20 +269,20 @@ def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions
                 sql.SQL("SELECT count(*) FROM {t}").format(t=toolschema.table(names, "excluded_events"))
             ).fetchone()[0]
         ok = (
-            report["reused_count"] == 0
-            and report["unstreamed_events"] == 0
+            report.reused_count == 0
+            and report.unstreamed_events == 0
             and pending == 0
-            and excluded >= report["lost_events"]
+            and excluded >= report.lost_events
         )
         foreign = (
-            f", {report['foreign_count']} foreign messages (not the envelope: {'; '.join(report['foreign_examples'])})"
-            if report["foreign_count"]
+            f", {report.foreign_count} foreign messages (not the envelope: {'; '.join(report.foreign_examples)})"
+            if report.foreign_count
             else ""
         )
         return ok, (
-            f"{report['outbox_rows']} outbox rows, {report['stream_events']} stream events, "
-            f"{pending} unpublished, {report['unstreamed_events']} published but not in the stream, "
-            f"{report['reused_count']} reused ids, {excluded} events excluded from read models "
+            f"{report.outbox_rows} outbox rows, {report.stream_events} stream events, "
+            f"{pending} unpublished, {report.unstreamed_events} published but not in the stream, "
+            f"{report.reused_count} reused ids, {excluded} events excluded from read models "
             f"(lost in this restore or an earlier one){foreign}"
         )
 

@@ -117,7 +117,7 @@ class _Stream:
         if not self.buffer:
             chunk = self._read()
             if not chunk:
-                raise RestoreError("base.tar ended in the middle of a file: the download was cut short")
+                raise RestoreError("base.tar ended before its end-of-archive marker: the download was cut short")
             self.buffer = memoryview(chunk)
         out, self.buffer = self.buffer[:n], self.buffer[n:]
         return out
@@ -185,7 +185,10 @@ def extract(
             expected = None  # its checksum cannot match either: one problem, as pg_verifybackup says it
         checksum = CHECKSUMS[expected.algorithm]() if expected and expected.algorithm in CHECKSUMS else None
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, info.mode & 0o777)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, info.mode & 0o777)
+        except FileExistsError as exc:
+            raise RestoreError(f"base.tar holds {relative!r} twice: refused (pg_basebackup writes it once)") from exc
         try:
             left = info.size
             while left:
