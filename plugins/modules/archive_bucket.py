@@ -95,7 +95,7 @@ def main():
     ensure_library(module)
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from weltgewebe_ops import s3
+    from weltgewebe_ops import bucket, s3
 
     p = module.params
     loc = s3_location(p, p["kms_key_id"])
@@ -103,9 +103,9 @@ def main():
         client = s3.client(loc)
         detail, changed = "", False
         if p["state"] == "bootstrapped":
-            changed, detail = s3.ensure_bucket_protection(client, loc.bucket, p["kms_key_id"], p["lock_days"],
-                                                          module.check_mode)  # fmt: skip
-        state = s3.bucket_protection(client, loc.bucket)
+            changed, detail = bucket.ensure_bucket_protection(client, loc.bucket, p["kms_key_id"], p["lock_days"],
+                                                              module.check_mode)  # fmt: skip
+        state = bucket.bucket_protection(client, loc.bucket)
     except (ClientError, BotoCoreError) as exc:
         module.fail_json(msg=f"cannot {'set up' if p['state'] == 'bootstrapped' else 'read'} bucket {loc.bucket}: "
                          f"{s3_error_message(exc)}")  # fmt: skip

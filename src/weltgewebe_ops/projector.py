@@ -25,6 +25,7 @@ from psycopg import AsyncConnection, sql
 
 from . import toolschema
 from .audit import read_exclusions
+from .handlers import BatchApplier
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
 from .progress import ProgressFile
@@ -86,14 +87,9 @@ class Projector:
         self.stats = ProjectorStats()
         self.excluded_ids: set[int] = set()
         self._progress: tuple[ProgressFile, str, int] | None = None  # file, phase, target sequence
-        names, projection = config.names, config.projection
-        self._handlers = {key: projection.compose(text, names) for key, text in projection.handlers.items()}
-        self._handler_of: dict[str, str | None] = {}
+        self.applier = BatchApplier(config.projection, config.names, config.max_attempts)
+        names = config.names
         consumed = toolschema.table(names, "projection_consumed")
-        self._consume_many = sql.SQL(
-            "INSERT INTO {t} (projection, event_id) SELECT %s, unnest(%s::bigint[]) "
-            "ON CONFLICT DO NOTHING RETURNING event_id"
-        ).format(t=consumed)
         checkpoints = toolschema.table(names, "projection_checkpoints")
         self._checkpoint_read = sql.SQL("SELECT last_sequence FROM {t} WHERE projection = %s").format(t=checkpoints)
         self._checkpoint_write = sql.SQL(
@@ -118,18 +114,6 @@ class Projector:
         row = await (await conn.execute(self._checkpoint_read, (self.config.projection.name,))).fetchone()
         return row[0] if row else 0
 
-    def event_id(self, msg) -> int | None:
-        msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
-        prefix = self.config.names.msg_id_prefix
-        if msg_id.startswith(prefix) and msg_id[len(prefix) :].isdigit():
-            return int(msg_id[len(prefix) :])
-        return None
-
-    def _handler_key(self, event_type: str) -> str | None:
-        if event_type not in self._handler_of:
-            self._handler_of[event_type] = self.config.projection.handler_for(event_type)
-        return self._handler_of[event_type]
-
     async def apply_batch(self, conn: AsyncConnection, msgs: list) -> None:
         """Apply messages in one transaction with the applied ids and the checkpoint.
 
@@ -141,7 +125,7 @@ class Projector:
         counts = {"excluded": 0}
         events = []  # (event_id or None, event_type, data, seq)
         for msg in msgs:
-            event_id = self.event_id(msg)
+            event_id = self.applier.event_id(msg)
             if event_id in self.excluded_ids:  # lost in a restore (audit.remedy): never applied
                 counts["excluded"] += 1
                 continue
@@ -150,94 +134,17 @@ class Projector:
         checkpoint = (self.config.projection.name, self.config.names.stream, last_seq)
         try:
             async with conn.transaction():
-                counts.update(await self._apply(conn, events))
+                counts.update(await self.applier.apply(conn, events))
                 await conn.execute(self._checkpoint_write, checkpoint)
         except psycopg.Error as exc:
             if not is_poison(exc):
                 raise contract_error(exc, self.config.projection.name) or exc from exc
             async with conn.transaction():
-                counts.update(await self._apply_one_by_one(conn, events))
+                counts.update(await self.applier.apply_one_by_one(conn, events))
                 await conn.execute(self._checkpoint_write, checkpoint)
         self.stats.add(counts)
         self.stats.last_sequence = last_seq
         self.stats.batches += 1
-
-    async def _apply(self, conn: AsyncConnection, events: list) -> dict[str, int]:
-        """The applied ids and the handlers' statements for ``events``; counts of what happened."""
-        counts = {"applied": 0, "skipped": 0, "ignored": 0}
-        ids = [e[0] for e in events if e[0] is not None]
-        fresh: set[int] = set()
-        if ids:
-            cur = await conn.execute(self._consume_many, (self.config.projection.name, ids))
-            fresh = {row[0] for row in await cur.fetchall()}
-        runs: list[tuple[str, list[bytes]]] = []
-        for event_id, event_type, data, seq in events:
-            if event_id is not None:
-                if event_id not in fresh:
-                    counts["skipped"] += 1
-                    continue
-                fresh.discard(event_id)  # a second copy in the same batch is skipped too
-            key = self._handler_key(event_type)
-            if key is None:
-                counts["ignored"] += 1
-                continue
-            # the envelope is JSON already: the run's array is put together without parsing it
-            item = b'{"ord":%d,"event_id":%d,"envelope":%s}' % (seq, event_id or seq, data)
-            if runs and runs[-1][0] == key:
-                runs[-1][1].append(item)
-            else:
-                runs.append((key, [item]))
-            counts["applied"] += 1
-        for key, items in runs:
-            await conn.execute(
-                self._handlers[key],
-                {"batch": (b"[" + b",".join(items) + b"]").decode(), "projection": self.config.projection.name},
-            )
-        return counts
-
-    async def _apply_one_by_one(self, conn: AsyncConnection, events: list) -> dict[str, int]:
-        """Each event in a savepoint of its own; one that fails ``max_attempts`` times with an error
-        of its content is quarantined and passed over."""
-        counts = {"applied": 0, "skipped": 0, "ignored": 0, "quarantined": 0}
-        for event in events:
-            error: psycopg.Error | None = None
-            for _attempt in range(self.config.max_attempts):
-                try:
-                    async with conn.transaction():
-                        result = await self._apply(conn, [event])
-                    error = None
-                    break
-                except psycopg.Error as exc:
-                    if not is_poison(exc):
-                        raise
-                    error = exc
-            if error is None:
-                for key, value in result.items():
-                    counts[key] += value
-                continue
-            event_id, event_type, _data, seq = event
-            await conn.execute(
-                sql.SQL(
-                    "INSERT INTO {t} (projection, stream_sequence, event_id, event_type, attempts, error) "
-                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (projection, stream_sequence) DO UPDATE "
-                    "SET attempts = {t}.attempts + EXCLUDED.attempts, error = EXCLUDED.error, quarantined_at = now()"
-                ).format(t=toolschema.table(self.config.names, "projection_quarantine")),
-                (
-                    self.config.projection.name,
-                    seq,
-                    event_id,
-                    event_type,
-                    self.config.max_attempts,
-                    f"{error.sqlstate}: {str(error).strip()}",
-                ),
-            )
-            counts["quarantined"] += 1
-            print(
-                f"projector {self.config.projection.name}: QUARANTINED event {event_id} (stream sequence {seq}, "
-                f"{event_type}) after {self.config.max_attempts} attempts: {str(error).strip()}",
-                flush=True,
-            )
-        return counts
 
     async def subscribe(self, js, start_after: int):
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy

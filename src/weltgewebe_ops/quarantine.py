@@ -44,3 +44,17 @@ def quarantined_events(conn, names: ContractNames) -> list[dict]:
         return []
     rows = conn.execute(_quarantine_select(names), {"p": None}).fetchall()
     return [dict(zip(QUARANTINE_COLUMNS, row, strict=True)) for row in rows]
+
+
+async def record(conn, names: ContractNames, projection: str, event: tuple, attempts: int, error: psycopg.Error):
+    """Put ``event`` (event id, type, data, stream sequence) in quarantine with its error (again:
+    its attempts add up)."""
+    event_id, event_type, _data, seq = event
+    await conn.execute(
+        sql.SQL(
+            "INSERT INTO {t} (projection, stream_sequence, event_id, event_type, attempts, error) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (projection, stream_sequence) DO UPDATE "
+            "SET attempts = {t}.attempts + EXCLUDED.attempts, error = EXCLUDED.error, quarantined_at = now()"
+        ).format(t=toolschema.table(names, "projection_quarantine")),
+        (projection, seq, event_id, event_type, attempts, f"{error.sqlstate}: {str(error).strip()}"),
+    )

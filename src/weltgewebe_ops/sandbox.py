@@ -28,12 +28,11 @@ import shutil
 import time
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from . import audit, basebackup, natsio, pg, procs, seaweed, toolschema
+from . import audit, basebackup, bucket, natsio, pg, procs, seaweed, toolschema
 from . import s3 as s3mod
 from . import schema as schemamod
 from .files import write_private
@@ -222,32 +221,13 @@ class Sandbox:
             return False
 
     def _configure_bucket(self, check_mode: bool) -> tuple[bool, str]:
-        return s3mod.ensure_bucket_protection(
+        return bucket.ensure_bucket_protection(
             self.s3(), self.settings.bucket, self.settings.kms_key_id, self.settings.object_lock_days, check_mode
         )
 
     # ------------------------------------------------------------------ PostgreSQL
     def _pg_user(self) -> str | None:
         return pg.run_as_user(self.settings.pg_os_user)
-
-    def _pg_settings(self, wrapper: Path) -> dict[str, Any]:
-        return {
-            "listen_addresses": "127.0.0.1",
-            "port": self.settings.ports.postgres,
-            "unix_socket_directories": str(self.settings.pg_socket_dir),
-            "wal_level": "replica",
-            # streaming: pg_receivewal archives every segment (archive_command would race it with
-            # other bytes after a segment switch)
-            "archive_mode": "on" if self.settings.archive_method == "classic" else "off",
-            "archive_command": (
-                f"'{wrapper}' wal-push --config '{self.settings.archive_config_file}' "
-                f"--deadline {self.settings.wal_push_deadline_seconds} %p"
-            ),
-            "archive_timeout": self.settings.archive_timeout_seconds,
-            "max_wal_senders": 5,
-            "track_commit_timestamp": "on",
-            "log_line_prefix": "%m [%p] ",
-        }
 
     def _write_archive_config(self, os_user: str | None) -> None:
         path = self.settings.archive_config_file
@@ -284,7 +264,7 @@ class Sandbox:
         if created:
             self.settings.pg_socket_dir.mkdir(parents=True, exist_ok=True)
             pg.initdb(bindir, data, self.settings.pg_password, os_user)
-        conf_changed = pg.write_config(data, self._pg_settings(wrapper), os_user)
+        conf_changed = pg.write_config(data, self.settings.postgresql_conf(wrapper), os_user)
         if running and conf_changed:
             pg.stop(bindir, data, os_user, "fast")
             running = False

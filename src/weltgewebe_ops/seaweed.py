@@ -3,7 +3,7 @@
 Two identities (the archive's read-write one and the drill's read-only one) and SSE-KMS through
 SeaweedFS's AWS KMS provider pointed at the sandbox's persistent KMS (``kms`` says why not the
 built-in ``local`` provider: its key dies with the process). The bucket's protection (versioning,
-Object Lock, default encryption) is ``s3.ensure_bucket_protection``.
+Object Lock, default encryption) is ``bucket.ensure_bucket_protection``.
 """
 
 from __future__ import annotations

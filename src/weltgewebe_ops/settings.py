@@ -186,6 +186,26 @@ class SandboxSettings:
             kms_key_id=self.kms_key_id,
         )
 
+    def postgresql_conf(self, wrapper: Path) -> dict[str, Any]:
+        """The sandbox primary's settings; ``wrapper`` runs this library's CLI (its archive hook)."""
+        return {
+            "listen_addresses": "127.0.0.1",
+            "port": self.ports.postgres,
+            "unix_socket_directories": str(self.pg_socket_dir),
+            "wal_level": "replica",
+            # streaming: pg_receivewal archives every segment (archive_command would race it with
+            # other bytes after a segment switch)
+            "archive_mode": "on" if self.archive_method == "classic" else "off",
+            "archive_command": (
+                f"'{wrapper}' wal-push --config '{self.archive_config_file}' "
+                f"--deadline {self.wal_push_deadline_seconds} %p"
+            ),
+            "archive_timeout": self.archive_timeout_seconds,
+            "max_wal_senders": 5,
+            "track_commit_timestamp": "on",
+            "log_line_prefix": "%m [%p] ",
+        }
+
     def env_lines(self) -> list[str]:
         """The connection settings as shell KEY=VALUE lines (`make sandbox-env`)."""
         values = {

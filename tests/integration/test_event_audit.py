@@ -79,9 +79,7 @@ def test_audit_remedy_and_rebuild_after_pitr(sandbox):
             created = domain.create_faden(conn, names, domain.GroundTruth(None), "nach", "restore")
             new_ids = [
                 r[0]
-                for r in conn.execute(
-                    "SELECT id FROM domain_outbox WHERE id > %s ORDER BY id", (report.stream_max_id,)
-                )
+                for r in conn.execute("SELECT id FROM domain_outbox WHERE id > %s ORDER BY id", (report.stream_max_id,))
             ]
         assert len(new_ids) == 3 and new_ids[0] == report.stream_max_id + 1, "no new row reuses a seen id"
         assert created["id"]

@@ -1,6 +1,6 @@
 import pytest
 
-from weltgewebe_ops import archive
+from weltgewebe_ops import archive, compliance
 from weltgewebe_ops.restore import RestoreError, Target, choose_backup
 
 LABELS = [
@@ -81,4 +81,4 @@ def test_parse_history():
     ],
 )
 def test_kms_key_matching(actual, expected, ok):
-    assert archive.key_matches(actual, expected) is ok
+    assert compliance.key_matches(actual, expected) is ok
