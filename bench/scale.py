@@ -6,7 +6,7 @@ per size: base backup and WAL bytes, seconds, seconds per GB (and the floor's, l
 `cp` of the same archive, to tell this machine's own growth from ours), and the peak memory (RSS)
 of the restore process; then a least-squares line through the points (seconds = fixed + s/GB x GB) with its
 largest relative error, and whether memory stayed flat (it must: the base backup is streamed into
-tar and WAL goes through a bounded spool, never whole into memory).
+the extraction and WAL goes through a bounded spool, never whole into memory).
 
 Usage: .venv/bin/python bench/scale.py [--sizes-mb 250,500,1000,2000] [--keep]
 """
