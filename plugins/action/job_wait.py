@@ -7,6 +7,7 @@ instead of a silent poll. Returns the job's result as async_status does."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import time
 
@@ -44,8 +45,11 @@ class ActionModule(ActionBase):
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         deadline = time.monotonic() + args["timeout_seconds"]
         said = None
+        # look again soon at first, then every delay_seconds: a job of a second is not kept waiting
+        # for 5 s (the drill's RTO would count it), an hour-long one is not polled twice a second
+        delays = (0.2, 0.5, 1.0, 2.0)
         try:
-            while True:
+            for looks in itertools.count():
                 status = self._execute_module(
                     module_name="ansible.legacy.async_status",
                     module_args={"jid": args["jid"], "mode": "status", "_async_dir": async_dir},
@@ -69,6 +73,6 @@ class ActionModule(ActionBase):
                         f"{label} (job {args['jid']}) did not finish within {args['timeout_seconds']:.0f} s; "
                         f"its last progress: {progress_file}"
                     )
-                time.sleep(args["delay_seconds"])
+                time.sleep(min(args["delay_seconds"], delays[looks] if looks < len(delays) else args["delay_seconds"]))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)

@@ -14,8 +14,10 @@ description:
   - Follows an async job on the host it runs on (a delegated host's own status file and Python,
     which Ansible's built-in poll of a delegated task does not use), until it finishes or
     O(timeout_seconds) pass.
-  - Every O(delay_seconds) reads the job's progress file and, when it changed, displays one line
-    with what is done of the total, the rate and the time left, instead of a silent poll.
+  - Looks at the job after 0.2, 0.5, 1 and 2 s, then every O(delay_seconds) (a short job is not kept
+    waiting: the drill's RTO would count it). Each time it reads the job's progress file and, when it
+    changed, displays one line with what is done of the total, the rate and the time left, instead
+    of a silent poll.
   - For the O(progress_file) of M(weltgewebe.ops.outbox_relay) (O(weltgewebe.ops.outbox_relay#module:state=drained))
     and M(weltgewebe.ops.projector_replay); a restore has M(weltgewebe.ops.restore_wait).
   - Returns the job's own result, as M(ansible.builtin.async_status) does; fails as the job failed.
@@ -36,7 +38,7 @@ options:
     type: float
     default: 15000
   delay_seconds:
-    description: Seconds between two looks.
+    description: Seconds between two looks, after the first few.
     type: float
     default: 5
 attributes:

@@ -13,7 +13,8 @@ version_added: "0.3.0"
 description:
   - Follows an async job of M(weltgewebe.ops.wal_restore) on the host it runs on, until it
     finishes or O(timeout_seconds) pass.
-  - Every O(delay_seconds) reads the restore's progress file (in its work directory) and, when it
+  - Looks at it after 0.2, 0.5, 1 and 2 s, then every O(delay_seconds); each time it reads the
+    restore's progress file (in its work directory) and, when it
     changed, displays one line - base backup bytes of total, or WAL segments replayed of planned,
     with the rate and the time left - instead of a silent poll.
   - Returns the restore's own result, as M(ansible.builtin.async_status) does; fails as the restore failed.
@@ -34,7 +35,7 @@ options:
     type: float
     default: 15000
   delay_seconds:
-    description: Seconds between two looks.
+    description: Seconds between two looks, after the first few.
     type: float
     default: 5
 attributes:
