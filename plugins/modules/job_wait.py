@@ -21,11 +21,9 @@ description:
   - For the O(progress_file) of M(weltgewebe.ops.outbox_relay) (O(weltgewebe.ops.outbox_relay#module:state=drained))
     and M(weltgewebe.ops.projector_replay); a restore has M(weltgewebe.ops.restore_wait).
   - Returns the job's own result, as M(ansible.builtin.async_status) does; fails as the job failed.
+extends_documentation_fragment:
+  - weltgewebe.ops.job
 options:
-  jid:
-    description: "The job's id: C(ansible_job_id) of the task started with C(async) and C(poll: 0)."
-    type: str
-    required: true
   progress_file:
     description: The job's progress file (its module's O(progress_file)).
     type: path
@@ -33,21 +31,6 @@ options:
   label:
     description: What the progress lines start with (default C(job <jid>)).
     type: str
-  timeout_seconds:
-    description: Give up (fail) after this long.
-    type: float
-    default: 15000
-  delay_seconds:
-    description: Seconds between two looks, after the first few.
-    type: float
-    default: 5
-attributes:
-  action:
-    support: full
-  check_mode:
-    support: none
-  diff_mode:
-    support: none
 author:
   - weltgewebe.ops developers
 """

@@ -18,11 +18,9 @@ description:
     changed, displays one line - base backup bytes of total, or WAL segments replayed of planned,
     with the rate and the time left - instead of a silent poll.
   - Returns the restore's own result, as M(ansible.builtin.async_status) does; fails as the restore failed.
+extends_documentation_fragment:
+  - weltgewebe.ops.job
 options:
-  jid:
-    description: "The job id of the restore: C(ansible_job_id) of the task started with C(async) and C(poll: 0)."
-    type: str
-    required: true
   data_dir:
     description: The restore's data directory (its progress file is in C(<data_dir>.wgops) unless O(work_dir)).
     type: path
@@ -30,21 +28,6 @@ options:
   work_dir:
     description: The restore's work directory, when it was given one.
     type: path
-  timeout_seconds:
-    description: Give up (fail) after this long.
-    type: float
-    default: 15000
-  delay_seconds:
-    description: Seconds between two looks, after the first few.
-    type: float
-    default: 5
-attributes:
-  action:
-    support: full
-  check_mode:
-    support: none
-  diff_mode:
-    support: none
 author:
   - weltgewebe.ops developers
 """
