@@ -18,7 +18,7 @@ export WGOPS_EXTRA_VARS := $(VARS)
 PORTS ?=
 PLAYBOOK_VARS = $(if $(filter auto,$(PORTS)),-e @playbooks/vars/ports-auto.yml) $${WGOPS_EXTRA_VARS:+-e "$$WGOPS_EXTRA_VARS"}
 
-.PHONY: venv drill sandbox-up sandbox-down sandbox-env lint test
+.PHONY: venv drill sandbox-up sandbox-down sandbox-env lint sanity test
 
 venv: $(VENV)/.installed
 
@@ -54,5 +54,10 @@ lint: venv
 	# its own cache: a copy of this collection that another tool installed in ~/.ansible would shadow the checkout
 	ANSIBLE_HOME=$(abspath .ansible) ansible-lint --offline
 
-test: lint
+# ansible-test's validate-modules (module documentation against Ansible's schema and each
+# module's argument spec), offline: see tests/sanity/validate_modules.py.
+sanity: venv
+	python tests/sanity/validate_modules.py
+
+test: lint sanity
 	pytest $(ARGS)

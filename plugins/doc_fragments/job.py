@@ -24,6 +24,13 @@ options:
 attributes:
   action:
     support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  idempotent:
+    support: N/A
+    details: Changes nothing itself; returns the job's own result, its C(changed) included.
   check_mode:
     support: none
   diff_mode:

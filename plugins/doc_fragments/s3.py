@@ -39,14 +39,12 @@ options:
         that to a command line, which every local user can read in C(ps).
     type: str
     required: true
-    no_log: true
   s3_secret_key:
     description:
       - Secret access key; never logged or returned.
       - From the environment when not given - E(WGOPS_S3_SECRET_ACCESS_KEY) or E(AWS_SECRET_ACCESS_KEY).
     type: str
     required: true
-    no_log: true
 requirements:
   - the weltgewebe_ops library of this collection (C(make venv)) and boto3 on the managed host
 """

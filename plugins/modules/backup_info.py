@@ -26,6 +26,8 @@ description:
   - Never writes to S3. Read-only credentials are enough.
 extends_documentation_fragment:
   - weltgewebe.ops.s3
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 options:
   expected_kms_key_id:
     description:
@@ -65,7 +67,7 @@ attributes:
   idempotent:
     support: full
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

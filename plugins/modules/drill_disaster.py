@@ -26,6 +26,9 @@ options:
     description: Lose the event stream as well (the recovery site then starts with an empty stream).
     type: bool
     default: false
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 attributes:
   check_mode:
     support: full
@@ -34,7 +37,7 @@ attributes:
   idempotent:
     support: none
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

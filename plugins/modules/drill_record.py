@@ -72,6 +72,9 @@ options:
     description: With V(facts), what to merge into the record (no secrets).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 attributes:
   check_mode:
     support: none
@@ -84,7 +87,7 @@ attributes:
       unchanged: it writes only the drill's own record, never the systems the drill works on.
       V(begin) reports changed when a new drill began, V(reclaim) when it stopped something.
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

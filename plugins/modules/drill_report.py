@@ -29,6 +29,9 @@ options:
     description: The drill, or V(latest).
     type: str
     default: latest
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 attributes:
   check_mode:
     support: none
@@ -38,7 +41,7 @@ attributes:
     support: none
     details: Rewrites the report from the record each time.
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

@@ -36,6 +36,8 @@ description:
     relay wrote outside the destroyed database.
 extends_documentation_fragment:
   - weltgewebe.ops.events
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 options:
   api_url:
     description: The recovered service's front door (or its API).
@@ -108,7 +110,7 @@ attributes:
     support: none
     details: The end-to-end check creates one Faden through the API.
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

@@ -24,6 +24,8 @@ description:
   - Check mode reports and changes nothing.
 extends_documentation_fragment:
   - weltgewebe.ops.events
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 options:
   remedy:
     description: >-
@@ -40,7 +42,7 @@ attributes:
     support: full
     details: A second remedy finds the sequence already moved and the lost ids already excluded.
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

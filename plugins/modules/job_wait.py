@@ -14,8 +14,8 @@ description:
   - Follows an async job on the host it runs on (a delegated host's own status file and Python,
     which Ansible's built-in poll of a delegated task does not use), until it finishes or
     O(timeout_seconds) pass.
-  - Looks at the job after 0.2, 0.5, 1 and 2 s, then every O(delay_seconds) (a short job is not kept
-    waiting: the drill's RTO would count it). Each time it reads the job's progress file and, when it
+  - Looks at the job after 0.2, 0.5, 1 and 2 s, then every O(delay_seconds), so that a short job is not kept
+    waiting (the drill's RTO would count the wait). Each time it reads the job's progress file and, when it
     changed, displays one line with what is done of the total, the rate and the time left, instead
     of a silent poll.
   - For the O(progress_file) of M(weltgewebe.ops.outbox_relay) (O(weltgewebe.ops.outbox_relay#module:state=drained))
@@ -23,6 +23,9 @@ description:
   - Returns the job's own result, as M(ansible.builtin.async_status) does; fails as the job failed.
 extends_documentation_fragment:
   - weltgewebe.ops.job
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - weltgewebe.ops.attributes
 options:
   progress_file:
     description: The job's progress file (its module's O(progress_file)).
@@ -32,7 +35,7 @@ options:
     description: What the progress lines start with (default C(job <jid>)).
     type: str
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

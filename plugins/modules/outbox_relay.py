@@ -25,6 +25,8 @@ description:
 extends_documentation_fragment:
   - weltgewebe.ops.events
   - weltgewebe.ops.progress
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 options:
   state:
     description: >-
@@ -65,7 +67,7 @@ attributes:
     support: full
     details: A second drain finds nothing pending and reports no change.
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

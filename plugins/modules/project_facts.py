@@ -40,6 +40,9 @@ options:
     description: Versions to use for tools the repository does not pin (name -> version).
     type: dict
     default: {}
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 attributes:
   check_mode:
     support: full
@@ -48,7 +51,7 @@ attributes:
   idempotent:
     support: full
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

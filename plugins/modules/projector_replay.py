@@ -18,7 +18,7 @@ description:
     reload; V(faden_view), the runbook's example read model built from C(domain_edges). Give your
     own in O(declarations).
   - Bookkeeping (checkpoints, applied event ids, quarantine, the ids a restore lost) lives in this
-    tool's own schema (O(names.tool_schema), default C(wgops)), created on first use; the
+    tool's own schema (key C(tool_schema) of O(names), default C(wgops)), created on first use; the
     application's migrations need nothing of it.
   - For each projection, O(mode=rebuild) empties what it owns, its checkpoint and its applied
     event ids, then applies the stream from its first message, all in one transaction (a rebuild
@@ -37,6 +37,8 @@ description:
 extends_documentation_fragment:
   - weltgewebe.ops.events
   - weltgewebe.ops.progress
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 options:
   projections:
     description: The projections to replay, in this order (declared ones or keys of O(declarations)).
@@ -77,7 +79,7 @@ attributes:
     support: partial
     details: V(catch_up) with nothing new changes nothing; V(rebuild) always rebuilds.
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

@@ -20,6 +20,9 @@ description:
   - Returns the restore's own result, as M(ansible.builtin.async_status) does; fails as the restore failed.
 extends_documentation_fragment:
   - weltgewebe.ops.job
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
+  - weltgewebe.ops.attributes
 options:
   data_dir:
     description: The restore's data directory (its progress file is in C(<data_dir>.wgops) unless O(work_dir)).
@@ -29,7 +32,7 @@ options:
     description: The restore's work directory, when it was given one.
     type: path
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

@@ -16,9 +16,9 @@ description:
   - C(s3) starts SeaweedFS with a persistent loopback KMS and a WAL bucket with versioning,
     Object Lock (COMPLIANCE, default retention) and default SSE-KMS.
   - C(postgres) starts the primary with C(archive_mode=on) and C(archive_command) = C(wgops wal-push);
-    when Ansible runs as root, PostgreSQL runs as the unprivileged O(settings.pg_os_user).
+    when Ansible runs as root, PostgreSQL runs as the unprivileged user in key C(pg_os_user) of O(settings).
   - C(schema) creates Weltgewebe's data contract (domain tables, trigger-written outbox, receipts,
-    projection state, recorded in C(_sqlx_migrations)), or applies O(settings.migrations_dir), a
+    projection state, recorded in C(_sqlx_migrations)), or applies key C(migrations_dir) of O(settings), a
     directory of sqlx-style C(<version>_<name>.up.sql) migrations (your own schema), and this tool's
     C(wgops) schema.
   - C(basebackup) takes a base backup into S3 when the cluster has none.
@@ -70,6 +70,9 @@ options:
         drill's recovery environment passes the source's, since the restore brings its roles back.
     type: str
     default: ""
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 attributes:
   check_mode:
     support: full
@@ -78,7 +81,7 @@ attributes:
   idempotent:
     support: full
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

@@ -33,6 +33,8 @@ description:
   - Refuses a non-empty O(data_dir) and changes nothing. Never writes to S3.
 extends_documentation_fragment:
   - weltgewebe.ops.s3
+  - ansible.builtin.action_common_attributes
+  - weltgewebe.ops.attributes
 options:
   data_dir:
     description: The new data directory. Must not exist or be empty.
@@ -125,7 +127,7 @@ attributes:
     support: none
     details: A second run refuses the now non-empty O(data_dir).
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""

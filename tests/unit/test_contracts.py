@@ -60,7 +60,9 @@ def documented(name: str) -> dict:
     doc = _doc(REPO / "plugins" / "modules" / f"{name}.py")
     options = dict(doc.get("options") or {})
     for fragment in doc.get("extends_documentation_fragment") or []:
-        options.update(_doc(REPO / "plugins" / "doc_fragments" / f"{fragment.rsplit('.', 1)[-1]}.py")["options"])
+        if fragment.startswith("weltgewebe.ops."):  # ansible.builtin's fragments describe attributes only
+            fragment_doc = _doc(REPO / "plugins" / "doc_fragments" / f"{fragment.rsplit('.', 1)[-1]}.py")
+            options.update(fragment_doc.get("options") or {})
     return options
 
 
