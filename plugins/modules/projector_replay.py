@@ -187,10 +187,11 @@ def main():
     async def checkpoints() -> dict:
         last = (await stream_state(p["nats_url"], names))["last_seq"]
         async with await psycopg.AsyncConnection.connect(p["dsn"], autocommit=True) as conn:
-            return {
-                pr.config.projection.name: {"checkpoint": await pr.checkpoint(conn), "stream_last_sequence": last}
-                for pr in projectors
-            }
+            out = {}
+            for pr in projectors:
+                name = pr.config.projection.name
+                out[name] = {"checkpoint": await pr.checkpoints.read(conn, name), "stream_last_sequence": last}
+            return out
 
     try:
         if module.check_mode:

@@ -11,7 +11,7 @@ wgops archive-metrics --config FILE   the archive's health as Prometheus text (-
 wgops archive-retention --config FILE --keep N [--apply]   what retention removes (a dry run unless --apply)
 wgops projector-replay --state-dir D  rebuild or catch up the sandbox's projections
 wgops workload --state-dir D          Fäden at a rate, recorded as ground truth
-wgops service relay|projector|api|kms --state-dir D   the sandbox's long-running services
+wgops service relay|projector|api|kms|walstream --state-dir D   the sandbox's services
 wgops relay --config FILE             the outbox relay as a service (weltgewebe.ops.outbox_relay)
 """
 
@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, services
 
 DEFAULT_STATE_DIR = ".sandbox"
 
@@ -159,66 +159,13 @@ def cmd_workload(args) -> int:
     return 0
 
 
-def _run_service(coro_factory) -> int:
-    import asyncio
-    import signal
-
-    stop = asyncio.Event()
-
-    async def main():
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await coro_factory(stop)
-
-    asyncio.run(main())
-    return 0
-
-
-def cmd_relay(args) -> int:
-    from . import sandbox
-    from .domain import GroundTruth
-    from .relay import Relay, RelayConfig
-
-    box = sandbox.load(args.state_dir)
-    truth = GroundTruth(box.settings.ground_truth_dir)
-    relay = Relay(
-        RelayConfig(
-            dsn=box.settings.dsn(),
-            nats_url=box.settings.nats_url,
-            names=box.settings.names,
-            ground_truth_file=str(truth.published_file),
-        )
-    )
-    print(
-        f"relay: {box.settings.names.outbox_table} -> {box.settings.nats_url} stream {box.settings.names.stream}",
-        flush=True,
-    )
-    return _run_service(relay.run_forever)
-
-
 def cmd_relay_config(args) -> int:
+    from . import procs
     from .relay import Relay, config_from_file
 
     config = config_from_file(Path(args.config))
     print(f"relay: {config.names.outbox_table} -> {config.nats_url} stream {config.names.stream}", flush=True)
-    return _run_service(Relay(config).run_forever)
-
-
-def cmd_projector(args) -> int:
-    from . import sandbox
-    from .projection import projections
-    from .projector import ProjectorConfig, follow
-
-    box = sandbox.load(args.state_dir)
-    configs = [
-        ProjectorConfig(
-            dsn=box.settings.dsn(), nats_url=box.settings.nats_url, names=box.settings.names, projection=projection
-        )
-        for projection in projections(box.settings.projections, box.settings.names)
-    ]
-    print(f"projector: {box.settings.names.stream} -> {', '.join(c.projection.name for c in configs)}", flush=True)
-    return _run_service(lambda stop: follow(configs, stop))
+    return procs.run_until_signal(Relay(config).run_forever)
 
 
 def cmd_projector_replay(args) -> int:
@@ -241,48 +188,6 @@ def cmd_projector_replay(args) -> int:
     return 0
 
 
-def cmd_kms(args) -> int:
-    from . import kms, sandbox
-
-    box = sandbox.load(args.state_dir)
-    kms.serve(
-        box.settings.ports.kms,
-        box.settings.root / "kms" / "keys.json",
-        box.settings.kms_key_id,
-        box.settings.s3_access_key,
-        describe_only_key=box.settings.s3_readonly_access_key,
-    )
-    return 0
-
-
-def cmd_api(args) -> int:
-    from . import api, sandbox
-
-    box = sandbox.load(args.state_dir)
-    api.serve(
-        api.ApiConfig(
-            dsn=box.settings.dsn(),
-            nats_url=box.settings.nats_url,
-            port=box.settings.ports.api,
-            names=box.settings.names,
-            ground_truth_dir=str(box.settings.ground_truth_dir),
-        )
-    )
-    return 0
-
-
-def cmd_walstream(args) -> int:
-    from . import pg, sandbox, walstream
-
-    settings = sandbox.load(args.state_dir).settings
-    os.environ["PGPASSWORD"] = settings.pg_password  # pg_receivewal's, over loopback
-    argv = walstream.receivewal_argv(pg.resolve_bindir(settings.pg_bindir), "127.0.0.1", settings.ports.postgres,
-                                     "postgres", sandbox.STREAM_SLOT)  # fmt: skip
-    archiver = walstream.StreamArchiver(settings.s3_location(), settings.root / "walstream", argv,
-                                        interval=settings.stream_interval_seconds, log=_stderr)  # fmt: skip
-    return archiver.run()
-
-
 def cmd_wal_stream(args) -> int:
     from . import pg, walstream
 
@@ -291,9 +196,6 @@ def cmd_wal_stream(args) -> int:
     walstream.create_slot(bindir, server.host, server.port, server.user, args.slot)
     argv = walstream.receivewal_argv(bindir, server.host, server.port, server.user, args.slot)
     return walstream.StreamArchiver(loc, Path(args.spool), argv, interval=args.interval, log=_stderr).run()
-
-
-SERVICES = {"relay": cmd_relay, "projector": cmd_projector, "api": cmd_api, "kms": cmd_kms, "walstream": cmd_walstream}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -375,8 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_projector_replay)
 
     p = with_state(sub.add_parser("service", help="run one of the sandbox's services in the foreground"))
-    p.add_argument("name", choices=sorted(SERVICES))
-    p.set_defaults(func=lambda a: SERVICES[a.name](a))
+    p.add_argument("name", choices=sorted(services.SERVICES))
+    p.set_defaults(func=lambda a: services.run(a.name, a.state_dir))
     return parser
 
 

