@@ -85,5 +85,3 @@ def redact(lines: list[str], hidden: list[str]) -> list[str]:
 
 def ready(item: dict[str, Any]) -> bool:
     return item["state"] == "running" and item["health"] in ("healthy", "none")
-
-

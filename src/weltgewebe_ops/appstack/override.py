@@ -141,5 +141,3 @@ def problems(
                 if host.lower() in json.dumps(value).lower():
                     found.append(f"{name}: its {key} names the production host {host}")
     return found
-
-

@@ -110,5 +110,3 @@ def merged_config(stack: AppStack, timeout: float = 60) -> dict[str, Any]:
     if done.returncode != 0:
         raise AppStackError(f"Compose refuses the files with the recovery override: {tail(done.stderr, 8)}")
     return json.loads(done.stdout)
-
-

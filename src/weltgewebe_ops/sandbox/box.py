@@ -68,6 +68,9 @@ def drifted_settings(requested: dict[str, Any], saved: SandboxSettings) -> list[
 
 
 class Sandbox:
+    """One sandbox (its settings and the services it started); the components bring themselves up
+    (``storage``, ``events``) through ``claim_port``, ``start_service`` and ``pg_user``."""
+
     def __init__(self, settings: SandboxSettings):
         self.settings = settings
         root = str(settings.root)
@@ -166,6 +169,7 @@ class Sandbox:
         argv = procs.cli_argv("service", name, "--state-dir", str(self.settings.root))
         pid = svc.start(argv, env=procs.library_env(), ready=ready or (lambda: True), timeout=30)
         return True, f"started the {name} (pid {pid})"
+
 
 def load(state_dir: str | os.PathLike[str]) -> Sandbox:
     try:
