@@ -38,8 +38,8 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
     check_empty_dir(req.data_dir)
     if req.work.exists() and any(req.work.iterdir()):
         raise RestoreError(f"work_dir {req.work} is not empty; remove it or choose another")
-    pg.resolve_bindir(req.pg_bindir)  # missing binaries fail now, not after the download
-    os_user = pg.run_as_user(req.os_user)
+    # missing binaries and a PostgreSQL user that cannot be made fail now, not after the download
+    os_user, _ = req.run_as, req.bindir
     plan = make_plan(client, req.loc, req.target, req.backup_id)
     log(
         f"plan: base backup {plan.backup['backup_id']}, "

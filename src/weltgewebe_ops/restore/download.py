@@ -12,7 +12,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import pg
 from .. import s3 as s3mod
 from ..progress import ProgressFile
 from ..settings import S3Location
@@ -245,7 +244,7 @@ def start_prefetcher(req: RestoreRequest, plan: Plan, client, active_workers: in
         versions=plan.versions,
         workers=req.prefetch_workers,
         window=req.spool_segments,
-        owner=pg_owner(pg.run_as_user(req.os_user)),
+        owner=pg_owner(req.run_as),
         deadline_seconds=req.fetch_deadline_seconds,
     )
     prefetcher.active_workers = min(active_workers, req.prefetch_workers)

@@ -88,8 +88,7 @@ def recover(
 
     ``restore_command`` replaces ``wgops wal-fetch`` (the benchmark's baselines, without a prefetcher).
     """
-    bindir = pg.resolve_bindir(req.pg_bindir)
-    os_user = pg.run_as_user(req.os_user)
+    bindir, os_user = req.bindir, req.run_as
     write_marker(staging, plan, reason="")
     if req.data_dir.exists():
         req.data_dir.rmdir()

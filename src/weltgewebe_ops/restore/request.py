@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import pg
 from ..progress import restore_work_dir
 from ..settings import S3Location
 from .target import Target
@@ -38,3 +40,13 @@ class RestoreRequest:
     @property
     def work(self) -> Path:
         return restore_work_dir(self.data_dir, self.work_dir)
+
+    @functools.cached_property
+    def bindir(self) -> Path:
+        """PostgreSQL's binaries, worked out once per restore (a missing one fails here)."""
+        return pg.resolve_bindir(self.pg_bindir)
+
+    @functools.cached_property
+    def run_as(self) -> str | None:
+        """The OS user PostgreSQL runs as (None: ourselves), worked out once per restore."""
+        return pg.run_as_user(self.os_user)
