@@ -74,8 +74,12 @@ options:
     default: {}
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - weltgewebe.ops.attributes
 attributes:
+  action_group:
+    support: full
+    membership: [weltgewebe.ops.drill]
   check_mode:
     support: none
   diff_mode:

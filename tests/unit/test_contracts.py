@@ -106,3 +106,21 @@ def test_a_role_documents_its_defaults(role):
         assert documented_default == value or (value in ("", [], {}) and documented_default in ("", [], {}, None)), (
             f"{role}: {option} defaults to {value!r}, its argument spec says {documented_default!r}"
         )
+
+
+def test_action_groups_are_what_the_modules_say_and_take_the_defaults_set_for_them():
+    groups = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text()).get("action_groups") or {}
+    declared: dict[str, set] = {}
+    for path in (REPO / "plugins" / "modules").glob("*.py"):
+        attribute = (_doc(path).get("attributes") or {}).get("action_group") or {}
+        for group in attribute.get("membership") or []:
+            declared.setdefault(group, set()).add(path.stem)
+    assert declared == {f"weltgewebe.ops.{group}": set(members) for group, members in groups.items()}
+    # module_defaults hands a group's options to every member: each must accept them
+    for path in (REPO / "roles").glob("*/tasks/*.yml"):
+        for task in yaml.safe_load(path.read_text()) or []:
+            for key, options in (task.get("module_defaults") or {}).items():
+                group = key.removeprefix("group/weltgewebe.ops.")
+                for member in groups[group]:
+                    missing = set(options) - set(documented(member))
+                    assert not missing, f"{path}: {member} does not take {missing} (module_defaults of {key})"
