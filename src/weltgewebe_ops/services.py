@@ -8,11 +8,9 @@ import functools
 import os
 import sys
 
-from . import procs
-
 
 def relay(state_dir: str) -> int:
-    from . import sandbox
+    from . import procs, sandbox
     from .domain import GroundTruth
     from .relay import Relay, RelayConfig
 
@@ -34,7 +32,7 @@ def relay(state_dir: str) -> int:
 
 
 def projector(state_dir: str) -> int:
-    from . import sandbox
+    from . import procs, sandbox
     from .projection import projections
     from .projector import ProjectorConfig, follow
 
