@@ -13,12 +13,13 @@ the loss the stream proves; writes committed but not yet published are in no str
 
 from .checks import Check, VerifyOptions, read_model_digest, verify
 from .disaster import inject_disaster
-from .objectives import build_report, ground_truth, measure
+from .objectives import Objective, Report, build_report, ground_truth, measure
 from .record import CHAIN_SECONDS, DRILL_ID, RTO_PHASES, DrillError, Record, iso, now, parse_iso
 from .render import junit, markdown, read_history, runbook_table, summary_lines, timeline_svg, write_report
 
 __all__ = [
-    "CHAIN_SECONDS", "DRILL_ID", "RTO_PHASES", "Check", "DrillError", "Record", "VerifyOptions", "build_report",
+    "CHAIN_SECONDS", "DRILL_ID", "RTO_PHASES", "Check", "DrillError", "Objective", "Record", "Report", "VerifyOptions",
+    "build_report",
     "ground_truth", "inject_disaster", "iso", "junit", "markdown", "measure", "now", "parse_iso", "read_history",
     "read_model_digest", "runbook_table", "summary_lines", "timeline_svg", "verify", "write_report",
 ]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,64 +131,127 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_report(record: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Objective:
+    """RTO or RPO: what the drill measured against what the runbook sets."""
+
+    label: str
+    seconds: float | None
+    objective_seconds: float
+
+    @property
+    def met(self) -> bool:
+        return self.seconds is not None and self.seconds <= self.objective_seconds
+
+    def failure(self) -> list[str]:
+        """[] when met, else the one line that says by how much (or that nothing was measured)."""
+        if self.met:
+            return []
+        return [f"{self.label} {human_duration(self.seconds)} > objective {human_duration(self.objective_seconds)}"]
+
+
+@dataclass(frozen=True)
+class Report:
+    """A drill's result: its figures, the two objectives, what each phase and check did, and the
+    verdict. ``as_dict()`` is report.json (and what the module drill_report returns)."""
+
+    drill_id: str
+    mode: str
+    started_at: str
+    failure_at: str | None
+    ended_at: str | None
+    restored_to: str | None
+    rto: Objective
+    rpo: Objective
+    rpo_method: str
+    rpo_stream_seconds: float | None
+    lost_events: int | None
+    archive_method: str | None
+    archive_lag_seconds: float | None
+    rto_phase_seconds: float
+    rto_forecast: dict[str, Any] | None
+    phases: list[dict[str, Any]]
+    checks: list[dict[str, Any]]
+    restore: dict[str, Any] | None
+    event_log: dict[str, Any] | None
+    replay: dict[str, Any] | None
+    disaster: dict[str, Any] | None
+    app_stack: dict[str, Any] | None
+    report_written_at: str
+    ground_truth: dict[str, Any] | None = None
+
+    @property
+    def failures(self) -> list[str]:
+        """Everything that keeps the drill from passing, each named: failed phases, phases that did
+        not run, failed checks, missed objectives."""
+        ran = {p["name"] for p in self.phases}
+        return (
+            [f"phase {p['name']} failed" for p in self.phases if p["status"] == "failed"]
+            + [f"phase {name} did not run" for name in RTO_PHASES if name not in ran]
+            + [f"check {c['name']} failed" for c in self.checks if c["status"] == "failed"]
+            + self.rto.failure()
+            + self.rpo.failure()
+        )
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "drill_id": self.drill_id, "mode": self.mode, "started_at": self.started_at,
+            "failure_at": self.failure_at, "ended_at": self.ended_at, "restored_to": self.restored_to,
+        }  # fmt: skip
+        for key, objective in (("rto", self.rto), ("rpo", self.rpo)):
+            out[f"{key}_seconds"] = objective.seconds
+            out[f"{key}_objective_seconds"] = objective.objective_seconds
+            out[f"{key}_met"] = objective.met
+        for name in ("rpo_method", "rpo_stream_seconds", "lost_events", "archive_method", "archive_lag_seconds",
+                     "rto_phase_seconds", "rto_forecast", "phases", "checks", "restore", "event_log", "replay",
+                     "disaster", "app_stack", "report_written_at"):  # fmt: skip
+            out[name] = getattr(self, name)
+        if self.ground_truth is not None:
+            out["ground_truth"] = self.ground_truth
+        return {**out, "passed": self.passed, "failures": self.failures}
+
+
+def build_report(record: dict[str, Any]) -> Report:
     m = measure(record)
-    rto_objective = float(record["rto_objective_seconds"])
-    rpo_objective = float(record["rpo_objective_seconds"])
     facts, settings = record.get("facts", {}), record.get("settings", {})
+    rto_objective = float(record["rto_objective_seconds"])
     phases = [
         {k: p.get(k) for k in ("name", "started_at", "ended_at", "seconds", "status", "detail")}
         for p in record.get("phases", [])
     ]
-    checks = list(facts.get("checks") or [])
-    rto_met = m["rto_seconds"] is not None and m["rto_seconds"] <= rto_objective
-    rpo_met = m["rpo_seconds"] is not None and m["rpo_seconds"] <= rpo_objective
-    report = {
-        "drill_id": record["drill_id"],
-        "mode": record["mode"],
-        "started_at": record["started_at"],
-        "failure_at": m["failure_at"],
-        "ended_at": m["ended_at"],
-        "restored_to": m["restored_to"],
-        "rto_seconds": m["rto_seconds"],
-        "rto_objective_seconds": rto_objective,
-        "rto_met": rto_met,
-        "rpo_seconds": m["rpo_seconds"],
-        "rpo_objective_seconds": rpo_objective,
-        "rpo_met": rpo_met,
-        "rpo_method": m["rpo_method"],
-        "rpo_stream_seconds": m.get("rpo_stream_seconds"),
-        "lost_events": m["lost_events"],
-        "archive_method": m["archive_method"],
-        "archive_lag_seconds": m["archive_lag_seconds"],
-        "rto_phase_seconds": round(sum(p["seconds"] or 0 for p in phases if p["name"] in RTO_PHASES), 3),
-        "rto_forecast": rto_forecast(
+    return Report(
+        drill_id=record["drill_id"],
+        mode=record["mode"],
+        started_at=record["started_at"],
+        failure_at=m["failure_at"],
+        ended_at=m["ended_at"],
+        restored_to=m["restored_to"],
+        rto=Objective("RTO", m["rto_seconds"], rto_objective),
+        rpo=Objective("RPO", m["rpo_seconds"], float(record["rpo_objective_seconds"])),
+        rpo_method=m["rpo_method"],
+        rpo_stream_seconds=m.get("rpo_stream_seconds"),
+        lost_events=m["lost_events"],
+        archive_method=m["archive_method"],
+        archive_lag_seconds=m["archive_lag_seconds"],
+        rto_phase_seconds=round(sum(p["seconds"] or 0 for p in phases if p["name"] in RTO_PHASES), 3),
+        rto_forecast=rto_forecast(
             facts.get("restore"),
             m["rto_seconds"],
             rto_objective,
             database_bytes=int(settings.get("forecast_database_bytes") or 0),
             wal_bytes=int(settings.get("forecast_wal_bytes") or 0),
         ),
-        "phases": phases,
-        "checks": checks,
-        "restore": facts.get("restore"),
-        "event_log": facts.get("audit"),
-        "replay": facts.get("replay"),
-        "disaster": facts.get("disaster"),
-        "app_stack": facts.get("app_stack") or None,
-        "report_written_at": iso(now()),
-    }
-    if "ground_truth" in facts:
-        report["ground_truth"] = facts["ground_truth"]
-    failed_phases = [p["name"] for p in phases if p["status"] == "failed"]
-    failed_checks = [c["name"] for c in checks if c["status"] == "failed"]
-    missing = [name for name in RTO_PHASES if name not in {p["name"] for p in phases}]
-    report["passed"] = rto_met and rpo_met and not failed_checks and not failed_phases and not missing
-    report["failures"] = (
-        [f"phase {n} failed" for n in failed_phases]
-        + [f"phase {n} did not run" for n in missing]
-        + [f"check {n} failed" for n in failed_checks]
-        + ([] if rto_met else [f"RTO {human_duration(m['rto_seconds'])} > objective {human_duration(rto_objective)}"])
-        + ([] if rpo_met else [f"RPO {human_duration(m['rpo_seconds'])} > objective {human_duration(rpo_objective)}"])
+        phases=phases,
+        checks=list(facts.get("checks") or []),
+        restore=facts.get("restore"),
+        event_log=facts.get("audit"),
+        replay=facts.get("replay"),
+        disaster=facts.get("disaster"),
+        app_stack=facts.get("app_stack") or None,
+        report_written_at=iso(now()),
+        ground_truth=facts.get("ground_truth"),
     )
-    return report

@@ -10,7 +10,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from .forecast import GB
-from .objectives import build_report, human_duration
+from .objectives import Objective, Report, build_report, human_duration
 from .record import Record, parse_iso
 
 
@@ -18,19 +18,19 @@ def _yes(ok: bool) -> str:
     return "ja ✓" if ok else "nein ✗"
 
 
-def runbook_table(report: dict[str, Any]) -> str:
+def runbook_table(report: Report) -> str:
     """The runbook's result table (German headings, as in the runbook)."""
 
-    def met(key: str) -> str:
-        value, objective = human_duration(report[f"{key}_seconds"]), human_duration(report[f"{key}_objective_seconds"])
-        return f"{_yes(report[f'{key}_met'])} ({value} / Ziel {objective})"
+    def met(objective: Objective) -> str:
+        measured, wanted = human_duration(objective.seconds), human_duration(objective.objective_seconds)
+        return f"{_yes(objective.met)} ({measured} / Ziel {wanted})"
 
-    start, end = report["failure_at"] or report["started_at"], report["ended_at"] or "—"
+    start, end = report.failure_at or report.started_at, report.ended_at or "—"
     return "\n".join(
         [
             "| Startzeit | Endzeit | RTO erreicht? | RPO erreicht? |",
             "|---|---|---|---|",
-            f"| {start} | {end} | {met('rto')} | {met('rpo')} |",
+            f"| {start} | {end} | {met(report.rto)} | {met(report.rpo)} |",
         ]
     )
 
@@ -47,10 +47,10 @@ def forecast_line(forecast: dict[str, Any] | None) -> str:
     )
 
 
-def timeline_svg(report: dict[str, Any]) -> str:
+def timeline_svg(report: Report) -> str:
     """The phases as bars on a time axis from the failure instant (or the drill's start)."""
-    phases = [p for p in report["phases"] if p.get("started_at") and p.get("seconds") is not None]
-    origin = parse_iso(report["failure_at"] or report["started_at"])
+    phases = [p for p in report.phases if p.get("started_at") and p.get("seconds") is not None]
+    origin = parse_iso(report.failure_at or report.started_at)
     starts = [(parse_iso(p["started_at"]) - origin).total_seconds() for p in phases]
     span = max([s + p["seconds"] for s, p in zip(starts, phases, strict=True)] + [1.0])
     left, width, row = 110, 560, 26
@@ -59,7 +59,7 @@ def timeline_svg(report: dict[str, Any]) -> str:
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 90}" height="{height}" '
         'font-family="sans-serif" font-size="12">',
-        f'<text x="4" y="14">Phases of drill {escape(report["drill_id"])} (0 = failure instant)</text>',
+        f'<text x="4" y="14">Phases of drill {escape(report.drill_id)} (0 = failure instant)</text>',
     ]
     for i, (start, p) in enumerate(zip(starts, phases, strict=True)):
         y = 24 + i * row
@@ -90,35 +90,35 @@ def trend_table(history: list[dict[str, Any]], limit: int = 12) -> str:
     return "\n".join(lines)
 
 
-def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
+def markdown(report: Report, history: list[dict[str, Any]]) -> str:
     phase_rows = "\n".join(
         f"| {p['name']} | {p['started_at']} | {p['seconds'] if p['seconds'] is not None else '—'} | {p['status']} |"
-        for p in report["phases"]
+        for p in report.phases
     )
     check_rows = "\n".join(
         f"| {c['name']} | {'✓' if c['status'] == 'passed' else ('✗' if c['status'] == 'failed' else '–')} "
         f"| {c['detail'].replace('|', '/')} |"
-        for c in report["checks"]
+        for c in report.checks
     )
-    truth = report.get("ground_truth")
-    restore = report.get("restore") or {}
+    truth = report.ground_truth
+    restore = report.restore or {}
     lines = [
-        f"# DR-Drill {report['drill_id']} ({report['mode']})",
+        f"# DR-Drill {report.drill_id} ({report.mode})",
         "",
         runbook_table(report),
         "",
-        f"**Result: {'PASSED' if report['passed'] else 'FAILED'}**"
-        + ("" if report["passed"] else " — " + "; ".join(report["failures"])),
+        f"**Result: {'PASSED' if report.passed else 'FAILED'}**"
+        + ("" if report.passed else " — " + "; ".join(report.failures)),
         "",
         "## Figures",
         "",
-        f"- Failure instant: {report['failure_at']}; service verified: {report['ended_at']}",
-        f"- RTO: {human_duration(report['rto_seconds'])} "
-        f"(sum of the recovery phases {human_duration(report['rto_phase_seconds'])})",
-        f"- Restored to (last replayed commit): {report['restored_to']}",
-        f"- RPO: {human_duration(report['rpo_seconds'])} — {report['rpo_method']}",
+        f"- Failure instant: {report.failure_at}; service verified: {report.ended_at}",
+        f"- RTO: {human_duration(report.rto.seconds)} "
+        f"(sum of the recovery phases {human_duration(report.rto_phase_seconds)})",
+        f"- Restored to (last replayed commit): {report.restored_to}",
+        f"- RPO: {human_duration(report.rpo.seconds)} — {report.rpo_method}",
         "- Lost events (in the stream, not in the restored database): "
-        + (str(report["lost_events"]) if report["lost_events"] is not None else "not measurable (no surviving stream)"),
+        + (str(report.lost_events) if report.lost_events is not None else "not measurable (no surviving stream)"),
         f"- Base backup: {restore.get('base_backup', '—')}, "
         f"WAL segments replayed: {restore.get('wal_segments_fetched', '—')}"
         + (
@@ -126,10 +126,10 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
             if restore.get("partial_segment")
             else ""
         ),
-        f"- Archiving found: {report.get('archive_method') or '—'}; the archive's newest WAL was "
-        f"{human_duration(report.get('archive_lag_seconds'))} behind the failure instant",
+        f"- Archiving found: {report.archive_method or '—'}; the archive's newest WAL was "
+        f"{human_duration(report.archive_lag_seconds)} behind the failure instant",
     ]
-    forecast = report.get("rto_forecast")
+    forecast = report.rto_forecast
     lines += [f"- {forecast_line(forecast)}"] + [f"  - {b}" for b in (forecast or {}).get("basis", [])]
     if truth:
         lines += [
@@ -153,8 +153,8 @@ def markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
         "|---|---|---|",
         check_rows,
         "",
-        *replay_lines(report.get("replay") or {}),
-        *app_stack_lines(report.get("app_stack") or {}),
+        *replay_lines(report.replay or {}),
+        *app_stack_lines(report.app_stack or {}),
         "## Trend (RTO/RPO over the drills in history.jsonl)",
         "",
         trend_table(history),
@@ -227,21 +227,23 @@ def _testcase(classname: str, name: str, seconds: float, body: str) -> str:
     return f'  <testcase classname="{classname}" name="{escape(name)}" time="{seconds}">{body}</testcase>'
 
 
-def junit(report: dict[str, Any]) -> str:
+def junit(report: Report) -> str:
     cases = []
-    for c in report["checks"]:
+    for c in report.checks:
         body = ""
         if c["status"] == "failed":
             body = f'<failure message="{escape(c["detail"], {chr(34): "&quot;"})}"/>'
         elif c["status"] == "skipped":
             body = f'<skipped message="{escape(c["detail"], {chr(34): "&quot;"})}"/>'
         cases.append(_testcase("drill.checks", c["name"], c.get("seconds", 0), body))
-    for key, label in (("rto", "RTO"), ("rpo", "RPO")):
-        value, objective = report[f"{key}_seconds"], report[f"{key}_objective_seconds"]
-        message = f"{label} {human_duration(value)} (objective {human_duration(objective)})"
-        body = "" if report[f"{key}_met"] else f'<failure message="{escape(message)}"/>'
-        cases.append(_testcase("drill.objectives", label, 0, body))
-    for p in report["phases"]:
+    for objective in (report.rto, report.rpo):
+        message = (
+            f"{objective.label} {human_duration(objective.seconds)} "
+            f"(objective {human_duration(objective.objective_seconds)})"
+        )
+        body = "" if objective.met else f'<failure message="{escape(message)}"/>'
+        cases.append(_testcase("drill.objectives", objective.label, 0, body))
+    for p in report.phases:
         body = "" if p["status"] == "passed" else f'<failure message="phase {escape(p["name"])} {p["status"]}"/>'
         cases.append(_testcase("drill.phases", p["name"], p["seconds"] or 0, body))
     failures = sum(1 for c in cases if "<failure" in c)
@@ -249,8 +251,8 @@ def junit(report: dict[str, Any]) -> str:
     return "\n".join(
         [
             '<?xml version="1.0" encoding="UTF-8"?>',
-            f'<testsuite name="weltgewebe-dr-drill-{escape(report["drill_id"])}" tests="{len(cases)}" '
-            f'failures="{failures}" skipped="{skipped}" timestamp="{report["started_at"]}">',
+            f'<testsuite name="weltgewebe-dr-drill-{escape(report.drill_id)}" tests="{len(cases)}" '
+            f'failures="{failures}" skipped="{skipped}" timestamp="{report.started_at}">',
             *cases,
             "</testsuite>",
             "",
@@ -267,51 +269,48 @@ def read_history(reports_dir: Path) -> list[dict[str, Any]]:
 
 def write_report(record: Record) -> dict[str, Any]:
     """Write report.json, report.md, timeline.svg and junit.xml; append (or replace) this drill's
-    line in history.jsonl. Returns the report."""
+    line in history.jsonl. Returns report.json's content with where the files are, the runbook's
+    table and the closing lines."""
     report = build_report(record.data)
+    content = report.as_dict()
     history = [h for h in read_history(record.reports_dir) if h["drill_id"] != record.drill_id]
-    summary = {
-        k: report[k]
-        for k in (
-            "drill_id",
-            "mode",
-            "failure_at",
-            "ended_at",
-            "rto_seconds",
-            "rto_met",
-            "rpo_seconds",
-            "rpo_met",
-            "lost_events",
-            "passed",
-        )
-    }
-    history.append(summary)
+    history.append({k: content[k] for k in HISTORY_KEYS})
     d = record.dir
     d.mkdir(parents=True, exist_ok=True)
-    (d / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (d / "report.json").write_text(json.dumps(content, indent=2, default=str) + "\n")
     (d / "timeline.svg").write_text(timeline_svg(report) + "\n")
     (d / "report.md").write_text(markdown(report, history))
     (d / "junit.xml").write_text(junit(report))
     tmp = record.reports_dir / "history.jsonl.tmp"
     tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
     os.replace(tmp, record.reports_dir / "history.jsonl")
-    report["files"] = {name: str(d / name) for name in ("report.json", "report.md", "timeline.svg", "junit.xml")}
-    report["table"] = runbook_table(report)
-    report["summary_lines"] = summary_lines(report)
-    return report
+    files = {name: str(d / name) for name in ("report.json", "report.md", "timeline.svg", "junit.xml")}
+    return {
+        **content,
+        "files": files,
+        "table": runbook_table(report),
+        "summary_lines": summary_lines(report, files["report.md"]),
+    }
 
 
-def summary_lines(report: dict[str, Any]) -> list[str]:
+# what history.jsonl keeps of each drill (the trend)
+HISTORY_KEYS = (
+    "drill_id", "mode", "failure_at", "ended_at", "rto_seconds", "rto_met", "rpo_seconds", "rpo_met", "lost_events",
+    "passed",
+)  # fmt: skip
+
+
+def summary_lines(report: Report, report_md: str) -> list[str]:
     """What an operator reads at the end of a drill: the runbook's table, the figures, the phases,
     where the report is, and the verdict (the callback weltgewebe.ops.drill_summary prints them)."""
-    phases = ", ".join(f"{p['name']} {p['seconds']} s" for p in report["phases"])
-    verdict = "PASSED" if report["passed"] else "FAILED: " + "; ".join(report["failures"])
+    phases = ", ".join(f"{p['name']} {p['seconds']} s" for p in report.phases)
+    verdict = "PASSED" if report.passed else "FAILED: " + "; ".join(report.failures)
     return [
-        *report["table"].splitlines(),
-        f"RTO {report['rto_seconds']} s (phases {report['rto_phase_seconds']} s), "
-        f"RPO {report['rpo_seconds']} s ({report['rpo_method']}), lost events {report['lost_events']}",
-        forecast_line(report.get("rto_forecast")),
+        *runbook_table(report).splitlines(),
+        f"RTO {report.rto.seconds} s (phases {report.rto_phase_seconds} s), "
+        f"RPO {report.rpo.seconds} s ({report.rpo_method}), lost events {report.lost_events}",
+        forecast_line(report.rto_forecast),
         f"phases: {phases}",
-        f"report: {report['files']['report.md']}",
+        f"report: {report_md}",
         verdict,
     ]
