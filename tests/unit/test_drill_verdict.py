@@ -1,5 +1,6 @@
-"""The drill's verdict (objectives.build_report) and how its recovery phases chain into the RTO
-(record.Record.phase_started), from hand-made records in a temporary directory: no processes."""
+"""The drill's verdict (objectives.build_report), how its recovery phases chain into the RTO
+(record.Record.phase_started) and which checks a recovery gets (checks.planned_checks), from
+hand-made records and options: no processes."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import time
 
 import pytest
 
+from weltgewebe_ops.drill.checks import Recovered, VerifyOptions, planned_checks
 from weltgewebe_ops.drill.objectives import build_report
 from weltgewebe_ops.drill.record import CHAIN_SECONDS, RTO_PHASES, Record, iso, now, parse_iso
+from weltgewebe_ops.settings import ContractNames
 
 FAILURE = "2026-11-28T03:00:00+00:00"
 MINUTE = 60.0
@@ -95,3 +98,29 @@ def test_a_phase_outside_the_recovery_never_chains(tmp_path):
     record = begun(tmp_path, failure_seconds_ago=2.0)
     failure = parse_iso(record.data["facts"]["failure_at"])
     assert parse_iso(record.phase_started("disaster")["started_at"]) - failure >= dt.timedelta(seconds=2)
+
+
+BASE_CHECKS = ["sql_smoke", "migrations_applied", "row_counts", "api_live", "api_ready", "no_quarantined_events"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        # the sandbox: its own API is the front door, every projection rebuilt
+        (VerifyOptions(api_url="http://127.0.0.1:1/"),
+         [*BASE_CHECKS, "api_create_and_read_faden", "faden_view_matches_domain_edges", "receipts_complete",
+          "stream_matches_outbox"]),
+        # Weltgewebe's own stack behind Caddy: its health and reads; no POST /faeden there
+        (VerifyOptions(api_url="http://127.0.0.1:1", app_url="http://127.0.0.1:2", faden_smoke=False,
+                       projections=("receipts",)),
+         [*BASE_CHECKS, "app_stack_live", "app_stack_ready", "app_stack_reads", "receipts_complete",
+          "stream_matches_outbox"]),
+        # the front door is the API itself: not checked twice
+        (VerifyOptions(api_url="http://127.0.0.1:1", app_url="http://127.0.0.1:1/", app_read_paths=(),
+                       projections=()),
+         [*BASE_CHECKS, "stream_matches_outbox"]),
+    ],
+)  # fmt: skip
+def test_the_checks_a_recovery_gets_follow_its_options(options, expected):
+    recovered = Recovered("host=127.0.0.1", "nats://127.0.0.1:1", ContractNames(), options)
+    assert [name for name, _ in planned_checks(recovered)] == expected

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,218 +95,247 @@ def _until(deadline: float, probe):
         time.sleep(0.3)
 
 
-def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions) -> list[Check]:
-    """The drill's checks against the recovered service, each a named result with detail."""
-    import asyncio
+# ---------------------------------------------------------------------------------- the recovered service
+@dataclass(frozen=True)
+class Recovered:
+    """What the checks look at: the restored database, the recovery's NATS, the API and the
+    application's front door."""
 
-    from .. import audit, toolschema
-    from ..quarantine import quarantined_events
+    dsn: str
+    nats_url: str
+    names: ContractNames
+    options: VerifyOptions
+
+    @property
+    def api(self) -> str:
+        return self.options.api_url.rstrip("/")
+
+    @property
+    def app(self) -> str:
+        return self.options.app_url.rstrip("/")
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, autocommit=True)
+
+    def until_ok(self, probe):
+        """``probe()`` until it passes, for up to the smoke timeout (the services catch up)."""
+        return _until(time.monotonic() + self.options.smoke_timeout_seconds, probe)
+
+
+def sql_smoke(r: Recovered):
+    with r.connect() as conn:
+        in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
+        with conn.transaction():
+            conn.execute("CREATE TEMP TABLE wgops_drill_write_probe (x int)")
+            conn.execute("INSERT INTO wgops_drill_write_probe VALUES (1)")
+    if in_recovery:
+        return False, "PostgreSQL is still in recovery (read-only)"
+    return True, "out of recovery, accepts writes"
+
+
+def migrations_applied(r: Recovered):
     from ..schema import read_migrations
 
-    api = options.api_url.rstrip("/")
-    app = options.app_url.rstrip("/")
+    table, migrations_dir = r.names.migrations_table, r.options.migrations_dir
+    with r.connect() as conn:
+        if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
+            return False, (
+                f"no {table} table: the restored database has no record of its migrations "
+                f"(set drill_names.migrations_table if the application keeps them elsewhere)"
+            )
+        rows = conn.execute(
+            sql.SQL("SELECT version, success, checksum FROM {t} ORDER BY version").format(t=sql.Identifier(table))
+        ).fetchall()
+    failed = [str(v) for v, ok, _ in rows if not ok]
+    problems = [f"{len(failed)} recorded as failed ({', '.join(failed[:5])})"] if failed else []
+    if migrations_dir:
+        recorded = {v: bytes(c) for v, _, c in rows}
+        expected = read_migrations(migrations_dir)
+        absent = [m.path.name for m in expected if m.version not in recorded]
+        changed = [m.path.name for m in expected if m.version in recorded and recorded[m.version] != m.checksum]
+        if absent:
+            problems.append(f"not applied: {', '.join(absent[:5])}")
+        if changed:
+            problems.append(f"checksum differs from the file: {', '.join(changed[:5])}")
+    if not rows:
+        problems.append("no migration recorded")
+    if problems:
+        return False, f"{table}: " + "; ".join(problems)
+    against = f", all {len(rows)} of {migrations_dir}" if migrations_dir else ""
+    counted = f"{len(rows)} migration{'s' if len(rows) != 1 else ''}"
+    return True, f"{counted} applied and successful{against}, newest {rows[-1][0]}"
 
-    def table(name: str) -> sql.Identifier:
-        return sql.Identifier(name)
 
-    def sql_smoke():
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
-            with conn.transaction():
-                conn.execute("CREATE TEMP TABLE wgops_drill_write_probe (x int)")
-                conn.execute("INSERT INTO wgops_drill_write_probe VALUES (1)")
-        if in_recovery:
-            return False, "PostgreSQL is still in recovery (read-only)"
-        return True, "out of recovery, accepts writes"
+def row_counts(r: Recovered):
+    wanted = [getattr(r.names, attr) for attr in COUNTED_TABLES]
+    candidates = wanted + list(COUNTED_IF_PRESENT)
+    with r.connect() as conn:
+        present = {
+            row[0]
+            for row in conn.execute(
+                "SELECT t FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NOT NULL", (candidates,)
+            )
+        }
+        counts = {
+            name: conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=sql.Identifier(name))).fetchone()[0]
+            for name in candidates
+            if name in present
+        }
+    missing = [name for name in wanted if name not in present]
+    detail = ", ".join(f"{t} {n}" for t, n in counts.items())
+    if missing:
+        return False, f"missing tables: {', '.join(missing)}; {detail}"
+    return True, detail
 
-    def migrations_applied():
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (names.migrations_table,)).fetchone()[0]:
-                return False, (
-                    f"no {names.migrations_table} table: the restored database has no record of its migrations "
-                    f"(set drill_names.migrations_table if the application keeps them elsewhere)"
-                )
-            rows = conn.execute(
-                sql.SQL("SELECT version, success, checksum FROM {t} ORDER BY version").format(
-                    t=table(names.migrations_table)
-                )
-            ).fetchall()
-        failed = [str(v) for v, ok, _ in rows if not ok]
-        problems = [f"{len(failed)} recorded as failed ({', '.join(failed[:5])})"] if failed else []
-        if options.migrations_dir:
-            recorded = {v: bytes(c) for v, _, c in rows}
-            expected = read_migrations(options.migrations_dir)
-            absent = [m.path.name for m in expected if m.version not in recorded]
-            changed = [m.path.name for m in expected if m.version in recorded and recorded[m.version] != m.checksum]
-            if absent:
-                problems.append(f"not applied: {', '.join(absent[:5])}")
-            if changed:
-                problems.append(f"checksum differs from the file: {', '.join(changed[:5])}")
-        if not rows:
-            problems.append("no migration recorded")
-        newest = rows[-1][0] if rows else None
-        if problems:
-            return False, f"{names.migrations_table}: " + "; ".join(problems)
-        against = f", all {len(rows)} of {options.migrations_dir}" if options.migrations_dir else ""
-        counted = f"{len(rows)} migration{'s' if len(rows) != 1 else ''}"
-        return True, f"{counted} applied and successful{against}, newest {newest}"
 
-    def row_counts():
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            wanted = [getattr(names, attr) for attr in COUNTED_TABLES]
-            present = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT t FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NOT NULL",
-                    (wanted + list(COUNTED_IF_PRESENT),),
-                )
-            }
-            counts = {
-                name: conn.execute(sql.SQL("SELECT count(*) FROM {t}").format(t=table(name))).fetchone()[0]
-                for name in wanted + list(COUNTED_IF_PRESENT)
-                if name in present
-            }
-        missing = [name for name in wanted if name not in present]
-        detail = ", ".join(f"{t} {n}" for t, n in counts.items())
-        if missing:
-            return False, f"missing tables: {', '.join(missing)}; {detail}"
-        return True, detail
+def live(base: str, path: str):
+    status, body = _http("GET", f"{base}{path}")
+    return status == 200 and body.get("status") == "ok", f"GET {path} -> {status} {json.dumps(body)}"
 
-    def live(base: str, path: str):
-        def check():
-            status, body = _http("GET", f"{base}{path}")
-            return status == 200 and body.get("status") == "ok", f"GET {path} -> {status} {json.dumps(body)}"
 
-        return check
+def ready(r: Recovered, base: str, path: str):
+    def probe():
+        status, body = _http("GET", f"{base}{path}")
+        shaped = isinstance(body.get("checks"), dict) and "status" in body
+        return status == 200 and shaped, f"GET {path} -> {status} {json.dumps(body)}"
 
-    def ready(base: str, path: str):
-        def probe():
-            status, body = _http("GET", f"{base}{path}")
-            shaped = isinstance(body.get("checks"), dict) and "status" in body
-            return status == 200 and shaped, f"GET {path} -> {status} {json.dumps(body)}"
+    return r.until_ok(probe)
 
-        return lambda: _until(time.monotonic() + options.smoke_timeout_seconds, probe)
 
-    def app_reads():
-        answers = []
-        for path in options.app_read_paths:
-            status, body = _http("GET", f"{app}{path}")
-            answers.append(f"GET {path} -> {status} {json.dumps(body)[:120]}")
-            if status != 200:
-                return False, "; ".join(answers)
-        return True, "; ".join(answers)
+def app_reads(r: Recovered):
+    answers = []
+    for path in r.options.app_read_paths:
+        status, body = _http("GET", f"{r.app}{path}")
+        answers.append(f"GET {path} -> {status} {json.dumps(body)[:120]}")
+        if status != 200:
+            return False, "; ".join(answers)
+    return True, "; ".join(answers)
 
-    def no_quarantined_events():
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            quarantined = quarantined_events(conn, names)
-            outbox = conn.execute(
+
+def no_quarantined_events(r: Recovered):
+    from ..quarantine import quarantined_events
+
+    with r.connect() as conn:
+        quarantined = quarantined_events(conn, r.names)
+        outbox = conn.execute(
+            sql.SQL(
+                "SELECT id, event_type, last_error FROM {t} WHERE quarantined_at IS NOT NULL ORDER BY id LIMIT 5"
+            ).format(t=sql.Identifier(r.names.outbox_table))
+        ).fetchall()
+    if not quarantined and not outbox:
+        return True, "no outbox row and no event of a projection is quarantined"
+    named = [
+        f"{q['projection']} event {q['event_id']} (seq {q['stream_sequence']}, {q['event_type']}): {q['error']}"
+        for q in quarantined[:5]
+    ] + [f"{r.names.outbox_table} row {i} ({t}): {e}" for i, t, e in outbox]
+    return False, f"quarantined: {'; '.join(named)}"
+
+
+def api_end_to_end(r: Recovered):
+    started = time.monotonic()
+    status, created = _http("POST", f"{r.api}/faeden", {"note": "dr-drill smoke test", "kind": "drill"})
+    if status != 201:
+        return False, f"POST /faeden -> {status} {created}"
+    view, timeout = r.names.faden_view, r.options.smoke_timeout_seconds
+
+    def probe():
+        status, _ = _http("GET", f"{r.api}/faeden/{created['id']}")
+        return status == 200, f"Faden {created['id']} not in {view} within {timeout:.0f}s"
+
+    ok, detail = r.until_ok(probe)
+    if ok:
+        detail = (
+            f"Faden {created['id']} created and read back from {view} "
+            f"in {time.monotonic() - started:.2f}s (API -> outbox -> relay -> JetStream -> projector)"
+        )
+    return ok, detail
+
+
+def view_matches_edges(r: Recovered):
+    def probe():
+        with r.connect() as conn:
+            view = read_model_digest(conn, r.names.faden_view)
+            edges = read_model_digest(conn, r.names.edges_table)
+        return view == edges, (
+            f"{r.names.faden_view} {view[0]} rows checksum {view[1]}; "
+            f"{r.names.edges_table} {edges[0]} rows checksum {edges[1]}"
+        )
+
+    return r.until_ok(probe)
+
+
+def receipts_complete(r: Recovered):
+    names = r.names
+
+    def probe():
+        with r.connect() as conn:
+            missing, first = conn.execute(
                 sql.SQL(
-                    "SELECT id, event_type, last_error FROM {t} WHERE quarantined_at IS NOT NULL ORDER BY id LIMIT 5"
-                ).format(t=table(names.outbox_table))
-            ).fetchall()
-        if not quarantined and not outbox:
-            return True, "no outbox row and no event of a projection is quarantined"
-        named = [
-            f"{q['projection']} event {q['event_id']} (seq {q['stream_sequence']}, {q['event_type']}): {q['error']}"
-            for q in quarantined[:5]
-        ] + [f"{names.outbox_table} row {i} ({t}): {e}" for i, t, e in outbox]
-        return False, f"quarantined: {'; '.join(named)}"
-
-    def api_end_to_end():
-        started = time.monotonic()
-        status, created = _http("POST", f"{api}/faeden", {"note": "dr-drill smoke test", "kind": "drill"})
-        if status != 201:
-            return False, f"POST /faeden -> {status} {created}"
-
-        def probe():
-            status, _ = _http("GET", f"{api}/faeden/{created['id']}")
-            return (
-                status == 200,
-                f"Faden {created['id']} not in {names.faden_view} within {options.smoke_timeout_seconds:.0f}s",
-            )
-
-        ok, detail = _until(started + options.smoke_timeout_seconds, probe)
-        if ok:
-            detail = (
-                f"Faden {created['id']} created and read back from {names.faden_view} "
-                f"in {time.monotonic() - started:.2f}s (API -> outbox -> relay -> JetStream -> projector)"
-            )
-        return ok, detail
-
-    def view_matches_edges():
-        def probe():
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                view = read_model_digest(conn, names.faden_view)
-                edges = read_model_digest(conn, names.edges_table)
-            return view == edges, (
-                f"{names.faden_view} {view[0]} rows checksum {view[1]}; "
-                f"{names.edges_table} {edges[0]} rows checksum {edges[1]}"
-            )
-
-        return _until(time.monotonic() + options.smoke_timeout_seconds, probe)
-
-    def receipts_complete():
-        def probe():
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                missing, first = conn.execute(
-                    sql.SQL(
-                        "SELECT count(*), min(o.id) FROM {outbox} o WHERE o.published_at IS NOT NULL AND NOT EXISTS "
-                        "(SELECT 1 FROM {receipts} r WHERE r.consumer_name = %s AND r.event_id = o.id)"
-                    ).format(outbox=table(names.outbox_table), receipts=table(names.consumptions_table)),
-                    (names.receipts_consumer,),
-                ).fetchone()
-            return missing == 0, (
-                f"{missing} published events without a receipt of {names.receipts_consumer}"
-                + (f" (first: {first})" if missing else "")
-            )
-
-        return _until(time.monotonic() + options.smoke_timeout_seconds, probe)
-
-    def stream_matches_outbox():
-        report = asyncio.run(audit.audit(dsn, nats_url, names))
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            pending = conn.execute(
-                sql.SQL("SELECT count(*) FROM {t} WHERE published_at IS NULL").format(t=table(names.outbox_table))
-            ).fetchone()[0]
-            excluded = conn.execute(
-                sql.SQL("SELECT count(*) FROM {t}").format(t=toolschema.table(names, "excluded_events"))
-            ).fetchone()[0]
-        ok = (
-            report.reused_count == 0
-            and report.unstreamed_events == 0
-            and pending == 0
-            and excluded >= report.lost_events
-        )
-        foreign = (
-            f", {report.foreign_count} foreign messages (not the envelope: {'; '.join(report.foreign_examples)})"
-            if report.foreign_count
-            else ""
-        )
-        return ok, (
-            f"{report.outbox_rows} outbox rows, {report.stream_events} stream events, "
-            f"{pending} unpublished, {report.unstreamed_events} published but not in the stream, "
-            f"{report.reused_count} reused ids, {excluded} events excluded from read models "
-            f"(lost in this restore or an earlier one){foreign}"
+                    "SELECT count(*), min(o.id) FROM {outbox} o WHERE o.published_at IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM {receipts} r WHERE r.consumer_name = %s AND r.event_id = o.id)"
+                ).format(outbox=sql.Identifier(names.outbox_table), receipts=sql.Identifier(names.consumptions_table)),
+                (names.receipts_consumer,),
+            ).fetchone()
+        return missing == 0, (
+            f"{missing} published events without a receipt of {names.receipts_consumer}"
+            + (f" (first: {first})" if missing else "")
         )
 
-    checks = [
-        _timed("sql_smoke", sql_smoke),
-        _timed("migrations_applied", migrations_applied),
-        _timed("row_counts", row_counts),
-        _timed("api_live", live(api, options.live_path)),
-        _timed("api_ready", ready(api, options.ready_path)),
-        _timed("no_quarantined_events", no_quarantined_events),
+    return r.until_ok(probe)
+
+
+def stream_matches_outbox(r: Recovered):
+    from .. import audit, toolschema
+
+    report = asyncio.run(audit.audit(r.dsn, r.nats_url, r.names))
+    outbox = sql.Identifier(r.names.outbox_table)
+    with r.connect() as conn:
+        pending = conn.execute(
+            sql.SQL("SELECT count(*) FROM {t} WHERE published_at IS NULL").format(t=outbox)
+        ).fetchone()[0]
+        excluded = conn.execute(
+            sql.SQL("SELECT count(*) FROM {t}").format(t=toolschema.table(r.names, "excluded_events"))
+        ).fetchone()[0]
+    ok = report.reused_count == 0 and report.unstreamed_events == 0 and pending == 0 and excluded >= report.lost_events
+    foreign = (
+        f", {report.foreign_count} foreign messages (not the envelope: {'; '.join(report.foreign_examples)})"
+        if report.foreign_count
+        else ""
+    )
+    return ok, (
+        f"{report.outbox_rows} outbox rows, {report.stream_events} stream events, "
+        f"{pending} unpublished, {report.unstreamed_events} published but not in the stream, "
+        f"{report.reused_count} reused ids, {excluded} events excluded from read models "
+        f"(lost in this restore or an earlier one){foreign}"
+    )
+
+
+def planned_checks(r: Recovered) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+    """The checks this recovery gets, in order: what the options and the projections call for."""
+    o = r.options
+    plan: list[tuple[str, Callable[[], tuple[bool, str]]]] = [
+        ("sql_smoke", functools.partial(sql_smoke, r)),
+        ("migrations_applied", functools.partial(migrations_applied, r)),
+        ("row_counts", functools.partial(row_counts, r)),
+        ("api_live", functools.partial(live, r.api, o.live_path)),
+        ("api_ready", functools.partial(ready, r, r.api, o.ready_path)),
+        ("no_quarantined_events", functools.partial(no_quarantined_events, r)),
     ]
-    if app and app != api:
-        checks.append(_timed("app_stack_live", live(app, options.app_live_path)))
-        checks.append(_timed("app_stack_ready", ready(app, options.app_ready_path)))
-    if app and options.app_read_paths:
-        checks.append(_timed("app_stack_reads", app_reads))
-    if "faden_view" in options.projections:
-        if options.faden_smoke:
-            checks.append(_timed("api_create_and_read_faden", api_end_to_end))
-        checks.append(_timed("faden_view_matches_domain_edges", view_matches_edges))
-    if "receipts" in options.projections:
-        checks.append(_timed("receipts_complete", receipts_complete))
-    checks.append(_timed("stream_matches_outbox", stream_matches_outbox))
-    return checks
+    if r.app and r.app != r.api:
+        plan.append(("app_stack_live", functools.partial(live, r.app, o.app_live_path)))
+        plan.append(("app_stack_ready", functools.partial(ready, r, r.app, o.app_ready_path)))
+    if r.app and o.app_read_paths:
+        plan.append(("app_stack_reads", functools.partial(app_reads, r)))
+    if "faden_view" in o.projections:
+        if o.faden_smoke:
+            plan.append(("api_create_and_read_faden", functools.partial(api_end_to_end, r)))
+        plan.append(("faden_view_matches_domain_edges", functools.partial(view_matches_edges, r)))
+    if "receipts" in o.projections:
+        plan.append(("receipts_complete", functools.partial(receipts_complete, r)))
+    plan.append(("stream_matches_outbox", functools.partial(stream_matches_outbox, r)))
+    return plan
+
+
+def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions) -> list[Check]:
+    """The drill's checks against the recovered service, each a named result with detail."""
+    return [_timed(name, check) for name, check in planned_checks(Recovered(dsn, nats_url, names, options))]
