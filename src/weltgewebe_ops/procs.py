@@ -101,6 +101,23 @@ class Service:
     def running(self) -> bool:
         return self.pid() is not None
 
+    @property
+    def ready_file(self) -> Path:
+        return self.run_dir / f"{self.name}.ready"
+
+    def say_ready(self) -> None:
+        """Called by the service's own process once it does its work (its tables made, its
+        subscription open): ``ready()`` is then true for this process, for no other."""
+        self.ready_file.write_text(f"{os.getpid()}\n")
+
+    def ready(self) -> bool:
+        """Whether the running process said it is ready (``say_ready``)."""
+        try:
+            said = int(self.ready_file.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return False
+        return said == self.pid()
+
     def start(
         self,
         argv: Sequence[str],
@@ -114,6 +131,7 @@ class Service:
         """Start ``argv`` detached (own session, output to the log file) and wait until ready."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.ready_file.unlink(missing_ok=True)  # a predecessor's word is not this process's
         with open(self.log_file, "ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} starting: {' '.join(argv)}\n".encode())
             log.flush()
@@ -150,6 +168,7 @@ class Service:
             self.pid_file.unlink(missing_ok=True)
             return False
         _signal_group(pid, sig)
+        self.ready_file.unlink(missing_ok=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.1)

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -131,8 +133,10 @@ async def subscribe(js, names: ContractNames, start_after: int):
 
 
 class Projector:
-    def __init__(self, config: ProjectorConfig):
+    def __init__(self, config: ProjectorConfig, on_following: Callable[[], None] | None = None):
         self.config = config
+        # called each time the projector has its tables and its subscription (the service's readiness)
+        self.on_following = on_following
         self.stats = ProjectorStats()
         self.excluded_ids: set[int] = set()
         self._progress: tuple[ProgressFile, str, int] | None = None  # file, phase, target sequence
@@ -201,6 +205,8 @@ class Projector:
         self.excluded_ids = await read_exclusions(conn, self.config.names)
         nc = await connect_nats(self.config.nats_url)
         sub = await subscribe(nc.jetstream(), self.config.names, self.stats.last_sequence)
+        if self.on_following:
+            self.on_following()
 
         async def fetch() -> list:
             try:
@@ -317,7 +323,23 @@ class Projector:
                 await sleep_or_stop(stop, 1.0)
 
 
-async def follow(configs: list[ProjectorConfig], stop: asyncio.Event | None = None) -> None:
-    """The projector service: each projection follows the stream, side by side."""
+async def follow(
+    configs: list[ProjectorConfig], stop: asyncio.Event | None = None, on_ready: Callable[[], None] | None = None
+) -> None:
+    """The projector service: each projection follows the stream, side by side, until ``stop``.
+    ``on_ready`` is called once every projection that reads the stream has made its tables and
+    opened its subscription (at once when none reads it): only then does the service do its work."""
     stop = stop or asyncio.Event()
-    await asyncio.gather(*(Projector(config).run_forever(stop) for config in configs))
+    waiting = {config.projection.name for config in configs if config.projection.handlers}
+
+    def following(name: str) -> None:
+        if name in waiting:
+            waiting.discard(name)
+            if not waiting and on_ready:
+                on_ready()
+
+    if not waiting and on_ready:
+        on_ready()
+    projectors = [Projector(config, functools.partial(following, config.projection.name)) for config in configs]
+    await asyncio.gather(*(projector.run_forever(stop) for projector in projectors))
+    await stop.wait()  # projections without handlers return at once: the service still runs until stopped

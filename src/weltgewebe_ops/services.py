@@ -44,7 +44,8 @@ def projector(state_dir: str) -> int:
         for projection in projections(box.settings.projections, box.settings.names)
     ]
     print(f"projector: {box.settings.names.stream} -> {', '.join(c.projection.name for c in configs)}", flush=True)
-    return procs.run_until_signal(lambda stop: follow(configs, stop))
+    ready = box.services["projector"].say_ready
+    return procs.run_until_signal(lambda stop: follow(configs, stop, on_ready=ready))
 
 
 def kms(state_dir: str) -> int:

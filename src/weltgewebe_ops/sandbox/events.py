@@ -49,7 +49,10 @@ def up_relay(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
 
 
 def up_projector(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
-    return box.start_service("projector", check_mode)
+    # up once every projection has its table and follows the stream: a read model asked for right
+    # after `sandbox up` exists (a projector that cannot get there fails here, its log quoted)
+    svc = box.services["projector"]
+    return box.start_service("projector", check_mode, ready=svc.ready)
 
 
 def up_api(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
