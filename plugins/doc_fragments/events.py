@@ -20,9 +20,10 @@ options:
     description:
       - Names of the data contract where they differ from Weltgewebe's (the defaults), as a mapping.
       - C(accounts_table) (domain_accounts), C(nodes_table) (domain_nodes), C(edges_table)
-        (domain_edges), C(outbox_table) (domain_outbox), C(consumptions_table)
-        (domain_event_consumptions, the receipts), C(projection_state_table) (domain_projection_state),
-        C(migrations_table) (_sqlx_migrations), C(receipts_consumer)
+        (domain_edges), C(conversations_table) (domain_conversations) and C(messages_table)
+        (domain_messages) (the sandbox's schema writes their events), C(outbox_table) (domain_outbox),
+        C(consumptions_table) (domain_event_consumptions, the receipts), C(projection_state_table)
+        (domain_projection_state), C(migrations_table) (_sqlx_migrations), C(receipts_consumer)
         (weltgewebe-api-domain-receipts-v1), C(faden_view) (faden_view), C(tool_schema) (wgops,
         this tool's bookkeeping on the recovery database - checkpoints, quarantine, excluded ids),
         C(stream) (WELTGEWEBE_DOMAIN), C(subject_prefix) (weltgewebe; events go to

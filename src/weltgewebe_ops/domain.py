@@ -17,11 +17,12 @@ from psycopg import sql
 from .settings import ContractNames
 
 # A Faden is a domain_edges row between two domain_nodes; the ids are text (as Weltgewebe's).
+# The timestamps are set here, as Weltgewebe's API sets them: its schema has no default for them.
 CREATE_FADEN = """
-WITH a AS (INSERT INTO {nodes} (id, title) VALUES (%(source_id)s, %(source)s)),
-     b AS (INSERT INTO {nodes} (id, title) VALUES (%(target_id)s, %(target)s))
-INSERT INTO {edges} (id, source_id, target_id, edge_kind, payload)
-VALUES (%(id)s, %(source_id)s, %(target_id)s, %(kind)s, jsonb_build_object('note', %(note)s::text))
+WITH a AS (INSERT INTO {nodes} (id, title, created_at, updated_at) VALUES (%(source_id)s, %(source)s, now(), now())),
+     b AS (INSERT INTO {nodes} (id, title, created_at, updated_at) VALUES (%(target_id)s, %(target)s, now(), now()))
+INSERT INTO {edges} (id, source_id, target_id, edge_kind, created_at, payload)
+VALUES (%(id)s, %(source_id)s, %(target_id)s, %(kind)s, now(), jsonb_build_object('note', %(note)s::text))
 RETURNING id, txid_current()
 """
 UPDATE_FADEN = (

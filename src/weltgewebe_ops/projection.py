@@ -35,7 +35,9 @@ ON CONFLICT DO NOTHING
 """
 # faden_view: the edge as domain_edges has it now (the event names it; within a run the last event
 # of an edge decides, DISTINCT ON, as ON CONFLICT may not touch a row twice). An edge the database
-# no longer has (deleted since) is left out, as its deleted event removes it.
+# no longer has (deleted since) is left out, as its deleted event removes it. created_at takes
+# what the edge has, NULL included: Weltgewebe's schema allows it (its API sets the column, a row
+# written otherwise may lack it), and a view made by an older version without NULLs is relaxed.
 FADEN_VIEW_CREATE = """
 CREATE TABLE IF NOT EXISTS {table} (
     id text PRIMARY KEY,
@@ -43,9 +45,10 @@ CREATE TABLE IF NOT EXISTS {table} (
     target_id text NOT NULL,
     edge_kind text NOT NULL,
     payload jsonb NOT NULL,
-    created_at timestamptz NOT NULL,
+    created_at timestamptz,
     last_event_id bigint NOT NULL
-)
+);
+ALTER TABLE {table} ALTER COLUMN created_at DROP NOT NULL
 """
 FADEN_VIEW_UPSERT = """
 INSERT INTO {table} (id, source_id, target_id, edge_kind, payload, created_at, last_event_id)

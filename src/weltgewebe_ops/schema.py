@@ -6,7 +6,12 @@ The built-in contract, written from the facts of Weltgewebe's schema (no upstrea
 every column and check of the real one, the receipts table ``domain_event_consumptions`` and the
 singleton ``domain_projection_state``. Triggers write one outbox row per change, event type
 ``domain.<node|edge|account>.<created|updated|deleted>``, with a thin metadata payload (no row
-data); an UPDATE that changes nothing writes no row.
+data); an UPDATE that changes nothing writes no row. As in Weltgewebe, every Knoten has a
+conversation: a node insert first creates it (``domain.conversation.created``), then writes its own
+``domain.node.created``, so one insert is two outbox rows; deleting a node archives its conversation
+(``domain.conversation.archived``); messages have their events too. ``created_at``/``updated_at``
+of nodes, edges and accounts are nullable without a default, as in Weltgewebe: its API sets them,
+the database guarantees nothing, so whatever reads them must take a NULL.
 
 Either way the applied migrations are recorded in ``_sqlx_migrations`` as sqlx does (version,
 description, success, SHA-384 checksum, execution time in ns), so the drill's migration check reads
@@ -43,8 +48,8 @@ CREATE TABLE IF NOT EXISTS {accounts} (
     role text NOT NULL DEFAULT 'user',
     email text,
     webauthn_user_id uuid,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
+    created_at timestamptz,
+    updated_at timestamptz,
     public_payload jsonb NOT NULL DEFAULT '{{}}',
     private_payload jsonb NOT NULL DEFAULT '{{}}'
 );
@@ -54,8 +59,8 @@ CREATE TABLE IF NOT EXISTS {nodes} (
     title text NOT NULL DEFAULT 'Untitled',
     lat double precision,
     lon double precision,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
+    created_at timestamptz,
+    updated_at timestamptz,
     payload jsonb NOT NULL DEFAULT '{{}}'
 );
 CREATE TABLE IF NOT EXISTS {edges} (
@@ -63,7 +68,7 @@ CREATE TABLE IF NOT EXISTS {edges} (
     source_id text NOT NULL,
     target_id text NOT NULL,
     edge_kind text NOT NULL DEFAULT '',
-    created_at timestamptz NOT NULL DEFAULT now(),
+    created_at timestamptz,
     payload jsonb NOT NULL DEFAULT '{{}}'
 );
 CREATE TABLE IF NOT EXISTS {outbox} (
@@ -110,6 +115,62 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+CREATE TABLE IF NOT EXISTS {conversations} (
+    id text PRIMARY KEY,
+    node_id text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    archived_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS {messages} (
+    id text PRIMARY KEY,
+    conversation_id text NOT NULL REFERENCES {conversations} (id),
+    content text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+-- a conversation's events: created, archived (when its node goes), else updated
+CREATE OR REPLACE FUNCTION {conversation_fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+    event_type text;
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW IS NOT DISTINCT FROM OLD THEN
+        RETURN NULL;
+    END IF;
+    event_type := 'domain.conversation.' || CASE
+        WHEN TG_OP = 'INSERT' THEN 'created'
+        WHEN TG_OP = 'UPDATE' AND OLD.archived_at IS NULL AND NEW.archived_at IS NOT NULL THEN 'archived'
+        ELSE 'updated' END;
+    INSERT INTO {outbox} (aggregate_type, aggregate_id, event_type, payload)
+    VALUES ('conversation', NEW.id, event_type, jsonb_build_object(
+        'schema_version', 1, 'aggregate_type', 'conversation', 'aggregate_id', NEW.id, 'event_type', event_type));
+    RETURN NULL;
+END
+$fn$;
+-- a node's conversation: opened with the node (before the node's own event), archived when it goes
+CREATE OR REPLACE FUNCTION {node_conversation_fn}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {conversations} (id, node_id) VALUES ('conversation-' || NEW.id, NEW.id);
+        RETURN NULL;
+    END IF;
+    UPDATE {conversations} SET archived_at = now() WHERE node_id = OLD.id AND archived_at IS NULL;
+    RETURN OLD;
+END
+$fn$;
+DO $do$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = {conversations_trigger_literal}) THEN
+        CREATE TRIGGER {conversations_trigger} AFTER INSERT OR UPDATE ON {conversations}
+            FOR EACH ROW EXECUTE FUNCTION {conversation_fn}();
+    END IF;
+    -- named to sort before the node's outbox trigger: the conversation's event comes first
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = {node_opens_literal}) THEN
+        CREATE TRIGGER {node_opens} AFTER INSERT ON {nodes}
+            FOR EACH ROW EXECUTE FUNCTION {node_conversation_fn}();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = {node_archives_literal}) THEN
+        CREATE TRIGGER {node_archives} BEFORE DELETE ON {nodes}
+            FOR EACH ROW EXECUTE FUNCTION {node_conversation_fn}();
+    END IF;
+END $do$;
 """
 
 TRIGGER = """
@@ -122,7 +183,12 @@ DO $do$ BEGIN
 END $do$;
 """
 
-AGGREGATES = (("accounts_table", "account"), ("nodes_table", "node"), ("edges_table", "edge"))
+AGGREGATES = (
+    ("accounts_table", "account"),
+    ("nodes_table", "node"),
+    ("edges_table", "edge"),
+    ("messages_table", "message"),
+)
 
 # The built-in contract's entry in _sqlx_migrations (a version no sqlx timestamp will reach).
 CONTRACT_VERSION = 1
@@ -142,6 +208,15 @@ CREATE TABLE IF NOT EXISTS {t} (
 MIGRATION_FILE = re.compile(r"^(\d+)_(.+?)(\.up)?\.sql$")
 
 
+def _trigger_names(**names: str) -> dict[str, sql.Composable]:
+    """Each trigger name as an identifier (to create it) and a literal (to look it up)."""
+    out: dict[str, sql.Composable] = {}
+    for key, name in names.items():
+        out[key] = sql.Identifier(name)
+        out[f"{key}_literal"] = sql.Literal(name)
+    return out
+
+
 def contract_sql(names: ContractNames) -> sql.Composed:
     outbox_fn = sql.Identifier(f"{names.outbox_table}_capture")
     parts = [
@@ -154,6 +229,15 @@ def contract_sql(names: ContractNames) -> sql.Composed:
             consumptions=sql.Identifier(names.consumptions_table),
             projection_state=sql.Identifier(names.projection_state_table),
             outbox_fn=outbox_fn,
+            conversations=sql.Identifier(names.conversations_table),
+            messages=sql.Identifier(names.messages_table),
+            conversation_fn=sql.Identifier(f"{names.conversations_table}_capture"),
+            node_conversation_fn=sql.Identifier(f"{names.nodes_table}_conversation"),
+            **_trigger_names(
+                conversations_trigger=f"{names.conversations_table}_outbox",
+                node_opens=f"{names.nodes_table}_conversation_opens",
+                node_archives=f"{names.nodes_table}_conversation_archives",
+            ),
         )
     ]
     for attr, aggregate in AGGREGATES:

@@ -51,6 +51,9 @@ class ContractNames:
     accounts_table: str = "domain_accounts"
     nodes_table: str = "domain_nodes"
     edges_table: str = "domain_edges"
+    # a Knoten's conversation and its messages (the sandbox's schema writes their events)
+    conversations_table: str = "domain_conversations"
+    messages_table: str = "domain_messages"
     outbox_table: str = "domain_outbox"
     consumptions_table: str = "domain_event_consumptions"
     projection_state_table: str = "domain_projection_state"

@@ -44,7 +44,7 @@ def wait_for(probe, seconds: float, what: str):
 
 def test_triggers_write_thin_metadata_events(db):
     start = last_outbox_id(db)
-    account, node, edge = (str(uuid.uuid4()) for _ in range(3))
+    account, node, edge, message = (str(uuid.uuid4()) for _ in range(4))
     db.execute(
         "INSERT INTO domain_accounts (id, title, email) VALUES (%s, 'Garnrolle', 'a@example.invalid')", (account,)
     )
@@ -56,14 +56,27 @@ def test_triggers_write_thin_metadata_events(db):
     db.execute("UPDATE domain_nodes SET title = 'Knoten 2', updated_at = updated_at WHERE id = %s", (node,))
     db.execute("UPDATE domain_nodes SET title = title WHERE id = %s", (node,))  # changes nothing: no event
     db.execute("DELETE FROM domain_edges WHERE id = %s", (edge,))
+    conversation = f"conversation-{node}"
+    db.execute(
+        "INSERT INTO domain_messages (id, conversation_id, content) VALUES (%s, %s, 'Hallo')", (message, conversation)
+    )
+    db.execute("DELETE FROM domain_nodes WHERE id = %s", (node,))
     events = new_events(db, start)
     assert [(t, i, e) for t, i, e, _ in events] == [
         ("account", account, "domain.account.created"),
+        # a node insert is two outbox rows, its conversation's first (as in Weltgewebe)
+        ("conversation", conversation, "domain.conversation.created"),
         ("node", node, "domain.node.created"),
         ("edge", edge, "domain.edge.created"),
         ("node", node, "domain.node.updated"),
         ("edge", edge, "domain.edge.deleted"),
+        ("message", message, "domain.message.created"),
+        # deleting a node archives its conversation
+        ("conversation", conversation, "domain.conversation.archived"),
+        ("node", node, "domain.node.deleted"),
     ]
+    # the timestamps are the API's to set: the schema has no default and takes NULL
+    assert db.execute("SELECT created_at FROM domain_accounts WHERE id = %s", (account,)).fetchone() == (None,)
     for aggregate_type, aggregate_id, event_type, payload in events:
         # metadata only, no row data
         assert payload == {
@@ -168,9 +181,16 @@ def test_sandbox_from_a_migrations_directory(migrated_sandbox):
         files = schema.read_migrations(MIGRATIONS_FIXTURE)
         assert [(m.version, m.description, True) for m in files] == recorded
         assert conn.execute("SELECT to_regclass('passkey_credentials') IS NOT NULL").fetchone()[0]
+        # the sandbox is up only once its projector follows the stream: its read model is there
+        assert conn.execute("SELECT to_regclass('faden_view') IS NOT NULL").fetchone()[0]
         start = last_outbox_id(conn)
         workload.run(
             workload.WorkloadConfig(dsn=box.settings.dsn(), names=box.settings.names, rate_per_second=0, max_writes=5)
+        )
+        # an edge written by something other than the API: the real schema lets created_at be NULL
+        conn.execute(
+            "INSERT INTO domain_edges (id, source_id, target_id) VALUES (%s, 'elsewhere-a', 'elsewhere-b')",
+            (str(uuid.uuid4()),),
         )
         types = {row[2] for row in new_events(conn, start)}
         # the fixture's later migration adds an event type the projections do not know: ignored, not an error
@@ -185,6 +205,8 @@ def test_sandbox_from_a_migrations_directory(migrated_sandbox):
             ).fetchone()[0]
 
         wait_for(projected, 30, "faden_view and the receipts to catch up")
+        assert conn.execute("SELECT count(*) FROM faden_view WHERE created_at IS NULL").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM wgops.projection_quarantine").fetchone()[0] == 0
     # applying again changes nothing; a changed migration is refused by name
     with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         assert schema.apply(conn, box.settings.names, str(MIGRATIONS_FIXTURE)) == []

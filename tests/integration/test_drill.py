@@ -112,6 +112,8 @@ def webhook():
 
 
 def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
+    """The whole default drill, its "production" built from migrations shaped like Weltgewebe's
+    real ones (nullable timestamps, two outbox rows per node insert, conversation events)."""
     hook_url, hook_calls = webhook
     ci_drill = load_ci_drill()
     code, stats = ci_drill.run(
@@ -121,6 +123,7 @@ def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
             workload_seconds=12,
             drill_webhook_url=hook_url,
             drill_forecast_database_bytes=50 * 10**9,
+            drill_sandbox_migrations_dir=str(MIGRATIONS_FIXTURE),
         ),
         str(REPO / "inventories" / "sandbox"),
         tmp_path / "artifacts",
