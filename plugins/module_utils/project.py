@@ -67,15 +67,19 @@ def read_versions(project_dir: str, defaults: dict | None = None) -> dict:
 
 
 def recipe(path: str, target: str) -> list[str]:
-    """The command lines of ``target`` in a Makefile or Justfile (empty when it has none), with the
-    file's simple variables (``NAME := value``, ``NAME = value``) expanded in ``$(NAME)``/``${NAME}``."""
+    """The command lines of ``target`` in a Makefile or Justfile (empty when it has none), as a
+    shell runs them: the file's simple variables (``NAME := value``, ``NAME = value``) expanded in
+    ``$(NAME)``/``${NAME}``, and a Makefile's ``$$`` (make's escaped ``$``) as ``$``."""
     text = _read(path) or ""
     variables = dict(re.findall(r"(?m)^([A-Za-z_][A-Za-z0-9_]*)\s*[:?]?=\s*(.*?)\s*$", text))
+    makefile = os.path.basename(path).lower() in ("makefile", "gnumakefile") or path.endswith(".mk")
 
     def expand(line: str) -> str:
         for _ in range(5):  # variables that use variables
-            line = re.sub(r"\$[({]([A-Za-z_][A-Za-z0-9_]*)[)}]", lambda m: variables.get(m.group(1), m.group(0)), line)
-        return line
+            line = re.sub(
+                r"(?<!\$)\$[({]([A-Za-z_][A-Za-z0-9_]*)[)}]", lambda m: variables.get(m.group(1), m.group(0)), line
+            )
+        return line.replace("$$", "$") if makefile else line
 
     lines, inside = [], False
     for line in text.splitlines():

