@@ -15,7 +15,7 @@ description:
     ...), C(.node-version) or C(.nvmrc) (node), C(package.json)'s C(packageManager) (pnpm), Cargo's
     C(rust-version) (rust_min) - each with the file it came from; O(version_defaults) for the rest.
   - The Compose project the core stack runs as, from C(docker compose -f <file> config --format json)
-    (its C(name)) when Compose can be run (found as M(weltgewebe.ops.app_stack) finds it: the
+    (its C(name)) when Compose can be run (found as M(weltgewebe.ops.app_stack) finds it - the
     C(docker-compose) beside the module's Python, on C(PATH), else the Docker CLI's plugin), else
     by Compose's own rules (C(-p) in the up command, the file's C(name:), C(COMPOSE_PROJECT_NAME),
     the compose file's directory); containers are then found by their C(com.docker.compose.project)
