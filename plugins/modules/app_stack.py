@@ -82,6 +82,18 @@ options:
       returned resolved as RV(front_door_url).
     type: str
     default: ""
+  caddy_options:
+    description:
+      - With host networking, a started service that mounts a Caddyfile (the front door) gets a copy
+        of it mounted over the original whose global options bind Caddy to 127.0.0.1
+        (C(default_bind)) and skip the host's trust store; these are added there too, replacing
+        the Caddyfile's own of the same name (e.g. C(https_port {port:front_door}), C(admin off)).
+      - A C(bind) beyond loopback in the Caddyfile, a Caddy without a mounted Caddyfile, and a
+        variable that binds every address (C(API_BIND=0.0.0.0:8080)) are refused before anything
+        starts, named.
+    type: list
+    elements: str
+    default: []
   forbidden_hosts:
     description: Production host names or addresses no started service may name.
     type: list
@@ -196,6 +208,7 @@ def main():
             "service_environment": {"type": "dict", "default": {}},
             "secret_environment": {"type": "dict", "default": {}, "no_log": True},
             "front_door_url": {"type": "str", "default": ""},
+            "caddy_options": {"type": "list", "elements": "str", "default": []},
             "forbidden_hosts": {"type": "list", "elements": "str", "default": []},
             "build": {"type": "bool", "default": True},
             "timeout_seconds": {"type": "int", "default": 300},
@@ -220,6 +233,7 @@ def main():
             stack = appstack.AppStack(
                 state_dir=p["state_dir"], project=p["project"], project_dir=p["project_dir"],
                 files=p["files"], services=p["services"], network=p["network"], ports=dict(ports),
+                caddy_options=p["caddy_options"],
             )  # fmt: skip
             before = stack.override_file.read_text() if stack.override_file.exists() else None
             appstack.resolve_ports(stack, [p["front_door_url"]])

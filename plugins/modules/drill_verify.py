@@ -86,6 +86,14 @@ options:
     type: list
     elements: str
     default: [/api/nodes, /api/edges]
+  app_host:
+    description:
+      - The front door's site (for example C(weltgewebe.home.arpa)), sent as the Host header and,
+        over HTTPS, as TLS SNI to the address of O(app_url); "" sends the URL's own host.
+      - Its certificate is not verified (C(tls internal) signs with the recovery's own new CA); a
+        Caddy site has no certificate for another name, so an answer proves the named site served it.
+    type: str
+    default: ""
   ground_truth_dir:
     description: The sandbox's ground-truth directory (sandbox mode).
     type: path
@@ -166,6 +174,7 @@ def main():
             "app_live_path": {"type": "str", "default": "/api/health/live"},
             "app_ready_path": {"type": "str", "default": "/api/health/ready"},
             "app_read_paths": {"type": "list", "elements": "str", "default": ["/api/nodes", "/api/edges"]},
+            "app_host": {"type": "str", "default": ""},
             "ground_truth_dir": {"type": "path"},
             "failure_at": {"type": "str"},
             "restored_to": {"type": "str"},
@@ -192,6 +201,7 @@ def main():
         app_live_path=p["app_live_path"],
         app_ready_path=p["app_ready_path"],
         app_read_paths=tuple(p["app_read_paths"]),
+        app_host=p["app_host"],
     )
     checks = drill.verify(p["dsn"], p["nats_url"], names, options)
     checks = [c.as_dict() for c in checks]

@@ -72,7 +72,9 @@ def check_recovered_stack(dirs: dict, proc, report) -> None:
     assert set(containers) == {"api", "caddy"}, "the files' db and nats never start: the recovery has its own"
     assert containers["api"]["state"] == "running" and containers["api"]["health"] == "healthy"
     assert containers["api"]["healthy_after_seconds"] > 0 and containers["api"]["started_at"]
-    assert stack["start_seconds"] > 0 and stack["front_door_url"].startswith("http://127.0.0.1:")
+    assert stack["start_seconds"] > 0 and stack["front_door_url"].startswith("https://127.0.0.1:")
+    # the front door's checks reached its named site (Host and SNI weltgewebe.home.arpa, tls internal)
+    assert "(as weltgewebe.home.arpa) -> 200" in checks["app_stack_live"]["detail"], checks["app_stack_live"]
 
     drill_dir = dirs["reports"] / report["drill_id"]
     markdown = (drill_dir / "report.md").read_text()
@@ -93,6 +95,15 @@ def check_recovered_stack(dirs: dict, proc, report) -> None:
     inspected = json.loads(subprocess.run(["docker", "inspect", f"{project}-caddy-1"], capture_output=True, text=True,
                                           check=True).stdout)[0]  # fmt: skip
     assert inspected["HostConfig"]["NetworkMode"] == "host" and not inspected["HostConfig"]["PortBindings"]
+
+    # its Caddy, whose Caddyfile names a site and no address, and the api listen on loopback only
+    caddyfile = (recovery / "app-stack" / "Caddyfile.caddy").read_text()
+    assert "{\n\tdefault_bind 127.0.0.1\n" in caddyfile and "weltgewebe.home.arpa {\n\ttls internal" in caddyfile
+    ports = {int(p) for p in stack["ports"].values()}
+    listening = subprocess.run(["ss", "-Htln"], capture_output=True, text=True, check=True).stdout.splitlines()
+    ours = [line.split()[3] for line in listening if int(line.split()[3].rsplit(":", 1)[1]) in ports]
+    print("ss -ltn, the recovered stack's ports:\n  " + "\n  ".join(ours))
+    assert len(ours) >= 2 and all(address.startswith("127.0.0.1:") for address in ours), ours
 
 
 def test_an_api_that_never_gets_healthy_fails_the_drill_with_its_logs(drill_dirs):  # noqa: F811 - fixture
@@ -127,7 +138,7 @@ def test_an_api_that_never_gets_healthy_fails_the_drill_with_its_logs(drill_dirs
 def test_a_stack_that_names_a_production_host_is_refused_before_anything_starts(app_copy):
     prod = app_copy / "app" / "infra" / "compose" / "compose.prod.yml"
     prod.write_text(
-        prod.read_text().replace("API_UPSTREAM: http://api:8080", "API_UPSTREAM: https://api.weltgewebe.example")
+        prod.read_text().replace("API_UPSTREAM: api:8080", "API_UPSTREAM: https://api.weltgewebe.example")
     )
     project = f"wgops-recovery-test-{uuid.uuid4().hex[:8]}"
     code, result, _ = ansible_module(
@@ -135,7 +146,7 @@ def test_a_stack_that_names_a_production_host_is_refused_before_anything_starts(
         {
             "state": "prepared", "state_dir": str(app_copy / "state"), "project": project,
             "project_dir": str(app_copy / "app"), "variables": FIXTURE_VARIABLES,
-            "service_environment": {"caddy": {"FRONT_DOOR_BIND": "127.0.0.1:{port:front_door}"}},
+            "service_environment": {"api": {"API_BIND": "127.0.0.1:{port:api}"}},
             "forbidden_hosts": ["API.weltgewebe.example"],
         },
     )  # fmt: skip
@@ -170,10 +181,9 @@ def front_door_only(app_copy: Path, project: str):
     stack = appstack.AppStack(
         state_dir=str(app_copy / "state"), project=project, project_dir=str(app_copy / "app"),
         files=["infra/compose/compose.prod.yml"], services=["caddy"],
+        caddy_options=["https_port {port:door}", "http_port {port:door_http}", "admin off"],
     )  # fmt: skip
-    appstack.prepare(
-        stack, FIXTURE_VARIABLES, {"caddy": {"FRONT_DOOR_BIND": "127.0.0.1:{port:door}"}}, {}, [], True, 300
-    )
+    appstack.prepare(stack, FIXTURE_VARIABLES, {}, {}, [], True, 300)
     try:
         assert appstack.start(stack, 60)["ok"]
         yield stack

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -75,11 +77,90 @@ def test_problems_name_production_hosts_public_ports_and_values_that_did_not_tak
     found = appstack.problems(
         merged, stack(tmp_path), {"api": {"DATABASE_URL": "postgresql://127.0.0.1/x"}}, ["DB.prod.example"]
     )
-    assert found == [
+    assert found[1:] == [
         "api: DATABASE_URL is not the recovery's value (the files or the environment set it)",
         "api: its environment names the production host DB.prod.example",
         "caddy: publishes port 80 on 0.0.0.0",
     ]
+    assert found[0].startswith("caddy: Caddy listens on every address unless its Caddyfile binds it")
+
+
+def test_what_would_listen_beyond_loopback_is_named_before_anything_starts(tmp_path):
+    """Host networking: a variable binding every address, a Caddy the recovery cannot rebind."""
+    merged = {
+        "services": {
+            "api": {"network_mode": "host", "environment": {"API_BIND": "0.0.0.0:8080", "OTHER": "x0.0.0.0"}},
+            "caddy": {"network_mode": "host", "image": "caddy:2", "environment": {"LISTEN": "[::]:443"}},
+        }
+    }
+    found = appstack.problems(merged, stack(tmp_path), {}, [])
+    assert [f.split(":", 1)[0] + ":" + f.split(":", 1)[1].split(" would")[0] for f in found[:2]] == [
+        "api: API_BIND=0.0.0.0:8080",
+        "caddy: LISTEN=[::]:443",
+    ]
+    assert "its Caddyfile is not mounted from the repository" in found[2] and len(found) == 3
+    # on a bridge network each listens in its own namespace; its published ports are re-bound instead
+    assert appstack.problems(merged, stack(tmp_path, "bridge"), {}, []) == []
+
+
+def test_the_front_door_gets_a_recovery_caddyfile_bound_to_loopback(tmp_path):
+    """The application's Caddyfile (a named site, tls internal, no bind) is mounted over by a copy
+    whose global options bind it to 127.0.0.1; the merged model then passes the check."""
+    from weltgewebe_ops.appstack import caddy
+
+    original = tmp_path / "Caddyfile.heim"
+    original.write_text(
+        "{\n\temail ops@example.invalid\n\thttps_port 443\n}\n\nweltgewebe.home.arpa {\n\ttls internal\n}\n"
+    )
+    model = {"services": {**MODEL["services"], "caddy": {
+        **MODEL["services"]["caddy"], "image": "caddy:2",
+        "volumes": [{"type": "bind", "source": str(original), "target": "/etc/caddy/Caddyfile", "read_only": True}],
+    }}}  # fmt: skip
+    s = stack(tmp_path)
+    mounts = caddy.rebind_caddyfiles(model, s, ["https_port 18443", "admin off"])
+    copy = caddy.recovery_copy(s, "caddy")
+    mount = {"type": "bind", "source": str(copy), "target": "/etc/caddy/Caddyfile", "read_only": True}
+    assert mounts == {"caddy": [mount]}
+    text = copy.read_text()
+    assert text.splitlines()[:6] == [
+        "{",
+        "\tdefault_bind 127.0.0.1  # the recovery's (weltgewebe.ops)",
+        "\tskip_install_trust  # the recovery's (weltgewebe.ops)",
+        "\thttps_port 18443  # the recovery's (weltgewebe.ops)",
+        "\tadmin off  # the recovery's (weltgewebe.ops)",
+        "\temail ops@example.invalid",
+    ]
+    assert "https_port 443" not in text and "weltgewebe.home.arpa {\n\ttls internal\n}" in text
+    override, _ = appstack.build_override(model, s, {}, mounts)
+    assert override["services"]["caddy"]["volumes"] == mounts["caddy"]
+    merged = {"services": {name: {**model["services"][name], "network_mode": "host"} for name in ("api", "caddy")}}
+    merged["services"]["caddy"]["volumes"] = mounts["caddy"]
+    merged["services"]["api"]["environment"] = {"API_BIND": "127.0.0.1:8080"}
+    merged["services"]["caddy"].pop("ports")
+    assert appstack.problems(merged, s, {}, []) == []
+
+
+@pytest.mark.parametrize(
+    ("caddyfile", "line"),
+    [("site {\n\tbind 0.0.0.0\n}\n", "line 2: `bind 0.0.0.0`"), ("site {\n\tbind {$BIND}\n}\n", "line 2")],
+)
+def test_a_caddyfile_that_binds_beyond_loopback_is_refused_by_its_line(caddyfile, line):
+    from weltgewebe_ops.appstack import caddy
+
+    with pytest.raises(appstack.AppStackError, match=re.escape(line) + ".*beyond loopback"):
+        caddy.recovery_caddyfile(caddyfile, [])
+    assert "bind 127.0.0.1" in caddy.recovery_caddyfile("site {\n\tbind 127.0.0.1\n}\n", [])
+
+
+def test_a_failing_build_names_its_first_cause_first():
+    from weltgewebe_ops.appstack.lifecycle import first_error
+
+    output = "\n".join([
+        "#1 [internal] load build definition", "WARN[0000] a warning", "#5 WARNING: no proxy", "[warn] x",
+        "#6 ERROR: failed to resolve source metadata for docker.io/library/caddy:2: dial tcp: lookup registry",
+        "failed to solve: caddy:2: failed to resolve",
+    ])  # fmt: skip
+    assert first_error(output).startswith("#6 ERROR: failed to resolve source metadata for docker.io/library/caddy:2")
 
 
 def test_ports_by_name_are_chosen_once_and_differ(tmp_path):

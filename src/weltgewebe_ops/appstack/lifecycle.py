@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+from .caddy import rebind_caddyfiles
 from .containers import containers, ready, redact, secrets
 from .override import build_override, env_var, fill_ports, problems, resolve_ports, write_files
 from .stack import NETWORKS, RECOVERY_PROJECT_PREFIX, AppStack, AppStackError, compose_command, merged_config, run, tail
@@ -29,7 +31,7 @@ def prepare(
     missing = [name for name in stack.files if not (Path(stack.project_dir) / name).is_file()]
     if missing:
         raise AppStackError(f"{', '.join(missing)} not found in {stack.project_dir}: check the ref and the file list")
-    resolve_ports(stack, [v for env in environment.values() for v in env.values()])
+    resolve_ports(stack, [*(v for env in environment.values() for v in env.values()), *stack.caddy_options])
     filled = {name: {k: fill_ports(str(v), stack.ports) for k, v in env.items()} for name, env in environment.items()}
     wanted = {name: {**filled.get(name, {}), **secret_environment.get(name, {})} for name in stack.services}
     stack.secret_variables = sorted(env_var(name, key) for name, env in secret_environment.items() for key in env)
@@ -37,7 +39,8 @@ def prepare(
     plain = {key: str(value) for key, value in interpolation.items()}
     write_files(stack, {"services": {}}, plain)  # the files alone first: what they define
     base = merged_config(stack, timeout)
-    override, variables = build_override(base, stack, wanted)
+    mounts = rebind_caddyfiles(base, stack, [fill_ports(option, stack.ports) for option in stack.caddy_options])
+    override, variables = build_override(base, stack, wanted, mounts)
     write_files(stack, override, {**plain, **variables})
     found = problems(merged_config(stack, timeout), stack, wanted, forbidden_hosts)
     if found:
@@ -48,8 +51,19 @@ def prepare(
         done = run(stack.argv("build", *stack.services), timeout, "compose build")
         seconds = round(time.monotonic() - started, 3)
         if done.returncode != 0:
-            raise AppStackError(f"building the images failed after {seconds:.0f} s: {tail(done.stderr + done.stdout)}")
+            output = done.stderr + done.stdout
+            raise AppStackError(
+                f"building the images failed after {seconds:.0f} s: {first_error(output)}\n{tail(output)}"
+            )
     return {"ports": dict(stack.ports), "build_seconds": seconds, "override_file": str(stack.override_file)}
+
+
+def first_error(output: str) -> str:
+    """The first line of a build's output that says what failed (not a warning), else its last."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    causes = [line for line in lines if re.search(r"\berror\b|failed to|\bfailed\b", line, re.I)
+              and not re.match(r"^(#\d+ )?(\[?warn)", line, re.I)]  # fmt: skip
+    return causes[0] if causes else (lines[-1] if lines else "no output")
 
 
 def start(stack: AppStack, timeout: float, log_lines: int = 20) -> dict[str, Any]:

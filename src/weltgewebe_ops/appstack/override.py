@@ -11,6 +11,7 @@ import yaml
 
 from ..files import write_private
 from ..procs import free_port
+from .caddy import listen_problems
 from .stack import AppStack, AppStackError
 
 _PORT_PLACEHOLDER = re.compile(r"\{port:([a-z0-9_]+)\}")
@@ -60,13 +61,17 @@ def _aliases(model: dict[str, Any], services: list[str]) -> list[str]:
 
 
 def build_override(
-    model: dict[str, Any], stack: AppStack, environment: dict[str, dict[str, str]]
+    model: dict[str, Any],
+    stack: AppStack,
+    environment: dict[str, dict[str, str]],
+    mounts: dict[str, list[dict]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The override for the started services and the variables of its env file.
 
     ``model`` is the files' merged configuration (``compose config --format json``);
     ``environment`` maps a service to the variables it gets (values as given: the env file holds
-    them, the override only refers to them)."""
+    them, the override only refers to them); ``mounts``: per service, volumes mounted over the
+    files' own (the front door's recovery Caddyfile, ``caddy.rebind_caddyfiles``)."""
     available = model.get("services") or {}
     unknown = [name for name in stack.services if name not in available]
     if unknown:
@@ -86,6 +91,8 @@ def build_override(
             refs[key] = "${" + env_var(name, key) + "}"
         if refs:
             out["environment"] = refs
+        if (mounts or {}).get(name):
+            out["volumes"] = mounts[name]  # Compose merges volumes by target: these replace the files'
         if base.get("depends_on"):
             # only on the services started with it: the files' database and NATS never start
             kept = {dep: cond for dep, cond in base["depends_on"].items() if dep in stack.services}
@@ -123,8 +130,8 @@ def problems(
     model: dict[str, Any], stack: AppStack, expected: dict[str, dict[str, str]], forbidden_hosts: list[str]
 ) -> list[str]:
     """What in the merged configuration of the started services could reach production or the
-    public, or shows the override did not take."""
-    found = []
+    public (a port or a listener beyond loopback), or shows the override did not take."""
+    found = listen_problems(model, stack)
     for name in stack.services:
         service = model["services"][name]
         if stack.network == "host" and service.get("network_mode") != "host":

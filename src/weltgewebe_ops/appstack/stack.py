@@ -55,6 +55,8 @@ class AppStack:
     ports: dict[str, int] = field(default_factory=dict)
     # names of the env file's variables that hold secrets (redacted from the logs this returns)
     secret_variables: list[str] = field(default_factory=list)
+    # global options of the front door's recovery Caddyfile beside its loopback bind ("{port:NAME}" allowed)
+    caddy_options: list[str] = field(default_factory=list)
 
     @property
     def override_file(self) -> Path:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import http.client
 import json
+import socket
+import ssl
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,14 +43,37 @@ def _timed(name: str, fn) -> Check:
     return Check(name, status, detail, round(time.monotonic() - started, 3))
 
 
-def _http(method: str, url: str, body: dict | None = None, timeout: float = 5) -> tuple[int, dict]:
+def _http(method: str, url: str, body: dict | None = None, timeout: float = 5, host: str = "") -> tuple[int, dict]:
+    """One request; with ``host``, to the address of ``url`` as that site: its Host header and,
+    over HTTPS, its name as SNI (a Caddy site with ``tls internal`` has no certificate for another
+    name: the handshake fails). Its certificate is not verified: ``tls internal`` signs with the
+    recovery's own new CA, which proves nothing; that the named site answered is the point."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})  # noqa: S310 - loopback
+    headers = {"Content-Type": "application/json"}
+    if host:
+        return _http_as_site(method, url, data, headers, timeout, host)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - loopback
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - loopback
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _http_as_site(method: str, url: str, data: bytes | None, headers: dict, timeout: float, host: str):
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    conn = http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+    if parts.scheme == "https":
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        conn.sock = context.wrap_socket(socket.create_connection((parts.hostname, port), timeout), server_hostname=host)
+    try:
+        conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), data, {**headers, "Host": host})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
 
 
 def read_model_digest(conn, table: str) -> tuple[int, int]:
@@ -84,6 +111,8 @@ class VerifyOptions:
     app_live_path: str = "/api/health/live"
     app_ready_path: str = "/api/health/ready"
     app_read_paths: tuple[str, ...] = ("/api/nodes", "/api/edges")
+    # the front door's site: its Host header and TLS SNI ("" = the URL's own host)
+    app_host: str = ""
 
 
 def _until(deadline: float, probe):
@@ -188,14 +217,15 @@ def row_counts(r: Recovered):
     return True, detail
 
 
-def live(base: str, path: str):
-    status, body = _http("GET", f"{base}{path}")
-    return status == 200 and body.get("status") == "ok", f"GET {path} -> {status} {json.dumps(body)}"
+def live(base: str, path: str, host: str = ""):
+    status, body = _http("GET", f"{base}{path}", host=host)
+    via = f" (as {host})" if host else ""
+    return status == 200 and body.get("status") == "ok", f"GET {path}{via} -> {status} {json.dumps(body)}"
 
 
-def ready(r: Recovered, base: str, path: str):
+def ready(r: Recovered, base: str, path: str, host: str = ""):
     def probe():
-        status, body = _http("GET", f"{base}{path}")
+        status, body = _http("GET", f"{base}{path}", host=host)
         shaped = isinstance(body.get("checks"), dict) and "status" in body
         return status == 200 and shaped, f"GET {path} -> {status} {json.dumps(body)}"
 
@@ -205,7 +235,7 @@ def ready(r: Recovered, base: str, path: str):
 def app_reads(r: Recovered):
     answers = []
     for path in r.options.app_read_paths:
-        status, body = _http("GET", f"{r.app}{path}")
+        status, body = _http("GET", f"{r.app}{path}", host=r.options.app_host)
         answers.append(f"GET {path} -> {status} {json.dumps(body)[:120]}")
         if status != 200:
             return False, "; ".join(answers)
@@ -317,13 +347,14 @@ def planned_checks(r: Recovered) -> list[tuple[str, Callable[[], tuple[bool, str
         ("sql_smoke", functools.partial(sql_smoke, r)),
         ("migrations_applied", functools.partial(migrations_applied, r)),
         ("row_counts", functools.partial(row_counts, r)),
-        ("api_live", functools.partial(live, r.api, o.live_path)),
-        ("api_ready", functools.partial(ready, r, r.api, o.ready_path)),
+        # the API itself, or the front door when that is the service (its site then, as below)
+        ("api_live", functools.partial(live, r.api, o.live_path, o.app_host if r.api == r.app else "")),
+        ("api_ready", functools.partial(ready, r, r.api, o.ready_path, o.app_host if r.api == r.app else "")),
         ("no_quarantined_events", functools.partial(no_quarantined_events, r)),
     ]
     if r.app and r.app != r.api:
-        plan.append(("app_stack_live", functools.partial(live, r.app, o.app_live_path)))
-        plan.append(("app_stack_ready", functools.partial(ready, r, r.app, o.app_ready_path)))
+        plan.append(("app_stack_live", functools.partial(live, r.app, o.app_live_path, o.app_host)))
+        plan.append(("app_stack_ready", functools.partial(ready, r, r.app, o.app_ready_path, o.app_host)))
     if r.app and o.app_read_paths:
         plan.append(("app_stack_reads", functools.partial(app_reads, r)))
     if "faden_view" in o.projections:
