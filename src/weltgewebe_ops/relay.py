@@ -50,6 +50,10 @@ class RelayConfig:
     ground_truth_file: str = ""
 
 
+class UnpublishableError(RuntimeError):
+    """The server can never take this row's message (it is too large): the row's last_error."""
+
+
 @dataclass
 class RelayStats:
     published: int = 0
@@ -132,13 +136,7 @@ class Relay:
                 if not rows:
                     return 0
                 for outbox_id, event_type, body, _attempts in rows:
-                    futures.append(
-                        await js.publish_async(
-                            cfg.names.subject_for(event_type),
-                            body.encode(),
-                            headers={"Nats-Msg-Id": cfg.names.msg_id(outbox_id)},
-                        )
-                    )
+                    futures.append(await self._send(js, outbox_id, event_type, body))
             # one wait for the whole batch (not a timer per message); what is not acked by then failed
             await asyncio.wait(futures, timeout=cfg.publish_timeout_seconds)
             results = [_outcome(f) for f in futures]
@@ -172,6 +170,28 @@ class Relay:
         if self._truth and acks:
             self._record(acks)
         return len(rows)
+
+    async def _send(self, js, outbox_id: int, event_type: str, body: str) -> asyncio.Future:
+        """Publish one row; the future of its ack. A message the server can never take (larger
+        than its max_payload) is refused by the client before it is sent: that row's future
+        carries the refusal, so it counts as a failed attempt of that row alone (backoff, then
+        quarantine) and never rolls back the batch or blocks the rows behind it."""
+        import nats.errors
+
+        names = self.config.names
+        try:
+            return await js.publish_async(
+                names.subject_for(event_type), body.encode(), headers={"Nats-Msg-Id": names.msg_id(outbox_id)}
+            )
+        except nats.errors.MaxPayloadError as exc:
+            refused = asyncio.get_running_loop().create_future()
+            refused.set_exception(
+                UnpublishableError(
+                    f"the message of outbox row {outbox_id} is {len(body.encode())} bytes, more than the NATS "
+                    f"server takes (its max_payload; {exc}): it cannot be published as it is"
+                )
+            )
+            return refused
 
     def _record(self, acks: list[tuple[int, int, bool]]) -> None:
         now = time.time()

@@ -412,3 +412,41 @@ def test_two_relays_claiming_with_skip_locked_publish_each_row_once(relay_paused
     assert ours["published"] + counts["published"] == len(waiting)
     ids = asyncio.run(stream_msg_ids(box, start))
     assert sorted(ids) == sorted(f"domain-outbox-{i}" for i in waiting), "each row once, none missing"
+
+
+def test_an_oversized_row_is_retried_then_quarantined_and_blocks_nothing(relay_paused):
+    """A row whose message is larger than NATS takes (a 2 MB payload, the server's max_payload is
+    1 MB): the client refuses it before sending. It counts as a failed attempt of that row alone,
+    named in last_error, and is quarantined by the relay's rules; the rows behind it are published."""
+    box = relay_paused
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
+        big = conn.execute(
+            "INSERT INTO domain_outbox (aggregate_type, aggregate_id, event_type, payload) "
+            "VALUES ('edge', gen_random_uuid()::text, 'domain.edge.updated', "
+            "jsonb_build_object('blob', repeat('x', 2 * 1024 * 1024))) RETURNING id"
+        ).fetchone()[0]
+    write_faeden(box, 5)
+    behind = [i for i in pending_ids(box) if i > big]
+    relay = Relay(
+        RelayConfig(
+            dsn=box.settings.dsn(), nats_url=box.settings.nats_url, names=box.settings.names,
+            backoff_base_seconds=0.2, backoff_max_seconds=0.5, max_attempts=3,
+        )
+    )  # fmt: skip
+    try:
+        result = asyncio.run(relay.drain(60))
+        assert result["remaining"] == 0 and not result["timed_out"], result
+        assert result["quarantined"] == 1 and result["failed"] == 3
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
+            attempts, quarantined, error = conn.execute(
+                "SELECT attempt_count, quarantined_at IS NOT NULL, last_error FROM domain_outbox WHERE id = %s", (big,)
+            ).fetchone()
+            unpublished_behind = conn.execute(
+                "SELECT count(*) FROM domain_outbox WHERE id = ANY(%s) AND published_at IS NULL", (behind,)
+            ).fetchone()[0]
+        assert (attempts, quarantined) == (3, True)
+        assert error.startswith(f"UnpublishableError: the message of outbox row {big} is ") and "max_payload" in error
+        assert len(behind) >= 5 * 5 and unpublished_behind == 0, "the rows behind it flowed"
+    finally:
+        with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:  # the test's row goes again
+            conn.execute("DELETE FROM domain_outbox WHERE id = %s", (big,))
