@@ -99,6 +99,12 @@ duplicates:
   description: Rows JetStream acknowledged as duplicates of messages it already had (counted as published).
   returned: state=drained and not check mode
   type: int
+failed_attempts:
+  description: >-
+    Publish tries that failed and were retried after their backoff (a NATS outage during the
+    drain shows here; the outcome is RV(remaining)).
+  returned: state=drained and not check mode
+  type: int
 quarantined:
   description: Rows quarantined after max_attempts failures.
   returned: state=drained and not check mode

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 
 from .settings import ContractNames
+
+
+async def _say_error(exc: Exception) -> None:
+    """The client's errors (a refused reconnect while the server is away) as one line each, not
+    the library's default traceback per try; the caller judges by its own outcome."""
+    print(f"nats: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 async def connect(url: str):
@@ -18,6 +25,7 @@ async def connect(url: str):
         reconnect_time_wait=0.5,
         pending_size=64 * 1024 * 1024,
         allow_reconnect=True,
+        error_cb=_say_error,
     )
 
 

@@ -58,7 +58,9 @@ class UnpublishableError(RuntimeError):
 class RelayStats:
     published: int = 0
     duplicates: int = 0
-    failed: int = 0
+    # tries that failed (retried after their backoff); not "failed": a module result's key of that
+    # name tells Ansible the task failed
+    failed_attempts: int = 0
     quarantined: int = 0
     batches: int = 0
 
@@ -143,7 +145,7 @@ class Relay:
             published, acks = [], []
             for (outbox_id, _type, _payload, attempts), result in zip(rows, results, strict=False):
                 if isinstance(result, BaseException):
-                    self.stats.failed += 1
+                    self.stats.failed_attempts += 1
                     self._floor = 0  # it comes back after its backoff: claims look from the start again
                     delay = backoff_seconds(attempts + 1, cfg.backoff_base_seconds, cfg.backoff_max_seconds, outbox_id)
                     cur = await conn.execute(
@@ -224,7 +226,8 @@ class Relay:
         def say(force: bool = False) -> None:
             if progress:
                 settled = self.stats.published + self.stats.duplicates + self.stats.quarantined
-                detail = f"{self.stats.failed} failed tries, retried after their backoff" if self.stats.failed else ""
+                failed = self.stats.failed_attempts
+                detail = f"{failed} failed tries, retried after their backoff" if failed else ""
                 # rows written during the drain are relayed too: the total grows with them
                 progress.update("outbox drain", settled, max(total, settled), "events", force=force, detail=detail)
 
