@@ -332,9 +332,6 @@ def main():
         target = restore.Target.parse(p["target"], p["target_value"], p["inclusive"], p["action"], p["timeline"])
         data_dir = Path(p["data_dir"])
         restore.check_empty_dir(data_dir)
-        if module.check_mode:
-            plan = restore.make_plan(s3mod.client(loc), loc, target, p["backup_id"])
-            module.exit_json(changed=True, **plan.as_dict())
         req = restore.RestoreRequest(
             loc=loc,
             data_dir=data_dir,
@@ -351,7 +348,10 @@ def main():
             timeout_seconds=p["timeout_seconds"],
             fetch_deadline_seconds=p["fetch_deadline_seconds"],
             check_free_space=p["check_free_space"],
-        )
+        )  # refuses numbers it cannot run with, in check mode too
+        if module.check_mode:
+            plan = restore.make_plan(s3mod.client(loc), loc, target, p["backup_id"])
+            module.exit_json(changed=True, **plan.as_dict())
         # Ctrl-C on the playbook, or Ansible ending an async job, sends SIGTERM: turn it into an
         # exception so the restore stops its PostgreSQL, marks the directory incomplete and
         # removes its credentials on the way out

@@ -191,7 +191,7 @@ def write_config(data_dir: Path, settings: dict[str, str | int], os_user: str | 
     """Write our settings to ``wgops.conf`` (included from postgresql.conf); True when changed."""
     conf = data_dir / "wgops.conf"
     text = "# Managed by weltgewebe.ops; edits are overwritten.\n" + "".join(
-        f"{key} = {_conf_value(value)}\n" for key, value in sorted(settings.items())
+        f"{key} = {conf_value(value)}\n" for key, value in sorted(settings.items())
     )
     changed = not conf.exists() or conf.read_text() != text
     if changed:
@@ -216,12 +216,18 @@ def write_config(data_dir: Path, settings: dict[str, str | int], os_user: str | 
     return changed
 
 
-def _conf_value(value: str | int) -> str:
+def conf_value(value: str | int) -> str:
+    """A value as postgresql.conf reads it: a string quoted, its quotes doubled and its
+    backslashes too (PostgreSQL reads escapes in them); a line break or another control character
+    cannot be written there and is refused."""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, int):
         return str(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    text = str(value)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ValueError(f"{text!r} holds a line break or another control character: no setting can hold it")
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def postmaster_pid(data_dir: Path) -> int | None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 
-SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
+SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})\Z")
 WAL_SEGMENT_SIZE = 16 * 1024 * 1024
-WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?$|^[0-9A-F]{8}\.history$")
+WAL_FILE_RE = re.compile(r"^[0-9A-F]{24}(\.partial|\.[0-9A-F]{8}\.backup)?\Z|^[0-9A-F]{8}\.history\Z")
 
 
 def segment_parts(name: str) -> tuple[int, int, int]:

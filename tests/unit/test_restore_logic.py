@@ -35,11 +35,40 @@ def test_recovery_settings(kind, value, expected):
         ("name", "", "needs a value"),
         ("latest", "now", "takes no value"),
         ("sometime", None, "not one of"),
+        ("name", "before-migration\nrecovery_target_action = 'shutdown'", "no line break"),
+        ("name", "x" * 64, "at most 63 bytes"),
     ],
 )
 def test_bad_targets_are_refused_with_the_fix(kind, value, message):
     with pytest.raises(RestoreError, match=message):
         Target.parse(kind, value)
+
+
+@pytest.mark.parametrize("bad", [{"spool_segments": -1}, {"prefetch_workers": 0}, {"fetch_deadline_seconds": 0}])
+def test_numbers_a_restore_cannot_run_with_are_refused_by_name(tmp_path, bad):
+    from weltgewebe_ops.restore import RestoreRequest
+    from weltgewebe_ops.settings import S3Location
+
+    loc = S3Location(endpoint_url="http://127.0.0.1:1", bucket="b", access_key="a", secret_key="s")
+    with pytest.raises(RestoreError, match=f"{next(iter(bad))}={next(iter(bad.values()))}"):
+        RestoreRequest(loc=loc, data_dir=tmp_path / "data", **bad)
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_setting_is_quoted_for_postgresql_conf_and_a_line_break_refused():
+    from weltgewebe_ops import pg
+
+    assert pg.conf_value("it's a\\b") == "'it''s a\\\\b'" and pg.conf_value(7) == "7"
+    with pytest.raises(ValueError, match="line break"):
+        pg.conf_value("a\nrestore_command = 'evil'")
+
+
+def test_a_drill_id_with_a_trailing_line_break_is_refused(tmp_path):
+    from weltgewebe_ops.drill.record import DrillError, Record
+
+    with pytest.raises(DrillError, match="must be letters"):
+        Record(tmp_path, "ok\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_choose_backup_picks_the_newest_that_reaches_the_target():

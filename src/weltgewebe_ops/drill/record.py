@@ -18,7 +18,8 @@ RTO_PHASES = ("preflight", "provision", "restore", "replay", "verify")
 CHAIN_SECONDS = 300
 
 
-DRILL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# \Z, not $: "$" also matches before a trailing newline ("ok\n" would make a directory with one)
+DRILL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}\Z")
 
 
 class DrillError(RuntimeError):

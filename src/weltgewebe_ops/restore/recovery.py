@@ -62,8 +62,7 @@ def write_recovery_config(req: RestoreRequest, restore_command: str, port: int) 
     }
     lines = ["", "# weltgewebe.ops wal_restore: recovery settings (win over postgresql.conf)"]
     for key, value in settings.items():
-        text = str(value).replace("'", "''")
-        lines.append(f"{key} = '{text}'" if not isinstance(value, int) else f"{key} = {value}")
+        lines.append(f"{key} = {pg.conf_value(value)}")
     with open(req.data_dir / "postgresql.auto.conf", "a") as fh:
         fh.write("\n".join(lines) + "\n")
     (req.data_dir / "recovery.signal").write_text("")

@@ -9,7 +9,7 @@ from pathlib import Path
 from .. import pg
 from ..progress import restore_work_dir
 from ..settings import S3Location
-from .target import Target
+from .target import RestoreError, Target
 
 
 @dataclass
@@ -36,6 +36,21 @@ class RestoreRequest:
     # aborted (never ended early: a fetch that failed is not the end of the archive)
     fetch_deadline_seconds: float = 300.0
     check_free_space: bool = True
+
+    def __post_init__(self):
+        """Numbers a restore cannot run with are refused before anything is touched."""
+        at_least_one = ("download_workers", "prefetch_workers", "spool_segments")
+        bad = [f"{name}={getattr(self, name)}" for name in at_least_one if getattr(self, name) < 1]
+        bad += [f"prefetch_workers_during_base={self.prefetch_workers_during_base}"] * (
+            self.prefetch_workers_during_base < 0
+        )
+        bad += [f"{name}={getattr(self, name)}" for name in ("timeout_seconds", "fetch_deadline_seconds")
+                if getattr(self, name) <= 0]  # fmt: skip
+        if bad:
+            raise RestoreError(
+                f"{', '.join(bad)}: workers and spool segments must be at least 1 (prefetch during the base backup "
+                "at least 0), timeouts above 0"
+            )
 
     @property
     def work(self) -> Path:

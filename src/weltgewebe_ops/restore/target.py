@@ -57,6 +57,12 @@ class Target:
                 raise RestoreError(f"{text!r} is not an LSN like 0/3000028") from exc
         elif kind == "xid" and not text.isdigit():
             raise RestoreError(f"{text!r} is not a transaction id")
+        elif kind == "name" and (len(text.encode()) > 63 or any(ord(ch) < 32 or ord(ch) == 127 for ch in text)):
+            # pg_create_restore_point takes at most 63 bytes; a line break could not go into the config
+            raise RestoreError(
+                f"restore point name {text!r} is not one PostgreSQL can have made: at most 63 bytes, no line "
+                "break or other control character (as pg_create_restore_point was given it)"
+            )
         if str(timeline) not in ("latest", "current") and not str(timeline).isdigit():
             raise RestoreError(f"timeline {timeline!r} must be latest, current or a number")
         return cls(kind, text, bool(inclusive), action, str(timeline))
