@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,6 +210,25 @@ def continuity(client, loc: S3Location, inv: Inventory, label: dict, target_tli:
     }
 
 
+def s3_clock_offset(client, loc: S3Location) -> dict[str, float | None]:
+    """How far the S3 server's clock (its objects' times) is ahead of this host's: its response's
+    Date header against the middle of the request, and how sure that is (half the round trip plus
+    the header's one-second resolution). None when the server sends no Date."""
+    import email.utils
+
+    before = time.time()
+    response = client.list_objects_v2(Bucket=loc.bucket, Prefix=loc.prefix + "/", MaxKeys=1)
+    after = time.time()
+    date = (response.get("ResponseMetadata", {}).get("HTTPHeaders") or {}).get("date")
+    if not date:
+        return {"s3_clock_offset_seconds": None, "s3_clock_uncertainty_seconds": None}
+    server = email.utils.parsedate_to_datetime(date).timestamp()
+    return {
+        "s3_clock_offset_seconds": round(server - (before + after) / 2, 3),
+        "s3_clock_uncertainty_seconds": round((after - before) / 2 + 1.0, 3),
+    }
+
+
 def backup_info(
     client,
     loc: S3Location,
@@ -222,6 +242,7 @@ def backup_info(
 ) -> dict[str, Any]:
     """The preflight: facts about the bucket, base backups and WAL, plus problems."""
     now = now or dt.datetime.now(dt.UTC)
+    clock = s3_clock_offset(client, loc)
     facts, problems, warnings = bucket_facts(client, loc)
     expected_kms_key, unresolved = resolve_kms_key(loc, expected_kms_key, kms_endpoint_url)
     if unresolved:  # said once, instead of a wrong_kms_key for every object
@@ -304,6 +325,7 @@ def backup_info(
         "newest_segment": newest.name if newest else None,
         "newest_segment_at": newest.last_modified.isoformat() if newest else None,
         "rpo_exposure_seconds": round((now - newest.last_modified).total_seconds(), 3) if newest else None,
+        **clock,
         "compliance": compliance,
         "expected_kms_key": expected_kms_key,
         "rewritten_files": [history.key for history in inv.rewritten],

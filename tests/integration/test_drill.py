@@ -171,6 +171,7 @@ def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
     # the RPO errs high, never low, and stays within a second of the truth
     assert truth["rpo_seconds"] <= report["rpo_seconds"] <= truth["rpo_seconds"] + 1.0, (report["rpo_seconds"], truth)
     assert report["rpo_method"].startswith("upper bound") and "surviving stream shows" in report["rpo_method"]
+    assert report["clock_warnings"] == [], "one host, one clock: the archive's times bound nothing here"
     assert 0 < report["rpo_stream_seconds"] <= report["rpo_seconds"]
 
     # the forecast scales the measured base backup throughput to the 50 GB given, WAL as restored

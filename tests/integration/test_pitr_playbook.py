@@ -109,9 +109,12 @@ def test_restore_wait_says_the_progress_of_a_slow_job_and_returns_its_result(tmp
         cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
-    lines = progress_lines(proc.stdout, data_dir)
-    assert lines and lines[0].endswith(": base backup: 4.0 MB of 16.0 MB (25%), 4.0 MB/s, about 3 s left (running 1 s)")
-    assert any("WAL replay: 3 of 4 segments (75%)" in line for line in lines), lines
+    # by content, not by the moment: a busy machine may let the waiter first look at the second step
+    said = {line.split(": ", 1)[1] for line in progress_lines(proc.stdout, data_dir)}
+    assert said and said <= {
+        "base backup: 4.0 MB of 16.0 MB (25%), 4.0 MB/s, about 3 s left (running 1 s)",
+        "WAL replay: 3 of 4 segments (75%), 1.5/s, about 1 s left (running 2 s)",
+    }, said
     assert "FAKE RESTORE DONE" in proc.stdout, "the job's own result is handed over"
 
 
@@ -124,11 +127,11 @@ def test_job_wait_says_the_progress_of_a_slow_drain_and_rebuild(tmp_path):
         cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("replay: ")]
-    assert (
-        lines and lines[0] == "replay: outbox drain: 5000 of 20000 events (25%), 2500.0/s, about 6 s left (running 2 s)"
-    )
-    assert any(line.startswith("replay: receipts rebuild: 90 of 120 events (75%)") for line in lines), lines
+    said = {line for line in proc.stdout.splitlines() if line.startswith("replay: ")}
+    assert said and said <= {
+        "replay: outbox drain: 5000 of 20000 events (25%), 2500.0/s, about 6 s left (running 2 s)",
+        "replay: receipts rebuild: 90 of 120 events (75%), 30.0/s, about 1 s left (running 3 s)",
+    }, said
     assert "FAKE RESTORE DONE" in proc.stdout, "the job's own result is handed over"
 
 

@@ -54,6 +54,38 @@ def test_rto_and_rpo_from_the_record(rec, rto, rpo, method, lost):
     assert figures["lost_events"] == lost
 
 
+def test_a_source_clock_ahead_is_bounded_by_the_archive_and_named():
+    """The source's clock 30 s ahead: its last commit reads 02:59:57 + 30 s = 03:00:27, after the
+    failure instant; the WAL holding it reached the archive by 02:59:58 (S3 clock, offset 0 +- 1 s).
+    The RPO counts from 02:59:59 (3 s -> 1 s, never 0 silently) and the report names the skew."""
+    skewed = record(
+        restored_to="2026-11-28T03:00:27+00:00",
+        preflight={"newest_segment_at": "2026-11-28T02:59:58+00:00", "s3_clock_offset_seconds": 0.0,
+                   "s3_clock_uncertainty_seconds": 1.0},
+    )  # fmt: skip
+    figures = measure(skewed)
+    assert figures["rpo_seconds"] == 1.0
+    assert "dated by when its WAL reached the archive" in figures["rpo_method"]
+    assert figures["clock_warnings"][0].startswith("clock skew: the last restored commit") and "28.000 s" in (
+        figures["clock_warnings"][0]
+    )
+    # an S3 server clock 10 s behind this host: its times are moved forward before they bound anything
+    behind = record(
+        restored_to="2026-11-28T02:59:57+00:00",
+        preflight={"newest_segment_at": "2026-11-28T02:59:48+00:00", "s3_clock_offset_seconds": -10.0,
+                   "s3_clock_uncertainty_seconds": 1.0},
+    )  # fmt: skip
+    assert measure(behind)["rpo_seconds"] == 3.0 and measure(behind)["clock_warnings"] == []
+    # no archive time to compare (nothing restored from one): as measured, no warning
+    assert measure(record())["clock_warnings"] == []
+
+
+def test_a_commit_after_the_failure_instant_is_not_silently_zero():
+    figures = measure(record(restored_to="2026-11-28T03:00:01+00:00"))
+    assert figures["rpo_seconds"] == 0.0
+    assert "1.000 s after the failure instant: a clock is off" in figures["clock_warnings"][0]
+
+
 def test_the_archive_lag_at_the_failure_instant_is_the_newest_archived_wal():
     rec = record(preflight={"archive_method": "streaming", "newest_segment_at": "2026-11-28T02:58:00+00:00",
                             "streamed_segment": {"archived_at": "2026-11-28T02:59:59+00:00"}})  # fmt: skip

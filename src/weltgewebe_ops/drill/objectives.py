@@ -113,9 +113,17 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
     out["archive_lag_seconds"] = (
         round(max(0.0, (failure_at - max(archived)).total_seconds()), 3) if failure_at and archived else None
     )
+    out["clock_warnings"] = []
     if failure_at and restored_to:
+        committed_by, out["clock_warnings"] = _committed_by(restored_to, archived, preflight)
         end = max(failure_at, newest_lost) if newest_lost else failure_at
-        out["rpo_seconds"] = round(max(0.0, (end - restored_to).total_seconds()), 3)
+        raw = (end - committed_by).total_seconds()
+        if raw < 0:  # never silently 0: a clock is off, and the figure says so
+            out["clock_warnings"].append(
+                f"the last restored commit is {-raw:.3f} s after the failure instant: a clock is off (the source's "
+                "or this host's); the RPO is given as 0 s, which cannot be checked"
+            )
+        out["rpo_seconds"] = round(max(0.0, raw), 3)
         if facts.get("stream_survived") and audit:
             proven = max(0.0, (newest_lost - restored_to).total_seconds()) if newest_lost else 0.0
             out["rpo_stream_seconds"] = round(proven, 3)
@@ -125,10 +133,37 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
             )
         else:
             out["rpo_method"] = "upper bound: failure instant - last restored commit (no surviving stream to compare)"
+        if committed_by != restored_to:
+            out["rpo_method"] += "; the commit dated by when its WAL reached the archive (the source's clock is ahead)"
     else:
         out["rpo_seconds"] = None
         out["rpo_method"] = "not measured: no failure instant or no restored commit time"
     return out
+
+
+def _committed_by(
+    restored_to: dt.datetime, archived: list[dt.datetime], preflight: dict[str, Any]
+) -> tuple[dt.datetime, list[str]]:
+    """The last restored commit in this host's clock, at the latest. Its time comes from the
+    source's clock; but it was committed before the WAL holding it reached the archive, whose
+    objects carry the S3 server's time (converted with the preflight's measured offset, widened by
+    its uncertainty). A source clock ahead shows as a commit after that: then the archive's time
+    bounds it, so the RPO errs high, never low, and a warning names the skew."""
+    if not archived:
+        return restored_to, []
+    offset = preflight.get("s3_clock_offset_seconds") or 0.0
+    uncertainty = preflight.get("s3_clock_uncertainty_seconds")
+    uncertainty = 1.0 if uncertainty is None else uncertainty  # at least the objects' one-second resolution
+    latest = max(archived) - dt.timedelta(seconds=offset) + dt.timedelta(seconds=uncertainty)
+    ahead = (restored_to - latest).total_seconds()
+    if ahead <= 0:
+        return restored_to, []
+    return latest, [
+        f"clock skew: the last restored commit ({iso(restored_to)}, by the source's clock) is {ahead:.3f} s after "
+        f"the newest WAL had reached the archive ({iso(latest)} by this host's clock, S3 offset {offset:+.3f} s "
+        f"+- {uncertainty:.3f} s): the source's clock is at least that far ahead; the RPO counts from the "
+        "archive's time"
+    ]
 
 
 @dataclass(frozen=True)
@@ -165,6 +200,7 @@ class Report:
     rpo: Objective
     rpo_method: str
     rpo_stream_seconds: float | None
+    clock_warnings: list[str]
     lost_events: int | None
     archive_method: str | None
     archive_lag_seconds: float | None
@@ -206,9 +242,9 @@ class Report:
             out[f"{key}_seconds"] = objective.seconds
             out[f"{key}_objective_seconds"] = objective.objective_seconds
             out[f"{key}_met"] = objective.met
-        for name in ("rpo_method", "rpo_stream_seconds", "lost_events", "archive_method", "archive_lag_seconds",
-                     "rto_phase_seconds", "rto_forecast", "phases", "checks", "restore", "event_log", "replay",
-                     "disaster", "app_stack", "report_written_at"):  # fmt: skip
+        for name in ("rpo_method", "rpo_stream_seconds", "clock_warnings", "lost_events", "archive_method",
+                     "archive_lag_seconds", "rto_phase_seconds", "rto_forecast", "phases", "checks", "restore",
+                     "event_log", "replay", "disaster", "app_stack", "report_written_at"):  # fmt: skip
             out[name] = getattr(self, name)
         if self.ground_truth is not None:
             out["ground_truth"] = self.ground_truth
@@ -234,6 +270,7 @@ def build_report(record: dict[str, Any]) -> Report:
         rpo=Objective("RPO", m["rpo_seconds"], float(record["rpo_objective_seconds"])),
         rpo_method=m["rpo_method"],
         rpo_stream_seconds=m.get("rpo_stream_seconds"),
+        clock_warnings=m["clock_warnings"],
         lost_events=m["lost_events"],
         archive_method=m["archive_method"],
         archive_lag_seconds=m["archive_lag_seconds"],

@@ -117,6 +117,7 @@ def markdown(report: Report, history: list[dict[str, Any]]) -> str:
         f"(sum of the recovery phases {human_duration(report.rto_phase_seconds)})",
         f"- Restored to (last replayed commit): {report.restored_to}",
         f"- RPO: {human_duration(report.rpo.seconds)} — {report.rpo_method}",
+        *(f"- **Warning**, {warning}" for warning in report.clock_warnings),
         "- Lost events (in the stream, not in the restored database): "
         + (str(report.lost_events) if report.lost_events is not None else "not measurable (no surviving stream)"),
         f"- Base backup: {restore.get('base_backup', '—')}, "
@@ -310,6 +311,7 @@ def summary_lines(report: Report, report_md: str) -> list[str]:
         f"RTO {report.rto.seconds} s (phases {report.rto_phase_seconds} s), "
         f"RPO {report.rpo.seconds} s ({report.rpo_method}), lost events {report.lost_events}",
         forecast_line(report.rto_forecast),
+        *(f"WARNING {warning}" for warning in report.clock_warnings),
         f"phases: {phases}",
         f"report: {report_md}",
         verdict,
