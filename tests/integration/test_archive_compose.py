@@ -172,6 +172,9 @@ def test_archiving_beside_the_deploy_script_survives_full_deploys_and_restores(s
     refused = run_role({**variables, "pg_archive_compose_project_name": "compose"}, site["root"])
     assert refused.returncode != 0 and "which that script refuses as drift" in refused.stdout, refused.stdout[-3000:]
     assert not container_id("compose-wgops-archive", SIDECAR), "a refused run starts nothing"
+    missing = run_role({**variables, "pg_archive_compose_project_name": "wgops-test-nowhere"}, site["root"])
+    assert missing.returncode != 0, missing.stdout[-3000:]
+    assert "0 running containers of service db in Compose project wgops-test-nowhere" in missing.stdout
 
     first = run_role(variables, site["root"])
     assert first.returncode == 0, first.stdout[-4000:]
