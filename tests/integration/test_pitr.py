@@ -32,11 +32,23 @@ def commit(db, label: str) -> dict:
     return {"label": label, "xid": xid, "ts": ts, "lsn_after": lsn}
 
 
-def archive_now(box, db) -> None:
+def archive_now(box, db, timeout: float = 180) -> None:
+    """Close the current segment and wait until it (or a later one) is archived. The wait outlasts
+    PostgreSQL's archiver: after three failed tries of a segment (a wal-push slower than the
+    sandbox's 5 s deadline on a busy machine) it sleeps 60 s before it tries again; a 60 s wait
+    here once ended exactly then. A timeout says what the archiver last failed on."""
     segment = db.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    deadline = time.monotonic() + 60
-    while db.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0] != segment:
-        assert time.monotonic() < deadline, f"{segment} was not archived"
+    deadline = time.monotonic() + timeout
+    while True:
+        archived, failed, failed_at, failures = db.execute(
+            "SELECT last_archived_wal, last_failed_wal, last_failed_time, failed_count FROM pg_stat_archiver"
+        ).fetchone()
+        if archived and archived[:8] == segment[:8] and archived >= segment:
+            return
+        assert time.monotonic() < deadline, (
+            f"{segment} was not archived within {timeout:.0f} s: last archived {archived}, "
+            f"{failures} failures, the last on {failed} at {failed_at} (see {box.settings.log_dir})"
+        )
         time.sleep(0.2)
 
 
