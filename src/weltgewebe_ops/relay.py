@@ -118,6 +118,9 @@ class Relay:
         # held while a batch is claimed and sent: batches claimed later are published later (id order)
         self._publishing = asyncio.Lock()
         self._floor = 0
+        from nats.errors import MaxPayloadError  # once here, not per published row
+
+        self._too_large = MaxPayloadError
 
     async def run_batch(self, conn: AsyncConnection, js) -> int:
         """Claim, publish and mark one batch; returns how many rows it claimed."""
@@ -178,14 +181,12 @@ class Relay:
         than its max_payload) is refused by the client before it is sent: that row's future
         carries the refusal, so it counts as a failed attempt of that row alone (backoff, then
         quarantine) and never rolls back the batch or blocks the rows behind it."""
-        import nats.errors
-
         names = self.config.names
         try:
             return await js.publish_async(
                 names.subject_for(event_type), body.encode(), headers={"Nats-Msg-Id": names.msg_id(outbox_id)}
             )
-        except nats.errors.MaxPayloadError as exc:
+        except self._too_large as exc:
             refused = asyncio.get_running_loop().create_future()
             refused.set_exception(
                 UnpublishableError(
