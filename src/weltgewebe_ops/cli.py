@@ -6,6 +6,7 @@ wgops wal-fetch --config FILE F P     PostgreSQL's restore_command (written by a
 wgops sandbox up|down|status|env      the embedded sandbox
 wgops base-backup --state-dir D       a base backup of the sandbox primary into S3
 wgops base-backup --config FILE       a base backup of a server (role pg_archive), --if-none for the first
+wgops pg-dump --state-dir D           the sandbox's daily dump, as Weltgewebe's production writes it
 wgops wal-stream --config FILE --spool D   streaming archiving (pg_receivewal, chunks every few seconds)
 wgops archive-metrics --config FILE   the archive's health as Prometheus text (--textfile PATH, --slot S)
 wgops archive-retention --config FILE --keep N [--apply]   what retention removes (a dry run unless --apply)
@@ -106,6 +107,15 @@ def cmd_base_backup(args) -> int:
         log=_stderr,
     )
     print(json.dumps(label, indent=2))
+    return 0
+
+
+def cmd_pg_dump(args) -> int:
+    from . import sandbox
+    from .sandbox.dumps import write_dump
+
+    box = sandbox.load(args.state_dir)
+    print(json.dumps(write_dump(box.settings, Path(args.dir) if args.dir else None), indent=2))
     return 0
 
 
@@ -242,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--if-none", action="store_true", help="only when the archive has none of this cluster")
     p.set_defaults(func=cmd_base_backup)
+
+    p = with_state(sub.add_parser("pg-dump", help="the sandbox's daily dump, as Weltgewebe's production writes it"))
+    p.add_argument(
+        "--dir", default="", help="where the dump and its manifest go (default: the sandbox's backups/postgres)"
+    )
+    p.set_defaults(func=cmd_pg_dump)
 
     p = with_server(sub.add_parser("archive-metrics", help="the archive's health as Prometheus text"))
     p.add_argument("--textfile", help="write it here atomically (node_exporter's textfile collector)")

@@ -156,7 +156,7 @@ def check_hook_runnable(wrapper: Path, os_user: str | None) -> None:
         )
 
 
-def initdb(bindir: Path, data_dir: Path, password: str, os_user: str | None) -> None:
+def initdb(bindir: Path, data_dir: Path, password: str, os_user: str | None, superuser: str = "postgres") -> None:
     if (data_dir / "PG_VERSION").exists():
         return
     if data_dir.exists() and any(data_dir.iterdir()):
@@ -173,7 +173,7 @@ def initdb(bindir: Path, data_dir: Path, password: str, os_user: str | None) -> 
                 "-D",
                 str(data_dir),
                 "-U",
-                "postgres",
+                superuser,
                 "--pwfile",
                 str(pwfile),
                 "--auth-local=trust",

@@ -113,6 +113,8 @@ class SandboxSettings:
     wal_push_deadline_seconds: int = 60
     pg_bindir: str = ""
     pg_os_user: str = "wgsandbox"
+    # the role the services log in as (a recovery from a dump: the dump's owner, e.g. welt)
+    pg_user: str = "postgres"
     database: str = "weltgewebe"
     # A directory of sqlx-style <version>_<name>.up.sql migrations to build the schema from, instead
     # of the built-in contract (a team's own schema). "" = the built-in contract.
@@ -156,6 +158,12 @@ class SandboxSettings:
         return self.root / "pg" / "archive.json"
 
     @property
+    def dump_dir(self) -> Path:
+        """Where the sandbox's daily dumps land (Weltgewebe's /var/backups/weltgewebe/postgres,
+        as copied off the host: the disaster leaves it)."""
+        return self.root / "backups" / "postgres"
+
+    @property
     def ground_truth_dir(self) -> Path:
         return self.root / "ground-truth"
 
@@ -175,7 +183,7 @@ class SandboxSettings:
     def dsn(self, database: str | None = None) -> str:
         return (
             f"host=127.0.0.1 port={self.ports.postgres} dbname={database or self.database} "
-            f"user=postgres password={self.pg_password} connect_timeout=5"
+            f"user={self.pg_user} password={self.pg_password} connect_timeout=5"
         )
 
     def s3_location(self, readonly: bool = False) -> S3Location:
@@ -224,7 +232,7 @@ class SandboxSettings:
             "WGOPS_S3_READONLY_SECRET_ACCESS_KEY": self.s3_readonly_secret_key,
             "PGHOST": "127.0.0.1",
             "PGPORT": str(self.ports.postgres),
-            "PGUSER": "postgres",
+            "PGUSER": self.pg_user,
             "PGPASSWORD": self.pg_password,
             "PGDATABASE": self.database,
             "DATABASE_URL": f"postgresql://postgres:{self.pg_password}@127.0.0.1:{self.ports.postgres}/{self.database}",

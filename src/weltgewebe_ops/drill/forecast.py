@@ -21,6 +21,32 @@ def _per_gb(seconds: float | None, size: int | None) -> float | None:
     return seconds / (size / GB)
 
 
+def _measured(restore: dict[str, Any]) -> tuple[str, int, float, int, float, bool]:
+    """(what grows with the database, its bytes and seconds, WAL bytes, replay seconds, whether
+    the source replays WAL) as the restore measured them: a source's ``parts`` (each growing with
+    the database or with the WAL), or this collection's base backup and WAL replay."""
+    parts = restore.get("parts")
+    if not parts:
+        return (
+            "base backup",
+            restore.get("base_backup_bytes") or 0,
+            float(restore.get("base_backup_download_extract_seconds") or 0),
+            restore.get("wal_bytes") or 0,
+            float(restore.get("replay_seconds") or 0),
+            True,
+        )
+    database = [part for part in parts if part.get("grows_with") == "database"]
+    wal = [part for part in parts if part.get("grows_with") == "wal"]
+    return (
+        " + ".join(part["name"] for part in database) or "restore",
+        max((part.get("bytes") or 0 for part in database), default=0),
+        sum(float(part.get("seconds") or 0) for part in database),
+        max((part.get("bytes") or 0 for part in wal), default=0),
+        sum(float(part.get("seconds") or 0) for part in wal),
+        bool(wal),
+    )
+
+
 def rto_forecast(
     restore: dict[str, Any] | None,
     rto_seconds: float | None,
@@ -33,15 +59,13 @@ def rto_forecast(
     None when the drill measured no restore or no RTO to extrapolate from."""
     if not restore or rto_seconds is None:
         return None
-    base_measured = restore.get("base_backup_bytes") or 0
-    wal_measured = restore.get("wal_bytes") or 0
-    base_seconds = float(restore.get("base_backup_download_extract_seconds") or 0)
-    replay_seconds = float(restore.get("replay_seconds") or 0)
+    base_name, base_measured, base_seconds, wal_measured, replay_seconds, replays_wal = _measured(restore)
     base_rate, replay_rate = _per_gb(base_seconds, base_measured), _per_gb(replay_seconds, wal_measured)
     if base_rate is None:
         return None
     database = database_bytes or base_measured
-    wal = wal_bytes or wal_measured
+    # a source without WAL (a dump) restores one snapshot: there is no WAL to forecast
+    wal = (wal_bytes or wal_measured) if replays_wal else 0
     # what does not grow with the database: the RTO less the two parts that do
     fixed = max(0.0, rto_seconds - base_seconds - replay_seconds)
     predicted_base = base_rate * database / GB
@@ -49,19 +73,29 @@ def rto_forecast(
     predicted_replay = replay_rate * wal / GB if replay_rate is not None and wal_measured >= 16 * 2**20 else None
     predicted = fixed + predicted_base + (predicted_replay or 0.0)
     basis = [
-        f"base backup {base_rate:.1f} s/GB as measured ({base_measured / GB:.3f} GB in {base_seconds:.1f} s)",
-        (
-            f"WAL replay {replay_rate:.1f} s/GB as measured ({wal_measured / GB:.3f} GB in {replay_seconds:.1f} s)"
-            if predicted_replay is not None
-            else f"WAL replay not extrapolated: this drill replayed only {wal_measured / 2**20:.0f} MiB"
+        f"{base_name} {base_rate:.1f} s/GB as measured ({base_measured / GB:.3f} GB in {base_seconds:.1f} s)",
+        *(
+            [
+                f"WAL replay {replay_rate:.1f} s/GB as measured ({wal_measured / GB:.3f} GB in {replay_seconds:.1f} s)"
+                if predicted_replay is not None
+                else f"WAL replay not extrapolated: this drill replayed only {wal_measured / 2**20:.0f} MiB"
+            ]
+            if replays_wal
+            else []
         ),
         f"{fixed:.1f} s of the RTO that does not grow with the database, carried over",
         "database: "
         + (
             f"{database / GB:.3f} GB (drill_forecast_database_bytes)" if database_bytes else "as restored by this drill"
         ),
-        "WAL since the newest base backup: "
-        + (f"{wal / GB:.3f} GB (drill_forecast_wal_bytes)" if wal_bytes else "as in this drill"),
+        *(
+            [
+                "WAL since the newest base backup: "
+                + (f"{wal / GB:.3f} GB (drill_forecast_wal_bytes)" if wal_bytes else "as in this drill")
+            ]
+            if replays_wal
+            else []
+        ),
         "assumes each part grows linearly with its size (bench/scale.py measures how far that holds)",
     ]
     complete = predicted_replay is not None or wal == 0

@@ -124,15 +124,18 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
                 "or this host's); the RPO is given as 0 s, which cannot be checked"
             )
         out["rpo_seconds"] = round(max(0.0, raw), 3)
+        # what the restored point is: a source other than the WAL archive says how it established it
+        point = (facts.get("restore") or {}).get("restored_to_method")
+        point = f"the restored point ({point})" if point else "last restored commit"
         if facts.get("stream_survived") and audit:
             proven = max(0.0, (newest_lost - restored_to).total_seconds()) if newest_lost else 0.0
             out["rpo_stream_seconds"] = round(proven, 3)
             out["rpo_method"] = (
-                "upper bound: failure instant - last restored commit; the surviving stream shows "
-                f"events lost up to {proven:.3f} s after the restored commit"
+                f"upper bound: failure instant - {point}; the surviving stream shows "
+                f"events lost up to {proven:.3f} s after the restored point"
             )
         else:
-            out["rpo_method"] = "upper bound: failure instant - last restored commit (no surviving stream to compare)"
+            out["rpo_method"] = f"upper bound: failure instant - {point} (no surviving stream to compare)"
         if committed_by != restored_to:
             out["rpo_method"] += "; the commit dated by when its WAL reached the archive (the source's clock is ahead)"
     else:

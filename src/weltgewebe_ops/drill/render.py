@@ -47,6 +47,28 @@ def forecast_line(forecast: dict[str, Any] | None) -> str:
     )
 
 
+def restored_from(restore: dict[str, Any]) -> list[str]:
+    """The backup the restore used and its evidence, as the source gave them."""
+    if restore.get("source") == "pg_dump":
+        return [
+            f"- Source: daily pg_dump {restore.get('backup_id', '—')} ({restore.get('dump_file', '—')}), SHA-256 "
+            f"{restore.get('sha256', '—')}, dumped from PostgreSQL {restore.get('server_version') or '?'} by pg_dump "
+            f"{restore.get('pg_dump_version') or '?'}",
+            f"- Loaded {(restore.get('sql_bytes') or 0) / 1e6:.1f} MB of SQL in {restore.get('load_seconds', '—')} s "
+            f"with {restore.get('tool', 'psql')}, ANALYZE {restore.get('analyze_seconds', '—')} s; restored to "
+            f"{restore.get('restored_to_method', '—')}",
+        ]
+    return [
+        f"- Source: this collection's WAL archive; base backup {restore.get('base_backup', '—')}, "
+        f"WAL segments replayed: {restore.get('wal_segments_fetched', '—')}"
+        + (
+            f", and the streamed part of {restore['partial_segment']} ({restore.get('partial_segment_bytes', 0)} bytes)"
+            if restore.get("partial_segment")
+            else ""
+        )
+    ]
+
+
 def timeline_svg(report: Report) -> str:
     """The phases as bars on a time axis from the failure instant (or the drill's start)."""
     phases = [p for p in report.phases if p.get("started_at") and p.get("seconds") is not None]
@@ -115,20 +137,18 @@ def markdown(report: Report, history: list[dict[str, Any]]) -> str:
         f"- Failure instant: {report.failure_at}; service verified: {report.ended_at}",
         f"- RTO: {human_duration(report.rto.seconds)} "
         f"(sum of the recovery phases {human_duration(report.rto_phase_seconds)})",
-        f"- Restored to (last replayed commit): {report.restored_to}",
+        f"- Restored to: {report.restored_to}",
         f"- RPO: {human_duration(report.rpo.seconds)} — {report.rpo_method}",
         *(f"- **Warning**, {warning}" for warning in report.clock_warnings),
         "- Lost events (in the stream, not in the restored database): "
         + (str(report.lost_events) if report.lost_events is not None else "not measurable (no surviving stream)"),
-        f"- Base backup: {restore.get('base_backup', '—')}, "
-        f"WAL segments replayed: {restore.get('wal_segments_fetched', '—')}"
+        *restored_from(restore),
+        f"- Archiving found: {report.archive_method or '—'}"
         + (
-            f", and the streamed part of {restore['partial_segment']} ({restore.get('partial_segment_bytes', 0)} bytes)"
-            if restore.get("partial_segment")
+            f"; the archive's newest WAL was {human_duration(report.archive_lag_seconds)} behind the failure instant"
+            if report.archive_lag_seconds is not None
             else ""
         ),
-        f"- Archiving found: {report.archive_method or '—'}; the archive's newest WAL was "
-        f"{human_duration(report.archive_lag_seconds)} behind the failure instant",
     ]
     forecast = report.rto_forecast
     lines += [f"- {forecast_line(forecast)}"] + [f"  - {b}" for b in (forecast or {}).get("basis", [])]

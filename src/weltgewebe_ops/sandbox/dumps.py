@@ -1,0 +1,94 @@
+"""The sandbox's daily dump, written as Weltgewebe's production writes it (the contract
+``weltgewebe-postgres-backup-v1``, ``restore/pgdump.py``): the label taken before pg_dump starts,
+``pg_dump --format=plain --no-owner --no-privileges`` gzipped into a 0600 file in a 0700
+directory, then the manifest with ``created_at`` taken after the dump finished. Our own
+implementation of the contract, so a drill can test the restore path production has."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .. import pg
+from ..files import write_private
+from ..restore import pgdump
+from ..settings import SandboxSettings
+
+# the tables production's weekly restore proof looks for (those the sandbox has go in the manifest)
+RESTORE_PROOF_TABLES = (
+    "domain_accounts",
+    "domain_nodes",
+    "domain_edges",
+    "sessions",
+    "passkey_credentials",
+    "_sqlx_migrations",
+)
+
+
+def _present(settings: SandboxSettings, tables: tuple[str, ...]) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(settings.dsn(), autocommit=True) as conn:
+        return [t for t in tables if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]]
+
+
+def write_dump(settings: SandboxSettings, directory: Path | None = None) -> dict[str, Any]:
+    directory = directory or settings.dump_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    label = pgdump.utc_label(dt.datetime.now(dt.UTC))
+    while (directory / pgdump.dump_name(label)).exists():  # one per second at most, never overwritten
+        time.sleep(0.2)
+        label = pgdump.utc_label(dt.datetime.now(dt.UTC))
+    target = directory / pgdump.dump_name(label)
+    partial = target.with_name("." + target.name + ".partial")
+    argv = [
+        str(pg.resolve_bindir(settings.pg_bindir) / "pg_dump"),
+        "--format=plain",
+        "--no-owner",
+        "--no-privileges",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(settings.ports.postgres),
+        "-U",
+        "postgres",
+        "-d",
+        settings.database,
+    ]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**pg.user_env(), "PGPASSWORD": settings.pg_password},
+    )
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out:
+        while chunk := proc.stdout.read(1 << 20):
+            out.write(chunk)
+    stderr = proc.stderr.read().decode(errors="replace")
+    if proc.wait() != 0:
+        partial.unlink(missing_ok=True)
+        raise RuntimeError(f"pg_dump failed (exit {proc.returncode}): {stderr.strip()[-1500:]}")
+    digest = hashlib.sha256()
+    with open(partial, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    os.replace(partial, target)
+    fields = {
+        "contract": pgdump.CONTRACT,
+        "created_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "file": target.name,
+        "sha256": digest.hexdigest(),
+        "bytes": str(target.stat().st_size),
+        "tables": ",".join(_present(settings, RESTORE_PROOF_TABLES)),
+    }
+    write_private(directory / pgdump.manifest_name(label), pgdump.manifest_text(fields))
+    return {**fields, "path": str(target), "label": label, "seconds": round(time.monotonic() - started, 3)}
