@@ -1,0 +1,191 @@
+"""The restore source pg_dump against real PostgreSQL: the sandbox writes Weltgewebe's daily dump
+(its own implementation of the contract), the module checks and restores it into a new cluster
+that equals the source, and a dump that changed or fails to load ends loudly, its cluster stopped
+and marked incomplete."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import psycopg
+import pytest
+
+from tests.conftest import ansible_module
+from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401
+from tests.unit.test_pgdump import write_set
+from weltgewebe_ops import pg, workload
+from weltgewebe_ops.restore import pgdump
+from weltgewebe_ops.restore.markers import INCOMPLETE_MARKER
+from weltgewebe_ops.restore.target import RestoreError
+from weltgewebe_ops.sandbox.dumps import write_dump
+
+pytestmark = pytest.mark.integration
+
+# what only the workload writes (the relay and the projector go on marking and receipting)
+TABLES = ("domain_accounts", "domain_nodes", "domain_edges", "domain_conversations", "domain_messages")
+
+
+def content(dsn: str) -> dict:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        out = {
+            t: conn.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"
+            ).fetchone()
+            for t in TABLES
+        }
+        out["outbox"] = conn.execute(
+            "SELECT count(*), md5(string_agg(concat_ws(',', id, event_type, aggregate_id, payload::text), '|' "
+            "ORDER BY id)) FROM domain_outbox"
+        ).fetchone()
+        out["outbox_sequence"] = conn.execute("SELECT last_value FROM domain_outbox_id_seq").fetchone()[0]
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_sandbox_dump_restores_to_what_was_dumped(migrated_sandbox, restore_dir):
+    box = migrated_sandbox
+    workload.run(
+        workload.WorkloadConfig(dsn=box.settings.dsn(), names=box.settings.names, rate_per_second=0, max_writes=50)
+    )
+    dump_dir = restore_dir / "dumps"
+    written = write_dump(box.settings, dump_dir)
+    source = content(box.settings.dsn())
+    assert (
+        oct(dump_dir.stat().st_mode & 0o777) == "0o700"
+        and oct((dump_dir / written["file"]).stat().st_mode & 0o777) == "0o600"
+    )
+
+    rc, preflight, out = ansible_module("weltgewebe.ops.restore_source", {"dump_dir": str(dump_dir)})
+    assert rc == 0, out
+    assert preflight["problems"] == [] and preflight["chosen_backup"]["backup_id"] == written["label"]
+    assert preflight["chosen_backup"]["sha256"] == written["sha256"]
+
+    port = free_port()
+    args = {
+        "action": "restore",
+        "dump_dir": str(dump_dir),
+        "data_dir": str(restore_dir / "data"),
+        "port": port,
+        "superuser": "welt",
+        "password": "restore-secret-Pw",
+    }
+    rc, restored, out = ansible_module("weltgewebe.ops.restore_source", args)
+    assert rc == 0, out
+    assert "restore-secret-Pw" not in out, "the password is no_log"
+    dsn = pg.conninfo("127.0.0.1", port, "welt", "restore-secret-Pw", "weltgewebe")
+    assert content(dsn) == source, "the restored database is the dumped one, sequences included"
+    label_at = pgdump.label_time(written["label"])
+    assert dt.datetime.fromisoformat(restored["restored_to"]) >= label_at
+    assert restored["parts"][0]["bytes"] == restored["sql_bytes"] > 0 and restored["load_seconds"] > 0
+    assert not (restore_dir / "data" / INCOMPLETE_MARKER).exists()
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the dump's objects belong to the dump's owner
+        owners = {r[0] for r in conn.execute("SELECT tableowner FROM pg_tables WHERE schemaname = 'public'")}
+    assert owners == {"welt"}
+
+    # a second restore into the same directory is refused and changes nothing
+    rc, again, _ = ansible_module("weltgewebe.ops.restore_source", args)
+    assert rc != 0 and "not empty" in again["msg"]
+    assert content(dsn) == source
+
+
+def test_a_damaged_dump_is_refused_before_anything_is_made(restore_dir):
+    dump_dir = restore_dir / "dumps"
+    dump_dir.mkdir()
+    dump = write_set(dump_dir, "20261202T021500Z")
+    dump.path.write_bytes(dump.path.read_bytes()[:-30])
+    args = {
+        "action": "restore",
+        "dump_dir": str(dump_dir),
+        "data_dir": str(restore_dir / "data"),
+        "port": free_port(),
+        "password": "x",
+    }
+    rc, result, _ = ansible_module("weltgewebe.ops.restore_source", args)
+    assert rc != 0
+    assert "truncated" in result["msg"] and dump.path.name in result["msg"], result["msg"]
+    assert {p["code"] for p in result["problems"]} >= {"dump_unreadable", "checksum_mismatch", "size_mismatch"}
+    assert not (restore_dir / "data").exists()
+
+
+def dump_restore(dump: pgdump.Dump, restore_dir, sha256: str) -> pgdump.DumpRestore:
+    return pgdump.DumpRestore(
+        dump=dump,
+        expected_sha256=sha256,
+        data_dir=restore_dir / "data",
+        bindir=pg.resolve_bindir(),
+        os_user=pg.run_as_user("wgsandbox"),
+        port=free_port(),
+        superuser="welt",
+        password="pw",
+        database="weltgewebe",
+        evidence_table="domain_outbox",
+    )
+
+
+def test_a_dump_that_changed_after_the_preflight_is_not_committed(restore_dir):
+    dump_dir = restore_dir / "dumps"
+    dump_dir.mkdir()
+    dump = write_set(dump_dir, "20261202T021500Z")
+    req = dump_restore(dump, restore_dir, "ab" * 32)
+    with pytest.raises(
+        RestoreError, match=r"changed since the preflight.*nothing was committed.*PostgreSQL was stopped"
+    ):
+        pgdump.restore(req)
+    marker = json.loads((req.data_dir / INCOMPLETE_MARKER).read_text())
+    assert "changed since the preflight" in marker["reason"] and marker["dump"] == dump.path.name
+    assert pg.postmaster_pid(req.data_dir) is None
+
+
+def test_sql_that_fails_stops_the_load_and_names_the_error(restore_dir):
+    dump_dir = restore_dir / "dumps"
+    dump_dir.mkdir()
+    sql = (
+        b"-- Dumped from database version 18.1\n-- Dumped by pg_dump version 18.1\n"
+        b"CREATE TABLE domain_outbox (id bigint, created_at timestamptz, published_at timestamptz);\n"
+        b"SELECT wgops_no_such_function();\n"
+        b"--\n-- PostgreSQL database dump complete\n--\n"
+    )
+    dump = write_set(dump_dir, "20261202T021500Z", sql=sql)
+    req = dump_restore(dump, restore_dir, pgdump.check(dump)["sha256"])
+    with pytest.raises(RestoreError, match=r"psql stopped loading .*nothing was committed.*wgops_no_such_function"):
+        pgdump.restore(req)
+    assert (req.data_dir / INCOMPLETE_MARKER).exists() and pg.postmaster_pid(req.data_dir) is None
+
+
+def test_a_drill_from_a_dump_older_than_the_objective_fails_on_its_rpo(drill_dirs):  # noqa: F811 - fixture
+    """The whole drill with drill_source pg_dump: the sandbox dumps, then a large batch of events is
+    written and published, then the disaster. The restore comes back to the dump: every event
+    after it is lost (counted exactly against the surviving stream, thousands of reused outbox
+    ids remedied), the RPO is at least the dump's age and misses the objective by name."""
+    proc = ansible_playbook(
+        sandbox_vars(
+            drill_dirs,
+            archive_timeout=10,
+            workload_seconds=12,
+            drill_workload_rate=100,
+            drill_source="pg_dump",
+            drill_rpo_objective_seconds=5,
+        )
+    )
+    report = latest_report(drill_dirs["reports"])
+    truth = report["ground_truth"]
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert report["restore"]["source"] == "pg_dump" and report["restore"]["backup_id"]
+    assert report["rpo_met"] is False and report["rto_met"] is True
+    dump_age = dt.datetime.fromisoformat(report["failure_at"]) - pgdump.label_time(report["restore"]["backup_id"])
+    assert report["rpo_seconds"] >= dump_age.total_seconds() - 0.001, "the RPO is at least the dump's age"
+    assert report["rpo_seconds"] >= truth["rpo_seconds"], "the bound is not below the truth"
+    assert truth["lost_events"] >= 2000, truth
+    assert report["lost_events"] == truth["lost_events"], "every event after the dump is counted as lost, exactly"
+    assert all(c["status"] == "passed" for c in report["checks"]), report["checks"]
+    last = proc.stdout.rstrip().splitlines()
+    assert last[-1].startswith("FAILED: RPO"), last[-8:]
+    assert "pg_dump" in report["rpo_method"] or "dump's label" in report["rpo_method"], report["rpo_method"]
