@@ -94,7 +94,7 @@ attributes:
     support: partial
     details: A preflight changes nothing; a restore refuses a non-empty data directory, so it never runs twice into one.
 author:
-  - weltgewebe.ops developers
+  - weltgewebe.ops developers (@heimgewebe)
 """
 
 EXAMPLES = r"""
