@@ -18,7 +18,7 @@ export WGOPS_EXTRA_VARS := $(VARS)
 PORTS ?=
 PLAYBOOK_VARS = $(if $(filter auto,$(PORTS)),-e @playbooks/vars/ports-auto.yml) $${WGOPS_EXTRA_VARS:+-e "$$WGOPS_EXTRA_VARS"}
 
-.PHONY: venv drill sandbox-up sandbox-down sandbox-env lint sanity test pg16
+.PHONY: venv drill sandbox-up sandbox-down sandbox-env lint sanity test pg16 barman
 
 venv: $(VENV)/.installed
 
@@ -77,5 +77,18 @@ $(PG16)/.installed:
 	$(PG16)/native/bin/postgres --version
 	touch $@
 
-test: lint sanity pg16
+# barman-cloud (the version CloudNativePG's Barman Cloud plugin v0.13.0 runs) for the restore
+# source barman_cloud: a venv of its own from the system's Python (PostgreSQL's user runs its
+# restore_command and cannot read a Python under /root). drill_barman_bindir points at its bin/.
+BARMAN_VERSION ?= 3.19.1
+BARMAN := .cache/barman
+barman: $(BARMAN)/.installed
+
+$(BARMAN)/.installed:
+	rm -rf $(BARMAN) && /usr/bin/python3 -m venv $(BARMAN)
+	$(BARMAN)/bin/pip install -q 'barman[cloud]==$(BARMAN_VERSION)'
+	$(BARMAN)/bin/barman-cloud-restore --version
+	touch $@
+
+test: lint sanity pg16 barman
 	pytest $(ARGS)

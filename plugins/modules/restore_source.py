@@ -8,23 +8,32 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: restore_source
-short_description: Check and restore a backup a team already has (Weltgewebe's daily pg_dump)
+short_description: Check and restore the backups a team already has (a daily pg_dump, a Barman Cloud archive)
 version_added: "0.3.0"
 description:
-  - The drill's restore source for backups this collection did not write. O(source=pg_dump) reads
-    Weltgewebe's daily dumps (contract C(weltgewebe-postgres-backup-v1)) from O(dump_dir), the
-    off-host copy of C(/var/backups/weltgewebe/postgres).
-  - O(action=preflight) (read-only) lists the dumps and checks the newest (or O(backup_id)) - its
-    manifest, SHA-256 and size, the gzip stream read to its end, pg_dump's closing line, the dumped
-    server's and pg_dump's versions against O(pg_bindir)'s PostgreSQL - and returns its age as the
-    RPO exposure and what it could not check. Fails on problems when O(fail_on_problems).
-  - O(action=restore) makes a clean cluster in O(data_dir) whose superuser is O(superuser) (the
-    dump's owner; it holds no roles), creates O(database), loads the SQL with C(psql) in one
-    transaction with C(ON_ERROR_STOP) (streamed from the gzip, its SHA-256 checked again before the
-    transaction may commit), runs C(ANALYZE) and leaves the cluster running on O(port).
-  - The restored point (RV(restored_to)) is the later of the dump's label time (taken before the
-    dump started) and the newest commit the restored outbox proves; both are at or before the
-    dump's snapshot, so an RPO taken from it errs high.
+  - The drill's restore source for backups this collection did not write; O(action=preflight) is
+    read-only, O(action=restore) restores into a new O(data_dir).
+  - O(source=pg_dump) reads Weltgewebe's daily dumps (contract C(weltgewebe-postgres-backup-v1))
+    from O(dump_dir), the off-host copy of C(/var/backups/weltgewebe/postgres). The preflight checks
+    the newest (or O(backup_id)) - its manifest, SHA-256 and size, the gzip stream read to its end,
+    pg_dump's closing line, the dumped server's and pg_dump's versions against O(pg_bindir)'s
+    PostgreSQL - and returns its age as the RPO exposure. The restore makes a clean cluster whose
+    superuser is O(superuser) (a dump holds no roles), creates O(database), loads the SQL with
+    C(psql) in one transaction with C(ON_ERROR_STOP) (streamed from the gzip, its SHA-256 checked
+    again before the transaction may commit), runs C(ANALYZE) and leaves the cluster running on
+    O(port). Its restored point is the later of the label time and the newest commit the restored
+    outbox proves, both at or before the dump's snapshot. Only O(target=latest).
+  - O(source=barman_cloud) reads a Barman Cloud archive (CloudNativePG's Barman Cloud plugin, or
+    C(barman-cloud-wal-archive) and C(barman-cloud-backup)) at C(s3://)O(s3_bucket)C(/)O(s3_prefix)
+    for O(server_name). The preflight lists it (each C(backup.info), the WAL per timeline, the
+    C(.history) files), checks the WAL continuity from the chosen base backup along the timelines,
+    the bucket's versioning, Object Lock and default encryption, files written over after archiving,
+    and the backup's major version against O(pg_bindir)'s. The restore uses barman's own tools from
+    O(barman_bindir) - C(barman-cloud-restore), then C(barman-cloud-wal-restore) with O(parallel)
+    downloads into a spool as C(restore_command) - to every target kind, with C(archive_mode) off,
+    and fails unless recovery reached the target (or, for V(latest), replayed every archived segment).
+    The credentials reach barman through a 0700 script of PostgreSQL's user, removed when the
+    restore ends; read-only credentials suffice.
   - A restore that fails stops its PostgreSQL and leaves the marker C(WGOPS_RESTORE_INCOMPLETE) in
     O(data_dir), with the reason; a non-empty O(data_dir) is refused and nothing is changed.
 extends_documentation_fragment:
@@ -34,7 +43,7 @@ options:
   source:
     description: The backup format.
     type: str
-    choices: [pg_dump]
+    choices: [pg_dump, barman_cloud]
     default: pg_dump
   action:
     description: V(preflight) checks the backups (read-only); V(restore) restores the chosen one.
@@ -42,11 +51,51 @@ options:
     choices: [preflight, restore]
     default: preflight
   dump_dir:
-    description: The directory with the dumps and their manifests.
+    description: With O(source=pg_dump), the directory with the dumps and their manifests (required).
     type: path
-    required: true
+  s3_endpoint_url:
+    description:
+      - With O(source=barman_cloud), the S3 endpoint; empty for AWS's default.
+      - From the environment when not given - E(WGOPS_S3_ENDPOINT_URL), E(AWS_ENDPOINT_URL_S3) or E(AWS_ENDPOINT_URL).
+    type: str
+    default: ""
+  s3_bucket:
+    description:
+      - With O(source=barman_cloud), the bucket (required).
+      - From the environment when not given - E(WGOPS_S3_BUCKET).
+    type: str
+  s3_prefix:
+    description:
+      - With O(source=barman_cloud), the destination path inside the bucket (CloudNativePG's
+        C(destinationPath) without C(s3://bucket/)); empty for the bucket's root.
+      - From the environment when not given - E(WGOPS_S3_PREFIX).
+    type: str
+    default: ""
+  s3_region:
+    description:
+      - The bucket's region.
+      - From the environment when not given - E(AWS_REGION) or E(AWS_DEFAULT_REGION).
+    type: str
+    default: us-east-1
+  s3_access_key:
+    description:
+      - With O(source=barman_cloud), the access key id (required); read-only credentials suffice.
+      - From the environment when not given - E(WGOPS_S3_ACCESS_KEY_ID) or E(AWS_ACCESS_KEY_ID).
+    type: str
+  s3_secret_key:
+    description:
+      - With O(source=barman_cloud), the secret access key (required); never logged or returned.
+      - From the environment when not given - E(WGOPS_S3_SECRET_ACCESS_KEY) or E(AWS_SECRET_ACCESS_KEY).
+    type: str
+  server_name:
+    description: With O(source=barman_cloud), the server name (CloudNativePG - the source cluster's name).
+    type: str
+    default: ""
+  barman_bindir:
+    description: With O(source=barman_cloud), the bin directory of C(barman[cloud]) (C(make barman) builds one).
+    type: path
   backup_id:
-    description: The dump's label (C(YYYYMMDDTHHMMSSZ)); empty means the newest.
+    description: The dump's label (C(YYYYMMDDTHHMMSSZ)) or the base backup's id; empty means the newest.
     type: str
     default: ""
   pg_bindir:
@@ -65,7 +114,9 @@ options:
     type: str
     default: wgsandbox
   port:
-    description: With O(action=restore), the loopback port the restored PostgreSQL listens on.
+    description:
+      - With O(action=restore), the loopback port the restored PostgreSQL listens on (a dump restore needs it;
+        for a Barman Cloud restore 0 chooses a free one).
     type: int
     default: 0
   superuser:
@@ -73,7 +124,7 @@ options:
     type: str
     default: welt
   password:
-    description: The superuser's password (SCRAM on loopback).
+    description: With O(source=pg_dump), the superuser's password (SCRAM on loopback; required for a restore).
     type: str
     default: ""
   database:
@@ -84,6 +135,30 @@ options:
     description: The outbox, whose C(created_at) and C(published_at) date the newest commit the dump holds.
     type: str
     default: domain_outbox
+  target:
+    description: With O(source=barman_cloud), how far to recover; a dump offers only V(latest).
+    type: str
+    choices: [latest, time, lsn, xid, name, immediate]
+    default: latest
+  target_value:
+    description: The time (with timezone), LSN, xid or restore point name of O(target).
+    type: str
+  inclusive:
+    description: Whether recovery stops just after (true) or just before the target.
+    type: bool
+    default: true
+  timeline:
+    description: The timeline to recover along (V(latest), V(current) or a number).
+    type: str
+    default: latest
+  parallel:
+    description: With O(source=barman_cloud), WAL files C(barman-cloud-wal-restore) downloads ahead in parallel.
+    type: int
+    default: 8
+  timeout_seconds:
+    description: With O(source=barman_cloud), how long recovery may take.
+    type: int
+    default: 14400
 attributes:
   check_mode:
     support: full
@@ -176,7 +251,12 @@ import datetime as dt
 import signal
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+    ensure_library,
+    s3_argument_spec,
+    s3_error_message,
+    s3_location,
+)
 
 
 class RestoreInterrupted(BaseException):
@@ -187,82 +267,191 @@ def _interrupted(_signum, _frame):
     raise RestoreInterrupted()
 
 
+def _argument_spec() -> dict:
+    # S3 options serve barman_cloud only: not required for a dump
+    s3 = {name: {**spec, "required": False} for name, spec in s3_argument_spec().items()}
+    s3["s3_prefix"]["default"] = ""
+    return {
+        **s3,
+        "source": {"type": "str", "choices": ["pg_dump", "barman_cloud"], "default": "pg_dump"},
+        "action": {"type": "str", "choices": ["preflight", "restore"], "default": "preflight"},
+        "dump_dir": {"type": "path"},
+        "server_name": {"type": "str", "default": ""},
+        "barman_bindir": {"type": "path"},
+        "backup_id": {"type": "str", "default": ""},
+        "pg_bindir": {"type": "str", "default": ""},
+        "fail_on_problems": {"type": "bool", "default": True},
+        "data_dir": {"type": "path"},
+        "os_user": {"type": "str", "default": "wgsandbox"},
+        "port": {"type": "int", "default": 0},
+        "superuser": {"type": "str", "default": "welt"},
+        "password": {"type": "str", "default": "", "no_log": True},
+        "database": {"type": "str", "default": "weltgewebe"},
+        "outbox_table": {"type": "str", "default": "domain_outbox"},
+        "target": {
+            "type": "str",
+            "default": "latest",
+            "choices": ["latest", "time", "lsn", "xid", "name", "immediate"],
+        },
+        "target_value": {"type": "str"},
+        "inclusive": {"type": "bool", "default": True},
+        "timeline": {"type": "str", "default": "latest"},
+        "parallel": {"type": "int", "default": 8},
+        "timeout_seconds": {"type": "int", "default": 14400},
+    }
+
+
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "source": {"type": "str", "choices": ["pg_dump"], "default": "pg_dump"},
-            "action": {"type": "str", "choices": ["preflight", "restore"], "default": "preflight"},
-            "dump_dir": {"type": "path", "required": True},
-            "backup_id": {"type": "str", "default": ""},
-            "pg_bindir": {"type": "str", "default": ""},
-            "fail_on_problems": {"type": "bool", "default": True},
-            "data_dir": {"type": "path"},
-            "os_user": {"type": "str", "default": "wgsandbox"},
-            "port": {"type": "int", "default": 0},
-            "superuser": {"type": "str", "default": "welt"},
-            "password": {"type": "str", "default": "", "no_log": True},
-            "database": {"type": "str", "default": "weltgewebe"},
-            "outbox_table": {"type": "str", "default": "domain_outbox"},
-        },
-        required_if=[("action", "restore", ("data_dir", "port", "password"))],
+        argument_spec=_argument_spec(),
+        required_if=[
+            ("source", "pg_dump", ("dump_dir",)),
+            ("source", "barman_cloud", ("s3_bucket", "s3_access_key", "s3_secret_key", "server_name", "barman_bindir")),
+            ("action", "restore", ("data_dir",)),
+        ],
         supports_check_mode=True,
     )
     ensure_library(module)
-    from pathlib import Path
-
     from weltgewebe_ops import pg
-    from weltgewebe_ops.restore import pgdump
-    from weltgewebe_ops.restore.markers import INCOMPLETE_MARKER, check_empty_dir
-    from weltgewebe_ops.restore.target import RestoreError
 
     p = module.params
-    dump_dir = Path(p["dump_dir"])
     try:
         bindir = pg.resolve_bindir(p["pg_bindir"], need=pg.SERVER_TOOLS)
-        info = pgdump.preflight(dump_dir, dt.datetime.now(dt.UTC), pg.major_version(bindir), p["backup_id"])
-    except (RestoreError, OSError, pg.PostgresError) as exc:
+        recovery_major = pg.major_version(bindir)
+    except (OSError, pg.PostgresError) as exc:
         module.fail_json(msg=str(exc))
+    if p["source"] == "pg_dump":
+        _pg_dump(module, bindir, recovery_major)
+    _barman_cloud(module, bindir, recovery_major)
+
+
+def _preflight_done(module, info: dict, where: str) -> None:
+    """Fail on problems (a restore always does), or end a preflight with its facts."""
+    p = module.params
     if info["problems"] and (p["fail_on_problems"] or p["action"] == "restore"):
         module.fail_json(
-            msg=f"the dumps in {dump_dir} have {len(info['problems'])} problem(s): "
+            msg=f"{where} has {len(info['problems'])} problem(s): "
             + "; ".join(problem["message"] for problem in info["problems"][:5]),
             **info,
         )
     if p["action"] == "preflight":
         module.exit_json(changed=False, **info)
-    if not 0 < p["port"] < 65536:
-        module.fail_json(msg=f"port {p['port']} is no port the restored PostgreSQL can listen on: give 1-65535")
-    data_dir = Path(p["data_dir"])
-    chosen = info["chosen_backup"]
+
+
+def _restore(module, data_dir, run, what: str) -> dict:
+    """Run a restore with SIGTERM (Ctrl-C on the playbook) turned into a clean stop: PostgreSQL
+    stopped, the directory marked incomplete on the way out."""
+    from weltgewebe_ops.restore.markers import INCOMPLETE_MARKER
+    from weltgewebe_ops.restore.target import RestoreError
+
     try:
-        check_empty_dir(data_dir)
-        if module.check_mode:
-            module.exit_json(changed=True, would_load=chosen)
-        req = pgdump.DumpRestore(
-            dump=pgdump.Dump(chosen["backup_id"], Path(chosen["file"])),
-            expected_sha256=chosen["sha256"],
-            data_dir=data_dir,
-            bindir=bindir,
-            os_user=pg.run_as_user(p["os_user"]),
-            port=p["port"],
-            superuser=p["superuser"],
-            password=p["password"],
-            database=p["database"],
-            evidence_table=p["outbox_table"],
-        )
-        # Ctrl-C on the playbook sends SIGTERM: the restore then stops its PostgreSQL and marks the
-        # directory incomplete on the way out
         signal.signal(signal.SIGTERM, _interrupted)
-        result = pgdump.restore(req)
+        return run()
     except RestoreError as exc:
         module.fail_json(msg=str(exc))
     except RestoreInterrupted:
         marker = data_dir / INCOMPLETE_MARKER
         left = f"{data_dir} is marked incomplete ({marker}): remove it" if marker.exists() else "nothing was left"
         module.fail_json(msg=f"the restore was interrupted (SIGTERM); PostgreSQL was stopped; {left}")
-    except Exception as exc:  # noqa: BLE001 - psycopg/OS errors, reported in one line
-        module.fail_json(msg=f"the restore of dump {chosen['backup_id']} failed: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - psycopg/boto3/OS errors, reported in one line
+        module.fail_json(msg=f"the restore of {what} failed: {s3_error_message(exc)}")
+
+
+def _pg_dump(module, bindir, recovery_major: int) -> None:
+    from pathlib import Path
+
+    from weltgewebe_ops import pg
+    from weltgewebe_ops.restore import pgdump
+    from weltgewebe_ops.restore.markers import check_empty_dir
+    from weltgewebe_ops.restore.target import RestoreError
+
+    p = module.params
+    dump_dir = Path(p["dump_dir"])
+    if p["target"] != "latest":
+        module.fail_json(msg=f"a dump holds one snapshot: target {p['target']} is not possible, only latest")
+    try:
+        info = pgdump.preflight(dump_dir, dt.datetime.now(dt.UTC), recovery_major, p["backup_id"])
+    except (RestoreError, OSError) as exc:
+        module.fail_json(msg=str(exc))
+    _preflight_done(module, info, f"the dumps in {dump_dir}")
+    if not 0 < p["port"] < 65536 or not p["password"]:
+        module.fail_json(
+            msg=f"a dump restore needs a port (1-65535, not {p['port']}) and the superuser's password (password)"
+        )
+    data_dir = Path(p["data_dir"])
+    chosen = info["chosen_backup"]
+    try:
+        check_empty_dir(data_dir)
+    except RestoreError as exc:
+        module.fail_json(msg=str(exc))
+    if module.check_mode:
+        module.exit_json(changed=True, would_load=chosen)
+    req = pgdump.DumpRestore(
+        dump=pgdump.Dump(chosen["backup_id"], Path(chosen["file"])),
+        expected_sha256=chosen["sha256"],
+        data_dir=data_dir,
+        bindir=bindir,
+        os_user=pg.run_as_user(p["os_user"]),
+        port=p["port"],
+        superuser=p["superuser"],
+        password=p["password"],
+        database=p["database"],
+        evidence_table=p["outbox_table"],
+    )
+    result = _restore(module, data_dir, lambda: pgdump.restore(req), f"dump {chosen['backup_id']}")
     module.exit_json(changed=True, chosen_backup=chosen, **result)
+
+
+def _barman_cloud(module, bindir, recovery_major: int) -> None:
+    from pathlib import Path
+
+    from weltgewebe_ops import restore
+    from weltgewebe_ops import s3 as s3mod
+    from weltgewebe_ops.restore import barmancloud
+    from weltgewebe_ops.restore.target import RestoreError
+
+    p = module.params
+    loc = s3_location(p)
+    bc = barmancloud.BarmanCloud(loc, p["server_name"], Path(p["barman_bindir"]))
+    client = s3mod.client(loc, read_timeout=60)
+    try:
+        info = barmancloud.preflight(client, bc, dt.datetime.now(dt.UTC), recovery_major, p["backup_id"])
+    except Exception as exc:  # noqa: BLE001 - boto3/botocore errors, reported with the fix
+        module.fail_json(msg=f"could not read the Barman Cloud archive {bc.url}/{bc.server}: {s3_error_message(exc)}")
+    _preflight_done(module, info, f"the Barman Cloud archive {bc.url}/{bc.server}")
+    data_dir = Path(p["data_dir"])
+    try:
+        target = restore.Target.parse(p["target"], p["target_value"], p["inclusive"], "promote", p["timeline"])
+        req = restore.RestoreRequest(
+            loc=loc,
+            data_dir=data_dir,
+            pg_bindir=p["pg_bindir"],
+            os_user=p["os_user"],
+            port=p["port"],
+            target=target,
+            backup_id=p["backup_id"] or info["chosen_backup"]["backup_id"],
+            timeout_seconds=p["timeout_seconds"],
+        )
+        restore.check_empty_dir(data_dir)
+        if module.check_mode:
+            plan = barmancloud.make_plan(client, bc, target, req.backup_id)
+            module.exit_json(changed=True, **plan.as_dict())
+    except RestoreError as exc:
+        module.fail_json(msg=str(exc))
+    result = _restore(
+        module, data_dir, lambda: barmancloud.restore(req, bc, client, parallel=p["parallel"]),
+        f"base backup {req.backup_id}",
+    )  # fmt: skip
+    module.exit_json(
+        changed=True,
+        restored_to=result["last_replayed_commit_time"] or result["base_backup_stop_time"],
+        restored_to_method=(
+            "the last commit replayed from the Barman Cloud WAL archive"
+            if result["last_replayed_commit_time"]
+            else "the base backup's end (no commit was replayed)"
+        ),
+        **result,
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ facts plus a list of problems (each with a code, a message and what to do), neve
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class Inventory:
     versions: dict[str, str] = field(default_factory=dict)  # key -> the archived version's id
     # keys with versions or delete markers written after the archived version
     rewritten: list[s3mod.KeyHistory] = field(default_factory=list)
+    # the folder WAL files are under (this collection's: wal; Barman Cloud's: wals)
+    wal_dir: str = "wal"
 
     def newest_segment(self) -> Segment | None:
         candidates = [seg for by_no in self.segments.values() for seg in by_no.values()]
@@ -53,10 +56,11 @@ class Inventory:
         return segno in self.segments.get(timeline, {})
 
     def read(self, client, loc: S3Location, key: str) -> bytes:
-        """The archived version of ``key``."""
-        return client.get_object(Bucket=loc.bucket, Key=key, **s3mod.version_arg(self.versions.get(key, "")))[
+        """The archived version of ``key`` (gunzipped when another tool archived it gzipped)."""
+        body = client.get_object(Bucket=loc.bucket, Key=key, **s3mod.version_arg(self.versions.get(key, "")))[
             "Body"
         ].read()
+        return gzip.decompress(body) if key.endswith(".gz") else body
 
 
 def list_inventory(client, loc: S3Location) -> Inventory:

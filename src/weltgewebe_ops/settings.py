@@ -16,7 +16,7 @@ from typing import Any
 
 from .files import write_private
 
-ARCHIVE_METHODS = ("classic", "streaming")
+ARCHIVE_METHODS = ("classic", "streaming", "barman_cloud")
 
 
 class SettingsError(ValueError):
@@ -109,6 +109,11 @@ class SandboxSettings:
     # slot, the segment being written archived in chunks every stream_interval_seconds (walstream)
     archive_method: str = "classic"
     stream_interval_seconds: float = 2.0
+    # barman_cloud: barman-cloud-wal-archive --gzip as archive_command and barman-cloud-backup, as
+    # CloudNativePG's Barman Cloud plugin archives, into <archive_prefix>/barman, server name
+    # barman_server; barman_bindir is barman[cloud]'s bin directory (make barman)
+    barman_bindir: str = ""
+    barman_server: str = "pg-primary"
     # wal-push gives up (non-zero exit; PostgreSQL keeps the segment and retries) after this long.
     wal_push_deadline_seconds: int = 60
     pg_bindir: str = ""
@@ -197,6 +202,16 @@ class SandboxSettings:
             kms_key_id=self.kms_key_id,
         )
 
+    def barman_location(self, readonly: bool = False) -> S3Location:
+        """Where the sandbox's Barman Cloud archive is (archive_method barman_cloud)."""
+        loc = self.s3_location(readonly)
+        return S3Location(**{**loc.__dict__, "prefix": f"{self.archive_prefix}/barman"})
+
+    @property
+    def barman_hook(self) -> Path:
+        """The 0700 script that runs barman-cloud with the archive's credentials."""
+        return self.root / "pg" / "barman-cloud"
+
     def postgresql_conf(self, wrapper: Path) -> dict[str, Any]:
         """The sandbox primary's settings; ``wrapper`` runs this library's CLI (its archive hook)."""
         return {
@@ -206,9 +221,12 @@ class SandboxSettings:
             "wal_level": "replica",
             # streaming: pg_receivewal archives every segment (archive_command would race it with
             # other bytes after a segment switch)
-            "archive_mode": "on" if self.archive_method == "classic" else "off",
+            "archive_mode": "off" if self.archive_method == "streaming" else "on",
             "archive_command": (
-                f"'{wrapper}' wal-push --config '{self.archive_config_file}' "
+                f"'{self.barman_hook}' wal-archive --gzip s3://{self.bucket}/{self.archive_prefix}/barman "
+                f"{self.barman_server} %p"
+                if self.archive_method == "barman_cloud"
+                else f"'{wrapper}' wal-push --config '{self.archive_config_file}' "
                 f"--deadline {self.wal_push_deadline_seconds} %p"
             ),
             "archive_timeout": self.archive_timeout_seconds,

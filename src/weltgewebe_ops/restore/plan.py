@@ -95,7 +95,12 @@ class Plan:
 
 
 def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> Plan:
-    inv = archive.list_inventory(client, loc)
+    return plan_from_inventory(client, loc, archive.list_inventory(client, loc), target, backup_id)
+
+
+def plan_from_inventory(client, loc: S3Location, inv: archive.Inventory, target: Target, backup_id: str = "") -> Plan:
+    """The plan from an archive as listed: this collection's (``make_plan``) or another format's
+    mapped onto the same inventory (a Barman Cloud archive), so both get the same checks."""
     backup = choose_backup(inv.labels, target, backup_id)
     # base.tar as archived under this prefix (the label's version id names the upload's version,
     # which a copied or replicated archive does not have); its content is checked against the
@@ -120,7 +125,7 @@ def make_plan(client, loc: S3Location, target: Target, backup_id: str = "") -> P
             f"the archive lacks the WAL that makes base backup {backup['backup_id']} consistent (through {stop_needed})"
         )
     newest = {tli: max(by_no) for tli, by_no in inv.segments.items() if by_no}
-    versions = {key.rsplit("/", 1)[1]: version for key, version in inv.versions.items() if "/wal/" in key}
+    versions = {key.rsplit("/", 1)[1]: version for key, version in inv.versions.items() if f"/{inv.wal_dir}/" in key}
     planned = [inv.segments[int(name[:8], 16)][segment_number(name)] for name in cont["needed"]]
     # streamed chunks of the segment being written when the primary was lost (streaming archiving)
     partial = (
