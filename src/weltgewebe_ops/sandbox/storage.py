@@ -172,8 +172,8 @@ def _barman_basebackup(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
         return False, f"{len(ours)} Barman Cloud base backup(s) in {bc.url}/{bc.server}, newest {ours[-1]['backup_id']}"
     if check_mode:
         return True, "would take a Barman Cloud base backup"
-    argv = [str(settings.barman_hook), "backup", "--gzip", "-h", "127.0.0.1", "-p", str(settings.ports.postgres),
-            "-U", "postgres", "-d", "postgres", bc.url, bc.server]  # fmt: skip
+    argv = [str(settings.barman_hook), "backup", "--gzip", "--immediate-checkpoint", "-h", "127.0.0.1",
+            "-p", str(settings.ports.postgres), "-U", "postgres", "-d", "postgres", bc.url, bc.server]  # fmt: skip
     result = subprocess.run(
         argv, capture_output=True, text=True, cwd="/", timeout=3600,
         env={**pg.user_env(), "PGPASSWORD": settings.pg_password}, **as_user(box.pg_user()),

@@ -1,0 +1,150 @@
+"""The restore source barman_cloud against real barman (3.19.1, as CloudNativePG's plugin runs it),
+SeaweedFS and PostgreSQL: the sandbox archives as CloudNativePG does (barman-cloud-wal-archive
+--gzip, barman-cloud-backup --gzip); the module restores with barman's own tools and the read-only
+identity to a time (exactly the commits before it) and to latest (every archived commit); a gap in
+the archive is named before anything is made."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import REPO, ansible_module, running_sandbox
+from tests.integration.test_pitr import commit
+from weltgewebe_ops import pg
+from weltgewebe_ops.restore import barmancloud
+from weltgewebe_ops.restore.markers import INCOMPLETE_MARKER
+
+pytestmark = pytest.mark.integration
+
+BARMAN = REPO / ".cache" / "barman" / "bin"
+
+
+@pytest.fixture(scope="module")
+def barman_sandbox():
+    assert (BARMAN / "barman-cloud-restore").exists(), f"no barman at {BARMAN}: run `make barman`"
+    yield from running_sandbox(
+        "wgops-test-barman-", archive_method="barman_cloud", barman_bindir=str(BARMAN), archive_timeout_seconds=10
+    )
+
+
+def archived_through(box, segment: str, timeout: float = 180) -> None:
+    """Wait until barman-cloud-wal-archive has put ``segment`` (or a later one) into the archive."""
+    bc = barmancloud.BarmanCloud(box.settings.barman_location(), box.settings.barman_server, BARMAN)
+    deadline = time.monotonic() + timeout
+    while True:
+        inv, _ = barmancloud.list_inventory(box.s3(), bc)
+        newest = inv.newest_segment()
+        if newest and newest.name[:8] == segment[:8] and newest.name >= segment:
+            return
+        assert time.monotonic() < deadline, f"{segment} was not archived by barman within {timeout:.0f} s"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def history(barman_sandbox):
+    """Three commits a second apart, all archived through barman."""
+    with psycopg.connect(barman_sandbox.settings.dsn(), autocommit=True) as db:
+        marks = {"a": commit(db, "pitr-a")}
+        time.sleep(1.1)
+        marks["b"] = commit(db, "pitr-b")
+        time.sleep(1.1)
+        marks["c"] = commit(db, "pitr-c")
+        segment = db.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    archived_through(barman_sandbox, segment)
+    return marks
+
+
+def module_args(box, restore_dir: Path, **extra) -> dict:
+    loc = box.settings.barman_location(readonly=True)
+    return {
+        "source": "barman_cloud",
+        "s3_endpoint_url": loc.endpoint_url,
+        "s3_bucket": loc.bucket,
+        "s3_prefix": loc.prefix,
+        "s3_access_key": loc.access_key,
+        "s3_secret_key": loc.secret_key,
+        "server_name": box.settings.barman_server,
+        "barman_bindir": str(BARMAN),
+        "data_dir": str(restore_dir / "data"),
+        **extra,
+    }
+
+
+def accounts(box, result: dict) -> set[str]:
+    dsn = pg.conninfo("127.0.0.1", result["port"], "postgres", box.settings.pg_password, "weltgewebe")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return {row[0] for row in conn.execute("SELECT title FROM domain_accounts WHERE title LIKE 'pitr-%'")}
+
+
+def test_preflight_reads_the_barman_layout(barman_sandbox, history, restore_dir):
+    rc, info, out = ansible_module("weltgewebe.ops.restore_source", module_args(barman_sandbox, restore_dir))
+    assert rc == 0, out
+    assert info["problems"] == [] and info["source"] == "barman_cloud"
+    assert info["chosen_backup"]["format"] == "barman_cloud" and info["chosen_backup"]["status"] == "DONE"
+    assert info["continuity"]["missing"] == [] and info["continuity"]["segments"] >= 2
+    assert info["chosen_backup_server_version_num"] >= 160000
+    assert info["bucket"]["versioning"] == "Enabled" or info["warnings"], info["bucket"]
+    assert barman_sandbox.settings.s3_readonly_secret_key not in out
+
+
+def test_restore_to_a_time_has_exactly_the_commits_before_it(barman_sandbox, history, restore_dir):
+    moment = history["b"]["ts"] + (history["c"]["ts"] - history["b"]["ts"]) / 2
+    args = module_args(barman_sandbox, restore_dir, action="restore", target="time", target_value=moment.isoformat())
+    rc, result, out = ansible_module("weltgewebe.ops.restore_source", args)
+    assert rc == 0, out
+    assert accounts(barman_sandbox, result) == {"pitr-a", "pitr-b"}
+    assert dt.datetime.fromisoformat(result["restored_to"]) <= moment
+    assert result["tool"] == "barman-cloud-restore 3.19.1" and result["recovery_state"] == "promoted"
+    assert not (restore_dir / "data" / INCOMPLETE_MARKER).exists()
+    assert not list((restore_dir / "data.wgops").rglob("barman-cloud")), "the script with the secret is gone"
+    assert barman_sandbox.settings.s3_readonly_secret_key not in out
+    pg.stop(pg.resolve_bindir(), restore_dir / "data", pg.run_as_user("wgsandbox"), "immediate")
+
+
+def test_restore_to_latest_has_every_archived_commit(barman_sandbox, history, restore_dir):
+    rc, result, out = ansible_module(
+        "weltgewebe.ops.restore_source", module_args(barman_sandbox, restore_dir, action="restore")
+    )
+    assert rc == 0, out
+    assert accounts(barman_sandbox, result) == {"pitr-a", "pitr-b", "pitr-c"}
+    assert dt.datetime.fromisoformat(result["restored_to"]) >= history["c"]["ts"]
+    assert result["timeline"] >= 2
+    pg.stop(pg.resolve_bindir(), restore_dir / "data", pg.run_as_user("wgsandbox"), "immediate")
+
+
+def test_a_gap_in_the_archive_is_named_before_anything_is_made(barman_sandbox, history, restore_dir):
+    """A copy of the archive without one segment between the base backup and the newest: the
+    preflight names it and the restore makes nothing (the bucket is locked: the copy is how a
+    segment goes missing here)."""
+    box = barman_sandbox
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as db:
+        for label in ("gap-1", "gap-2"):  # segments after the dropped one: a gap, not a shorter archive
+            commit(db, label)
+            segment = db.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+    archived_through(box, segment)
+    client = box.s3()
+    source = box.settings.barman_location()
+    copy_prefix = f"{source.prefix}-gap-{time.time_ns()}"
+    bc = barmancloud.BarmanCloud(source, box.settings.barman_server, BARMAN)
+    inv, _ = barmancloud.list_inventory(client, bc)
+    label = inv.labels[-1]
+    segments = sorted(inv.segments[label["timeline"]].values(), key=lambda s: s.segno)
+    after = [s.name for s in segments if s.name > label["start_wal_file"]]
+    assert len(after) >= 3, after
+    dropped = after[-2]
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=source.bucket, Prefix=source.prefix + "/"):
+        for obj in page.get("Contents", []):
+            if dropped in obj["Key"]:
+                continue
+            key = copy_prefix + obj["Key"][len(source.prefix) :]
+            client.copy_object(Bucket=source.bucket, Key=key, CopySource={"Bucket": source.bucket, "Key": obj["Key"]})
+    args = {**module_args(box, restore_dir, action="restore"), "s3_prefix": copy_prefix}
+    rc, result, _ = ansible_module("weltgewebe.ops.restore_source", args)
+    assert rc != 0
+    assert dropped in result["msg"] and "wal_gap" in {p["code"] for p in result["problems"]}, result["msg"]
+    assert not (restore_dir / "data").exists()
