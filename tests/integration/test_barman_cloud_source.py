@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import REPO, ansible_module, running_sandbox
+from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401
 from tests.integration.test_pitr import commit
 from weltgewebe_ops import pg
 from weltgewebe_ops.restore import barmancloud
@@ -148,3 +149,21 @@ def test_a_gap_in_the_archive_is_named_before_anything_is_made(barman_sandbox, h
     assert rc != 0
     assert dropped in result["msg"] and "wal_gap" in {p["code"] for p in result["problems"]}, result["msg"]
     assert not (restore_dir / "data").exists()
+
+
+def test_a_sandbox_drill_from_a_barman_cloud_archive(drill_dirs):  # noqa: F811 - fixture
+    """The whole drill with drill_source barman_cloud: "production" archives as CloudNativePG does,
+    the recovery restores with barman's tools; the figures hold against the ground truth."""
+    proc = ansible_playbook(
+        sandbox_vars(drill_dirs, archive_timeout=10, workload_seconds=10, drill_source="barman_cloud")
+    )
+    report = latest_report(drill_dirs["reports"])
+    truth = report["ground_truth"]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert report["passed"] and report["restore"]["source"] == "barman_cloud"
+    assert report["restore"]["tool"] == "barman-cloud-restore 3.19.1"
+    assert report["rpo_seconds"] >= truth["rpo_seconds"], "the bound is not below the truth"
+    assert report["lost_events"] == truth["lost_events"]
+    assert "Barman Cloud" in report["rpo_method"]
+    md = (drill_dirs["reports"] / report["drill_id"] / "report.md").read_text()
+    assert "- Source: Barman Cloud archive s3://" in md
