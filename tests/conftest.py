@@ -79,7 +79,8 @@ def copy_archive(box, prefix: str, skip=lambda key: False, bucket: str | None = 
 
 
 FREE_PORTS = {
-    name: 0 for name in ("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "postgres", "nats", "api")
+    name: 0
+    for name in ("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "s3_https", "postgres", "nats", "api")
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: restore_source
-short_description: Check and restore the backups a team already has (a daily pg_dump, a Barman Cloud archive)
+short_description: Check and restore the backups a team already has (pg_dump, Barman Cloud, pgBackRest)
 version_added: "0.3.0"
 description:
   - The drill's restore source for backups this collection did not write; O(action=preflight) is
@@ -34,6 +34,13 @@ description:
     and fails unless recovery reached the target (or, for V(latest), replayed every archived segment).
     The credentials reach barman through a 0700 script of PostgreSQL's user, removed when the
     restore ends; read-only credentials suffice.
+  - O(source=pgbackrest) reads a pgBackRest repository in S3 (C(repo1-path) O(s3_prefix), O(stanza);
+    pgBackRest speaks S3 over HTTPS only, O(verify_tls=false) accepts a self-signed endpoint). The
+    preflight takes the backups from C(pgbackrest info --output=json) and the WAL from the
+    repository's listing, and checks as for Barman Cloud. The restore is C(pgbackrest restore
+    --type=preserve), then C(pgbackrest archive-get) as C(restore_command), to every target kind,
+    with C(archive_mode) off; the repository's settings are in a 0600 file of PostgreSQL's user,
+    removed when the restore ends.
   - A restore that fails stops its PostgreSQL and leaves the marker C(WGOPS_RESTORE_INCOMPLETE) in
     O(data_dir), with the reason; a non-empty O(data_dir) is refused and nothing is changed.
 extends_documentation_fragment:
@@ -43,7 +50,7 @@ options:
   source:
     description: The backup format.
     type: str
-    choices: [pg_dump, barman_cloud]
+    choices: [pg_dump, barman_cloud, pgbackrest]
     default: pg_dump
   action:
     description: V(preflight) checks the backups (read-only); V(restore) restores the chosen one.
@@ -55,19 +62,21 @@ options:
     type: path
   s3_endpoint_url:
     description:
-      - With O(source=barman_cloud), the S3 endpoint; empty for AWS's default.
+      - With O(source=barman_cloud) or O(source=pgbackrest), the S3 endpoint (pgBackRest - V(https://) only);
+        empty for AWS's default.
       - From the environment when not given - E(WGOPS_S3_ENDPOINT_URL), E(AWS_ENDPOINT_URL_S3) or E(AWS_ENDPOINT_URL).
     type: str
     default: ""
   s3_bucket:
     description:
-      - With O(source=barman_cloud), the bucket (required).
+      - With O(source=barman_cloud) or O(source=pgbackrest), the bucket (required).
       - From the environment when not given - E(WGOPS_S3_BUCKET).
     type: str
   s3_prefix:
     description:
       - With O(source=barman_cloud), the destination path inside the bucket (CloudNativePG's
-        C(destinationPath) without C(s3://bucket/)); empty for the bucket's root.
+        C(destinationPath) without C(s3://bucket/)); with O(source=pgbackrest), C(repo1-path);
+        empty for the bucket's root.
       - From the environment when not given - E(WGOPS_S3_PREFIX).
     type: str
     default: ""
@@ -79,12 +88,12 @@ options:
     default: us-east-1
   s3_access_key:
     description:
-      - With O(source=barman_cloud), the access key id (required); read-only credentials suffice.
+      - With O(source=barman_cloud) or O(source=pgbackrest), the access key id (required); read-only suffices.
       - From the environment when not given - E(WGOPS_S3_ACCESS_KEY_ID) or E(AWS_ACCESS_KEY_ID).
     type: str
   s3_secret_key:
     description:
-      - With O(source=barman_cloud), the secret access key (required); never logged or returned.
+      - With O(source=barman_cloud) or O(source=pgbackrest), the secret access key (required); never logged.
       - From the environment when not given - E(WGOPS_S3_SECRET_ACCESS_KEY) or E(AWS_SECRET_ACCESS_KEY).
     type: str
   server_name:
@@ -94,6 +103,14 @@ options:
   barman_bindir:
     description: With O(source=barman_cloud), the bin directory of C(barman[cloud]) (C(make barman) builds one).
     type: path
+  stanza:
+    description: With O(source=pgbackrest), the stanza (required).
+    type: str
+    default: ""
+  verify_tls:
+    description: With O(source=pgbackrest), verify the S3 endpoint's certificate (false for a self-signed one).
+    type: bool
+    default: true
   backup_id:
     description: The dump's label (C(YYYYMMDDTHHMMSSZ)) or the base backup's id; empty means the newest.
     type: str
@@ -136,7 +153,7 @@ options:
     type: str
     default: domain_outbox
   target:
-    description: With O(source=barman_cloud), how far to recover; a dump offers only V(latest).
+    description: How far to recover (Barman Cloud, pgBackRest); a dump offers only V(latest).
     type: str
     choices: [latest, time, lsn, xid, name, immediate]
     default: latest
@@ -156,7 +173,7 @@ options:
     type: int
     default: 8
   timeout_seconds:
-    description: With O(source=barman_cloud), how long recovery may take.
+    description: With a Barman Cloud or pgBackRest restore, how long recovery may take.
     type: int
     default: 14400
 attributes:
@@ -273,11 +290,13 @@ def _argument_spec() -> dict:
     s3["s3_prefix"]["default"] = ""
     return {
         **s3,
-        "source": {"type": "str", "choices": ["pg_dump", "barman_cloud"], "default": "pg_dump"},
+        "source": {"type": "str", "choices": ["pg_dump", "barman_cloud", "pgbackrest"], "default": "pg_dump"},
         "action": {"type": "str", "choices": ["preflight", "restore"], "default": "preflight"},
         "dump_dir": {"type": "path"},
         "server_name": {"type": "str", "default": ""},
         "barman_bindir": {"type": "path"},
+        "stanza": {"type": "str", "default": ""},
+        "verify_tls": {"type": "bool", "default": True},
         "backup_id": {"type": "str", "default": ""},
         "pg_bindir": {"type": "str", "default": ""},
         "fail_on_problems": {"type": "bool", "default": True},
@@ -307,6 +326,7 @@ def main():
         required_if=[
             ("source", "pg_dump", ("dump_dir",)),
             ("source", "barman_cloud", ("s3_bucket", "s3_access_key", "s3_secret_key", "server_name", "barman_bindir")),
+            ("source", "pgbackrest", ("s3_bucket", "s3_access_key", "s3_secret_key", "stanza")),
             ("action", "restore", ("data_dir",)),
         ],
         supports_check_mode=True,
@@ -322,7 +342,7 @@ def main():
         module.fail_json(msg=str(exc))
     if p["source"] == "pg_dump":
         _pg_dump(module, bindir, recovery_major)
-    _barman_cloud(module, bindir, recovery_major)
+    _physical(module, recovery_major)
 
 
 def _preflight_done(module, info: dict, where: str) -> None:
@@ -402,23 +422,39 @@ def _pg_dump(module, bindir, recovery_major: int) -> None:
     module.exit_json(changed=True, chosen_backup=chosen, **result)
 
 
-def _barman_cloud(module, bindir, recovery_major: int) -> None:
+def _physical(module, recovery_major: int) -> None:
+    """A base backup and its WAL in another tool's format: Barman Cloud or pgBackRest."""
+    from functools import partial
     from pathlib import Path
 
     from weltgewebe_ops import restore
     from weltgewebe_ops import s3 as s3mod
-    from weltgewebe_ops.restore import barmancloud
+    from weltgewebe_ops.restore import barmancloud, pgbackrest
     from weltgewebe_ops.restore.target import RestoreError
 
     p = module.params
     loc = s3_location(p)
-    bc = barmancloud.BarmanCloud(loc, p["server_name"], Path(p["barman_bindir"]))
-    client = s3mod.client(loc, read_timeout=60)
+    now = dt.datetime.now(dt.UTC)
+    if p["source"] == "barman_cloud":
+        bc = barmancloud.BarmanCloud(loc, p["server_name"], Path(p["barman_bindir"]))
+        client = s3mod.client(loc, read_timeout=60)
+        where = f"the Barman Cloud archive {bc.url}/{bc.server}"
+        preflight = partial(barmancloud.preflight, client, bc, now, recovery_major, p["backup_id"])
+        make_plan = partial(barmancloud.make_plan, client, bc)
+        run = partial(barmancloud.restore, bc=bc, client=client, parallel=p["parallel"])
+    else:
+        pb = pgbackrest.PgBackRest(loc, p["stanza"], verify_tls=p["verify_tls"])
+        where = f"the pgBackRest repository s3://{loc.bucket}/{loc.prefix} (stanza {pb.stanza})"
+        preflight = partial(pgbackrest.preflight, pb, now, recovery_major, p["backup_id"])
+        make_plan = partial(pgbackrest.make_plan, pb)
+        run = partial(pgbackrest.restore, pb=pb)
     try:
-        info = barmancloud.preflight(client, bc, dt.datetime.now(dt.UTC), recovery_major, p["backup_id"])
+        info = preflight()
+    except RestoreError as exc:
+        module.fail_json(msg=str(exc))
     except Exception as exc:  # noqa: BLE001 - boto3/botocore errors, reported with the fix
-        module.fail_json(msg=f"could not read the Barman Cloud archive {bc.url}/{bc.server}: {s3_error_message(exc)}")
-    _preflight_done(module, info, f"the Barman Cloud archive {bc.url}/{bc.server}")
+        module.fail_json(msg=f"could not read {where}: {s3_error_message(exc)}")
+    _preflight_done(module, info, where)
     data_dir = Path(p["data_dir"])
     try:
         target = restore.Target.parse(p["target"], p["target_value"], p["inclusive"], "promote", p["timeline"])
@@ -434,19 +470,15 @@ def _barman_cloud(module, bindir, recovery_major: int) -> None:
         )
         restore.check_empty_dir(data_dir)
         if module.check_mode:
-            plan = barmancloud.make_plan(client, bc, target, req.backup_id)
-            module.exit_json(changed=True, **plan.as_dict())
+            module.exit_json(changed=True, **make_plan(target, req.backup_id).as_dict())
     except RestoreError as exc:
         module.fail_json(msg=str(exc))
-    result = _restore(
-        module, data_dir, lambda: barmancloud.restore(req, bc, client, parallel=p["parallel"]),
-        f"base backup {req.backup_id}",
-    )  # fmt: skip
+    result = _restore(module, data_dir, lambda: run(req), f"base backup {req.backup_id}")
     module.exit_json(
         changed=True,
         restored_to=result["last_replayed_commit_time"] or result["base_backup_stop_time"],
         restored_to_method=(
-            "the last commit replayed from the Barman Cloud WAL archive"
+            f"the last commit replayed through {result['tool']}"
             if result["last_replayed_commit_time"]
             else "the base backup's end (no commit was replayed)"
         ),

@@ -18,8 +18,11 @@ from typing import Any, BinaryIO
 from .settings import S3Location
 
 
-def client(loc: S3Location, *, connect_timeout: float = 3, read_timeout: float = 20, attempts: int = 3):
-    """A boto3 S3 client for ``loc`` with path-style addressing and bounded timeouts."""
+def client(
+    loc: S3Location, *, connect_timeout: float = 3, read_timeout: float = 20, attempts: int = 3, verify: bool = True
+):
+    """A boto3 S3 client for ``loc`` with path-style addressing and bounded timeouts; ``verify``
+    false accepts a self-signed HTTPS endpoint (pgBackRest's S3 on the sandbox)."""
     import boto3
     from botocore.config import Config
 
@@ -29,6 +32,7 @@ def client(loc: S3Location, *, connect_timeout: float = 3, read_timeout: float =
         aws_access_key_id=loc.access_key,
         aws_secret_access_key=loc.secret_key,
         region_name=loc.region,
+        verify=verify,
         config=Config(
             s3={"addressing_style": "path"},
             connect_timeout=connect_timeout,

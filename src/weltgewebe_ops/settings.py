@@ -16,7 +16,7 @@ from typing import Any
 
 from .files import write_private
 
-ARCHIVE_METHODS = ("classic", "streaming", "barman_cloud")
+ARCHIVE_METHODS = ("classic", "streaming", "barman_cloud", "pgbackrest")
 
 
 class SettingsError(ValueError):
@@ -87,6 +87,8 @@ class Ports:
     s3_volume: int = 18380
     s3_filer: int = 18888
     s3_admin: int = 18646
+    # HTTPS beside HTTP, for pgBackRest (it speaks HTTPS only): used with archive_method pgbackrest
+    s3_https: int = 18443
     postgres: int = 15432
     nats: int = 14222
     api: int = 18081
@@ -114,6 +116,9 @@ class SandboxSettings:
     # barman_server; barman_bindir is barman[cloud]'s bin directory (make barman)
     barman_bindir: str = ""
     barman_server: str = "pg-primary"
+    # pgbackrest: pgbackrest archive-push as archive_command and pgbackrest backup, into a
+    # repository at <archive_prefix>/pgbackrest through SeaweedFS's HTTPS port (self-signed)
+    pgbackrest_stanza: str = "pg-primary"
     # wal-push gives up (non-zero exit; PostgreSQL keeps the segment and retries) after this long.
     wal_push_deadline_seconds: int = 60
     pg_bindir: str = ""
@@ -212,6 +217,19 @@ class SandboxSettings:
         """The 0700 script that runs barman-cloud with the archive's credentials."""
         return self.root / "pg" / "barman-cloud"
 
+    def pgbackrest_location(self, readonly: bool = False) -> S3Location:
+        """The sandbox's pgBackRest repository (archive_method pgbackrest): S3 over HTTPS."""
+        loc = self.s3_location(readonly)
+        return S3Location(
+            **{**loc.__dict__, "endpoint_url": f"https://127.0.0.1:{self.ports.s3_https}",
+               "prefix": f"{self.archive_prefix}/pgbackrest"}
+        )  # fmt: skip
+
+    @property
+    def pgbackrest_config(self) -> Path:
+        """pgBackRest's configuration of the primary (0600: it holds the archive's credentials)."""
+        return self.root / "pg" / "pgbackrest" / "pgbackrest.conf"
+
     def postgresql_conf(self, wrapper: Path) -> dict[str, Any]:
         """The sandbox primary's settings; ``wrapper`` runs this library's CLI (its archive hook)."""
         return {
@@ -226,6 +244,8 @@ class SandboxSettings:
                 f"'{self.barman_hook}' wal-archive --gzip s3://{self.bucket}/{self.archive_prefix}/barman "
                 f"{self.barman_server} %p"
                 if self.archive_method == "barman_cloud"
+                else f"pgbackrest --config='{self.pgbackrest_config}' --stanza={self.pgbackrest_stanza} archive-push %p"
+                if self.archive_method == "pgbackrest"
                 else f"'{wrapper}' wal-push --config '{self.archive_config_file}' "
                 f"--deadline {self.wal_push_deadline_seconds} %p"
             ),

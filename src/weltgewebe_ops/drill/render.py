@@ -58,13 +58,14 @@ def restored_from(restore: dict[str, Any]) -> list[str]:
             f"with {restore.get('tool', 'psql')}, ANALYZE {restore.get('analyze_seconds', '—')} s; restored to "
             f"{restore.get('restored_to_method', '—')}",
         ]
-    if restore.get("source") == "barman_cloud":
+    if restore.get("source") in ("barman_cloud", "pgbackrest"):
+        kind = "Barman Cloud archive" if restore["source"] == "barman_cloud" else "pgBackRest repository"
         return [
-            f"- Source: Barman Cloud archive {restore.get('location', '—')}, base backup "
+            f"- Source: {kind} {restore.get('location', '—')}, base backup "
             f"{restore.get('base_backup', '—')} (system {restore.get('system_identifier') or '?'}), restored with "
             f"{restore.get('tool', 'barman-cloud-restore')} in "
             f"{restore.get('base_backup_download_extract_seconds', '—')} s, "
-            f"{restore.get('wal_segments', '—')} WAL segments through barman-cloud-wal-restore, replay "
+            f"{restore.get('wal_segments', '—')} WAL segments through its restore_command, replay "
             f"{restore.get('replay_seconds', '—')} s"
         ]
     return [

