@@ -212,6 +212,7 @@ def main():
         "database": settings.database,
         "kms_key_arn": box.kms_key_arn(),
         "state_dir": str(settings.root),
+        "archive_method": settings.archive_method,
     }
     module.exit_json(
         changed=any(r.changed for r in results),
