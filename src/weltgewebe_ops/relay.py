@@ -169,11 +169,13 @@ class Relay:
                     self.stats.duplicates += 1
                 else:
                     self.stats.published += 1
+            # the sandbox's ground truth: what the stream acknowledged, written before anything
+            # else can go wrong (a relay killed between the acks and its commit has published them)
+            if self._truth and acks:
+                self._record(acks)
             if published:
                 await conn.execute(self._mark_published, (published,))
         self.stats.batches += 1
-        if self._truth and acks:
-            self._record(acks)
         return len(rows)
 
     async def _send(self, js, outbox_id: int, event_type: str, body: str) -> asyncio.Future:

@@ -24,7 +24,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,11 @@ from typing import Any
 from .. import archive, pg
 from .. import s3 as s3mod
 from ..compliance import bucket_facts
+from ..procs import as_user
 from ..settings import S3Location
 from ..walnames import SEGMENT_RE, segment_number
-from .markers import check_empty_dir, staging_dir, write_restore_pid
+from . import sources
 from .plan import Plan, plan_from_inventory
-from .recovery import recover
 from .request import RestoreRequest
 from .target import RestoreError, Target
 
@@ -204,58 +203,18 @@ NOT_CHECKED = [
 def preflight(client, bc: BarmanCloud, now: dt.datetime, recovery_major: int = 0, backup_id: str = "") -> dict:
     bucket, bucket_problems, warnings = bucket_facts(client, bc.loc)
     inv, problems = list_inventory(client, bc)
-    newest = inv.newest_segment()
-    info: dict[str, Any] = {
-        "bucket": bucket,
-        "warnings": warnings,
+    facts = {
         "source": "barman_cloud",
         "location": f"{bc.url}/{bc.server}",
-        "backups": [
-            {k: lb[k] for k in ("backup_id", "start_lsn", "stop_lsn", "start_time", "stop_time", "timeline")}
-            for lb in inv.labels
-        ],
-        "newest_segment": newest.name if newest else None,
-        "newest_segment_at": newest.last_modified.isoformat() if newest else None,
-        "timelines": sorted(inv.segments),
-        "problems": problems + [p.as_dict() for p in bucket_problems + archive.rewritten_problems(inv)],
+        "bucket": bucket,
+        "warnings": warnings,
+        "problems": problems + [p.as_dict() for p in bucket_problems],
         "not_checked": list(NOT_CHECKED),
-        "chosen_backup": None,
-        "chosen_backup_server_version_num": 0,
-        "chosen_backup_superuser": "postgres",
-        "rpo_exposure_seconds": round((now - newest.last_modified).total_seconds(), 3) if newest else None,
         "archive_method": "barman-cloud-wal-archive",
-        "streamed_segment": None,
     }
-    if not inv.labels:
-        info["problems"].append(
-            {"code": "no_base_backup", "message": f"{bc.url}/{bc.server} holds no complete base backup"}
-        )
-        return info
-    chosen = next((lb for lb in inv.labels if lb["backup_id"] == backup_id), None) if backup_id else inv.labels[-1]
-    if chosen is None:
-        info["problems"].append({"code": "no_such_backup", "message": f"no base backup {backup_id}"})
-        return info
-    cont = archive.continuity(client, bc.loc, inv, chosen)
-    info["chosen_backup"] = chosen
-    info["chosen_backup_server_version_num"] = chosen["server_version_num"]
-    info["continuity"] = {k: v for k, v in cont.items() if k != "needed"}
-    if cont["missing"]:
-        info["problems"].append(
-            {
-                "code": "wal_gap",
-                "message": f"WAL missing after base backup {chosen['backup_id']}: {', '.join(cont['missing'][:5])}",
-            }
-        )
-    major = chosen["server_version_num"] // 10000
-    if recovery_major and major and recovery_major != major:
-        info["problems"].append(
-            {
-                "code": "postgres_major_differs",
-                "message": f"base backup {chosen['backup_id']} is PostgreSQL {major}; the recovery host's is "
-                f"{recovery_major}: a physical backup restores only with its own major version (drill_pg_bindir)",
-            }
-        )
-    return info
+    return sources.preflight_facts(
+        client, bc.loc, inv, now=now, recovery_major=recovery_major, backup_id=backup_id, facts=facts
+    )
 
 
 # ---------------------------------------------------------------------------------- restore
@@ -267,61 +226,31 @@ def make_plan(client, bc: BarmanCloud, target: Target, backup_id: str = "") -> P
 def restore(req: RestoreRequest, bc: BarmanCloud, client=None, log=lambda _m: None, parallel: int = 8) -> dict:
     """Restore with barman's own tools into ``req.data_dir`` and follow recovery to the target."""
     client = client or s3mod.client(bc.loc, read_timeout=60)
-    check_empty_dir(req.data_dir)
-    if req.work.exists() and any(req.work.iterdir()):
-        raise RestoreError(f"work_dir {req.work} is not empty; remove it or choose another")
-    os_user = req.run_as
+    sources.prepare_work(req)
     version = bc.version()
     plan = make_plan(client, bc, req.target, req.backup_id)
     backup_id = plan.backup["backup_id"]
     log(f"plan: base backup {backup_id} (barman), {len(plan.segments)} WAL segments")
-    staging = staging_dir(req.data_dir)
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    pg.chown_tree(staging, os_user)
-    req.work.mkdir(parents=True, exist_ok=True)
-    write_restore_pid(req.work)
-    hook = bc.write_hook(req.work / "bin" / "barman-cloud", os_user)
+    hook = bc.write_hook(req.work / "bin" / "barman-cloud", req.run_as)
     spool = req.work / "barman-spool"
     spool.mkdir(parents=True, exist_ok=True)
-    pg.chown_tree(req.work, os_user)
-    try:
-        started = time.monotonic()
+    pg.chown_tree(req.work, req.run_as)
+
+    def put_base_backup(staging: Path) -> None:
         result = subprocess.run(
             [str(hook), "restore", bc.url, bc.server, backup_id, str(staging)],
-            capture_output=True,
-            text=True,
-            env=pg.user_env(),
-            cwd="/",
-            **_as(os_user),
-        )
-        base_seconds = time.monotonic() - started
+            capture_output=True, text=True, env=pg.user_env(), cwd="/", **as_user(req.run_as),
+        )  # fmt: skip
         if result.returncode != 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise RestoreError(
-                f"barman-cloud-restore of base backup {backup_id} failed (exit {result.returncode}): "
-                f"{(result.stderr or result.stdout).strip()[-1500:]}. Nothing was started."
-            )
-        log(f"base backup {backup_id}: restored by barman-cloud-restore in {base_seconds:.1f}s")
-        command = f"{shlex.quote(str(hook))} wal-restore --parallel {parallel} --spool-dir {shlex.quote(str(spool))} "
-        command += f"{shlex.quote(bc.url)} {shlex.quote(bc.server)} %f %p"
-        reached = recover(req, plan, staging, log, restore_command=command)
+            raise RestoreError(f"exit {result.returncode}: {(result.stderr or result.stdout).strip()[-1500:]}")
+
+    command = f"{shlex.quote(str(hook))} wal-restore --parallel {parallel} --spool-dir {shlex.quote(str(spool))} "
+    command += f"{shlex.quote(bc.url)} {shlex.quote(bc.server)} %f %p"
+    try:
+        result = sources.restore_with(
+            req, plan, put_base_backup=put_base_backup, restore_command=command, tool=version, log=log
+        )
     finally:
         hook.unlink(missing_ok=True)  # it holds the secret
         shutil.rmtree(spool, ignore_errors=True)
-    return {
-        **reached,
-        "source": "barman_cloud",
-        "tool": version,
-        "location": f"{bc.url}/{bc.server}",
-        "base_backup_download_extract_seconds": round(base_seconds, 3),
-        "base_backup_stored_bytes": plan.backup.get("stored_bytes"),
-        "system_identifier": plan.backup.get("system_identifier"),
-    }
-
-
-def _as(os_user: str | None) -> dict:
-    from ..procs import as_user
-
-    return as_user(os_user)
+    return {**result, "source": "barman_cloud", "tool": version, "location": f"{bc.url}/{bc.server}"}

@@ -24,7 +24,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,8 @@ from ..compliance import bucket_facts
 from ..procs import as_user
 from ..settings import S3Location
 from ..walnames import segment_number
-from .markers import check_empty_dir, staging_dir, write_restore_pid
+from . import sources
 from .plan import Plan, plan_from_inventory
-from .recovery import recover
 from .request import RestoreRequest
 from .target import RestoreError, Target
 
@@ -211,56 +209,19 @@ def preflight(pb: PgBackRest, now: dt.datetime, recovery_major: int = 0, backup_
     stanza = pb.info()
     bucket, bucket_problems, warnings = bucket_facts(client, pb.loc)
     inv, problems = list_inventory(client, pb, stanza)
-    newest = inv.newest_segment()
-    info: dict[str, Any] = {
+    facts = {
         "source": "pgbackrest",
         "location": f"s3://{pb.loc.bucket}/{pb.loc.prefix} stanza {pb.stanza}",
         "bucket": bucket,
         "warnings": warnings,
         "cipher": stanza.get("cipher"),
-        "backups": [
-            {k: lb[k] for k in ("backup_id", "type", "start_lsn", "stop_lsn", "start_time", "stop_time", "timeline")}
-            for lb in inv.labels
-        ],
-        "newest_segment": newest.name if newest else None,
-        "newest_segment_at": newest.last_modified.isoformat() if newest else None,
-        "problems": problems + [p.as_dict() for p in bucket_problems + archive.rewritten_problems(inv)],
+        "problems": problems + [p.as_dict() for p in bucket_problems],
         "not_checked": list(NOT_CHECKED),
-        "chosen_backup": None,
-        "chosen_backup_server_version_num": 0,
-        "chosen_backup_superuser": "postgres",
-        "rpo_exposure_seconds": round((now - newest.last_modified).total_seconds(), 3) if newest else None,
         "archive_method": "pgbackrest archive-push",
-        "streamed_segment": None,
     }
-    if not inv.labels:
-        info["problems"].append({"code": "no_base_backup", "message": f"{info['location']} holds no backup"})
-        return info
-    chosen = next((lb for lb in inv.labels if lb["backup_id"] == backup_id), None) if backup_id else inv.labels[-1]
-    if chosen is None:
-        info["problems"].append({"code": "no_such_backup", "message": f"no backup {backup_id}"})
-        return info
-    cont = archive.continuity(client, pb.loc, inv, chosen)
-    info["chosen_backup"] = chosen
-    info["chosen_backup_server_version_num"] = chosen["server_version_num"]
-    info["continuity"] = {k: v for k, v in cont.items() if k != "needed"}
-    if cont["missing"]:
-        info["problems"].append(
-            {
-                "code": "wal_gap",
-                "message": f"WAL missing after backup {chosen['backup_id']}: {', '.join(cont['missing'][:5])}",
-            }
-        )
-    major = chosen["server_version_num"] // 10000
-    if recovery_major and major and recovery_major != major:
-        info["problems"].append(
-            {
-                "code": "postgres_major_differs",
-                "message": f"backup {chosen['backup_id']} is PostgreSQL {major}; the recovery host's is "
-                f"{recovery_major}: a physical backup restores only with its own major version (drill_pg_bindir)",
-            }
-        )
-    return info
+    return sources.preflight_facts(
+        client, pb.loc, inv, now=now, recovery_major=recovery_major, backup_id=backup_id, facts=facts
+    )
 
 
 # ---------------------------------------------------------------------------------- restore
@@ -272,40 +233,22 @@ def make_plan(pb: PgBackRest, target: Target, backup_id: str = "") -> Plan:
 
 def restore(req: RestoreRequest, pb: PgBackRest, log=lambda _m: None) -> dict[str, Any]:
     """``pgbackrest restore`` into staging, then recovery with ``pgbackrest archive-get``."""
-    check_empty_dir(req.data_dir)
-    if req.work.exists() and any(req.work.iterdir()):
-        raise RestoreError(f"work_dir {req.work} is not empty; remove it or choose another")
-    os_user = req.run_as
+    sources.prepare_work(req)
+    version = pb.version()
     plan = make_plan(pb, req.target, req.backup_id)
     backup_id = plan.backup["backup_id"]
     log(f"plan: backup {backup_id} (pgBackRest), {len(plan.segments)} WAL segments")
-    staging = staging_dir(req.data_dir)
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    pg.chown_tree(staging, os_user)
-    req.work.mkdir(parents=True, exist_ok=True)
-    write_restore_pid(req.work)
-    config = pb.write_config(req.work / "pgbackrest", os_user, pg_path=req.data_dir)
+    config = pb.write_config(req.work / "pgbackrest", req.run_as, pg_path=req.data_dir)
+
+    def put_base_backup(staging: Path) -> None:
+        pb.run(config, f"--pg1-path={staging}", f"--set={backup_id}", "--type=preserve", "restore", os_user=req.run_as)
+
     try:
-        started = time.monotonic()
-        try:
-            pb.run(config, f"--pg1-path={staging}", f"--set={backup_id}", "--type=preserve", "restore", os_user=os_user)
-        except RestoreError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise RestoreError(f"{exc}. Nothing was started.") from exc
-        base_seconds = time.monotonic() - started
-        log(f"backup {backup_id}: restored by pgbackrest restore in {base_seconds:.1f}s")
-        command = " ".join(pb.argv(config, "archive-get")) + ' %f "%p"'
-        reached = recover(req, plan, staging, log, restore_command=command)
+        result = sources.restore_with(
+            req, plan, put_base_backup=put_base_backup,
+            restore_command=" ".join(pb.argv(config, "archive-get")) + ' %f "%p"', tool=version, log=log,
+        )  # fmt: skip
     finally:
-        (req.work / "pgbackrest" / "pgbackrest.conf").unlink(missing_ok=True)  # it holds the secret
-    return {
-        **reached,
-        "source": "pgbackrest",
-        "tool": pb.version(),
-        "location": f"s3://{pb.loc.bucket}/{pb.loc.prefix} stanza {pb.stanza}",
-        "base_backup_download_extract_seconds": round(base_seconds, 3),
-        "base_backup_stored_bytes": plan.backup.get("stored_bytes"),
-        "system_identifier": plan.backup.get("system_identifier"),
-    }
+        config.unlink(missing_ok=True)  # it holds the secret
+    location = f"s3://{pb.loc.bucket}/{pb.loc.prefix} stanza {pb.stanza}"
+    return {**result, "source": "pgbackrest", "tool": version, "location": location}
