@@ -353,16 +353,16 @@ def restore(req: DumpRestore, log: Callable[[str], None] = lambda _m: None) -> d
     except pg.PostgresError as exc:
         raise RestoreError(f"{exc}: a plain dump is loaded with psql") from exc
     started = time.monotonic()
-    pg.initdb(req.bindir, req.data_dir, req.password, req.os_user, superuser=req.superuser)
-    pg.write_config(
-        req.data_dir,
-        {"port": req.port, "listen_addresses": "127.0.0.1", "unix_socket_directories": str(req.data_dir.parent)},
-        req.os_user,
-    )
-    pg.start(req.bindir, req.data_dir, req.data_dir.parent / "postgres.log", req.os_user)
-    init_seconds = time.monotonic() - started
-    log(f"a clean PostgreSQL {pg.major_version(req.bindir)} on 127.0.0.1:{req.port} in {init_seconds:.1f} s")
     try:
+        pg.initdb(req.bindir, req.data_dir, req.password, req.os_user, superuser=req.superuser)
+        pg.write_config(
+            req.data_dir,
+            {"port": req.port, "listen_addresses": "127.0.0.1", "unix_socket_directories": str(req.data_dir.parent)},
+            req.os_user,
+        )
+        pg.start(req.bindir, req.data_dir, req.data_dir.parent / "postgres.log", req.os_user)
+        init_seconds = time.monotonic() - started
+        log(f"a clean PostgreSQL {pg.major_version(req.bindir)} on 127.0.0.1:{req.port} in {init_seconds:.1f} s")
         import psycopg
         from psycopg import sql
 
@@ -389,6 +389,7 @@ def restore(req: DumpRestore, log: Callable[[str], None] = lambda _m: None) -> d
             "dump": req.dump.path.name,
             "reason": reason,
         }
+        req.data_dir.mkdir(parents=True, exist_ok=True)
         (req.data_dir / INCOMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         stopped = stop_postgres(req.bindir, req.data_dir, req.os_user)
         if isinstance(exc, RestoreError):
