@@ -167,3 +167,44 @@ def test_a_sandbox_drill_from_a_barman_cloud_archive(drill_dirs):  # noqa: F811 
     assert "barman-cloud-restore 3.19.1" in report["rpo_method"]
     md = (drill_dirs["reports"] / report["drill_id"] / "report.md").read_text()
     assert "- Source: Barman Cloud archive s3://" in md
+
+
+def test_wal_that_vanishes_during_the_restore_is_a_loud_failure(barman_sandbox, history, restore_dir, monkeypatch):
+    """The plan saw every segment; the newest one is gone when recovery asks for it (an outage, a
+    deleted object: barman-cloud-wal-restore fails, and PostgreSQL takes a failing restore_command
+    for the end of the archive and would promote). The restore must fail naming where it ended,
+    never report success short of the archive. A copy in a bucket without Object Lock, so the
+    object can vanish."""
+    from weltgewebe_ops import restore
+    from weltgewebe_ops.restore import sources
+
+    box = barman_sandbox
+    admin = box.s3()
+    source = box.settings.barman_location()
+    bucket = f"wgops-vanish-{time.time_ns()}"
+    admin.create_bucket(Bucket=bucket)
+    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=source.bucket, Prefix=source.prefix + "/"):
+        for obj in page.get("Contents", []):
+            body = admin.get_object(Bucket=source.bucket, Key=obj["Key"])["Body"].read()
+            admin.put_object(Bucket=bucket, Key=obj["Key"], Body=body)
+    loc = type(source)(**{**source.__dict__, "bucket": bucket})
+    bc = barmancloud.BarmanCloud(loc, box.settings.barman_server, BARMAN)
+    req = restore.RestoreRequest(loc=loc, data_dir=restore_dir / "data", target=restore.Target.parse("latest"))
+    plan = barmancloud.make_plan(admin, bc, req.target)
+    last = plan.segments[-1]
+    real = sources.restore_with
+
+    def restore_with(req, plan, *, put_base_backup, **kw):
+        def then_vanish(staging):
+            put_base_backup(staging)
+            for key in [o["Key"] for o in admin.list_objects_v2(Bucket=bucket, Prefix=loc.prefix)["Contents"]]:
+                if last in key:
+                    admin.delete_object(Bucket=bucket, Key=key)
+
+        return real(req, plan, put_base_backup=then_vanish, **kw)
+
+    monkeypatch.setattr(sources, "restore_with", restore_with)
+    with pytest.raises(restore.RestoreError, match=rf"short of the plan: the archive holds WAL through {last}"):
+        barmancloud.restore(req, bc, admin)
+    assert (restore_dir / "data" / INCOMPLETE_MARKER).exists()
+    assert pg.postmaster_pid(restore_dir / "data") is None
