@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from .diskspace import full_reason
 from .walnames import SEGMENT_RE, segment_number
 
 ABORT_EXIT_CODE = 126
@@ -155,7 +156,8 @@ def wal_fetch(config_file: str | os.PathLike[str], name: str, dest: str | os.Pat
         if fetch.from_spool():
             return 0
         if fetch.failed.exists():
-            return fetch.abort(fetch.failed.read_text().strip() or "the prefetcher could not fetch it")
+            reason = fetch.failed.read_text().strip() or full_reason(fetch.failed.parent)
+            return fetch.abort(reason or "the prefetcher could not fetch it")
         # at least one attempt of our own, so a timeout names its cause
         outcome = _fetch_from_s3(fetch, max(deadline - time.monotonic(), 0.0))
         if outcome is not None:

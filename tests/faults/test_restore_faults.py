@@ -5,6 +5,7 @@ names the cause and leaves nothing that could be mistaken for a restored databas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -187,3 +188,32 @@ def test_too_little_free_space_is_refused_with_the_figures(production, restore_d
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_a_disk_that_fills_during_replay_is_named_as_full(production, restore_dir):
+    """#28, item 4: the disk fills while WAL is replayed (the free space check passed before).
+    Whatever write fails first - the prefetcher's spool or PostgreSQL's own - the failure says the
+    disk is full, never that S3 could not deliver."""
+    small = restore_dir / "small"
+    small.mkdir()
+    # room enough for the free space check (tmpfs takes memory only for what is written)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "wgops-test", str(small)], check=True)
+    try:
+        req = request(production, small)
+        job = start_restore_and_wait_for_replay(req)
+        filler = small / "filler"
+        with open(filler, "wb") as fh, contextlib.suppress(OSError):  # until the disk is full
+            while True:
+                fh.write(b"\0" * 2**20)
+                fh.flush()
+        # then 4 MB back: no room for the next 16 MB segment
+        os.truncate(filler, max(filler.stat().st_size - 4 * 2**20, 0))
+        with pytest.raises(RestoreError) as failed:
+            job.result()
+        assert re.search(r"disk (is|ran) full", str(failed.value)), failed.value
+        assert "No space left on device" in str(failed.value)
+        assert "prefetcher could not fetch" not in str(failed.value)
+        filler.unlink()
+        assert_marked_incomplete(req, failed.value)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)

@@ -4,6 +4,7 @@ ranged GETs) and extracted as it arrives, and WAL prefetched into a bounded spoo
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import s3 as s3mod
+from ..diskspace import disk_full
 from ..progress import ProgressFile
 from ..settings import S3Location
 from . import untar
@@ -104,11 +106,17 @@ class Prefetcher:
                 self.downloaded += 1
                 self.last_end = time.monotonic()
         except Exception as exc:  # noqa: BLE001 - handed to wal-fetch, which aborts recovery with it
-            reason = str(exc) if isinstance(exc, s3mod.IntegrityError | s3mod.FetchError) else f"{name}: {exc}"
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                reason = disk_full(self.spool)
+            elif isinstance(exc, s3mod.IntegrityError | s3mod.FetchError):
+                reason = str(exc)
+            else:
+                reason = f"{name}: {exc}"
             failed = self.spool / f".{name}.failed"
-            failed.write_text(reason)
-            if self.owner:
-                os.chown(failed, *self.owner)
+            with contextlib.suppress(OSError):  # on a full disk the reason may not fit: wal-fetch looks itself
+                failed.write_text(reason)
+                if self.owner:
+                    os.chown(failed, *self.owner)
             with self._lock:
                 self.errors.append(reason)
 
