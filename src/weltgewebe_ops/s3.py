@@ -45,6 +45,14 @@ def client(
     )
 
 
+def client_within(loc: S3Location, deadline_seconds: float):
+    """A client whose one request cannot outlast a third of ``deadline_seconds`` (at most 60 s of
+    silence) and which does not retry by itself: ``with_retries`` retries it and checks the
+    deadline between attempts, so a server that accepts connections but never answers (paused,
+    hung) ends the fetch within the deadline plus one attempt, not after read timeout x retries."""
+    return client(loc, read_timeout=max(2.0, min(60.0, deadline_seconds / 3)), attempts=1)
+
+
 def wal_key(loc: S3Location, file_name: str) -> str:
     return f"{loc.prefix.strip('/')}/wal/{file_name}"
 

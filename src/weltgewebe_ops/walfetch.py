@@ -179,7 +179,7 @@ def _fetch_from_s3(fetch: Fetch, deadline_seconds: float) -> int | None:
         print(f"wal-fetch: {message}", file=sys.stderr)
 
     loc = S3Location(**fetch.config["location"])
-    client = s3mod.client(loc, read_timeout=60, attempts=1)
+    client = s3mod.client_within(loc, fetch.config.get("fetch_deadline_seconds", 300))
     key = s3mod.wal_key(loc, fetch.name)
     try:
         body = s3mod.with_retries(
@@ -214,8 +214,8 @@ def _fetch_partial(fetch: Fetch, partial: dict) -> int:
     from .walstream import assemble
 
     loc = S3Location(**fetch.config["location"])
-    client = s3mod.client(loc, read_timeout=60)
     deadline = fetch.config.get("fetch_deadline_seconds", 300)
+    client = s3mod.client_within(loc, deadline)
     chunks = []
     try:
         for key, version, start, end in partial["chunks"]:

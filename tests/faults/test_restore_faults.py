@@ -217,3 +217,29 @@ def test_a_disk_that_fills_during_replay_is_named_as_full(production, restore_di
         assert_marked_incomplete(req, failed.value)
     finally:
         subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+def test_a_hanging_s3_is_given_up_on_at_the_fetch_deadline(production, restore_dir):
+    """#28, item 5: S3 paused (SIGSTOP: it accepts connections and never answers), not stopped.
+    Before, one segment took read timeout x SDK retries (60 s x 3) whatever fetch_deadline_seconds
+    said; now each attempt is bounded by a third of the deadline and nothing retries behind the
+    deadline's back. The bound checked is loose (the deadline plus one attempt, plus time for
+    PostgreSQL to stop and the marker): what matters is minutes versus the deadline."""
+    deadline = 12
+    req = request(production, restore_dir, fetch_deadline_seconds=deadline)
+    job = start_restore_and_wait_for_replay(req)
+    pid = production.services["s3"].pid()
+    os.kill(pid, signal.SIGSTOP)
+    paused = time.monotonic()
+    try:
+        with pytest.raises(RestoreError) as failed:
+            job.result()
+        took = time.monotonic() - paused
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert re.search(
+        r"WAL file [0-9A-F]{24} could not be fetched: could not fetch [0-9A-F]{24} within \d+s .*Timeout",
+        str(failed.value),
+    ), failed.value
+    assert took < deadline * 2 + 30, f"gave up after {took:.0f} s with a {deadline} s deadline"
+    assert_marked_incomplete(req, failed.value)

@@ -54,7 +54,7 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
     staging.mkdir(parents=True)
     pg.chown_tree(staging, os_user)  # files are extracted as PostgreSQL's: no ownership pass afterwards
     # prefetch_workers_during_base WAL downloads run beside the base backup, all of them after it
-    prefetcher = start_prefetcher(req, plan, client, active_workers=req.prefetch_workers_during_base)
+    prefetcher = start_prefetcher(req, plan, active_workers=req.prefetch_workers_during_base)
     write_restore_pid(req.work)
     progress = ProgressFile(req.work / PROGRESS_FILE)
     backup_id = plan.backup["backup_id"]

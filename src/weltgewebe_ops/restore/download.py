@@ -241,11 +241,13 @@ def pg_owner(os_user: str | None) -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def start_prefetcher(req: RestoreRequest, plan: Plan, client, active_workers: int) -> Prefetcher:
+def start_prefetcher(req: RestoreRequest, plan: Plan, active_workers: int) -> Prefetcher:
     spool = req.work / "spool"
     spool.mkdir(parents=True, exist_ok=True)
+    # its own client: each WAL download bounded by the fetch deadline (the base backup's reads
+    # may be slow for longer)
     prefetcher = Prefetcher(
-        client,
+        s3mod.client_within(req.loc, req.fetch_deadline_seconds),
         req.loc,
         plan.segments,
         spool,
