@@ -117,3 +117,25 @@ def contract_names(module):
         return settings_part(ContractNames, module.params["names"] or {}, "names")
     except (SettingsError, TypeError) as exc:
         module.fail_json(msg=f"{exc} (known names: {', '.join(ContractNames.__dataclass_fields__)})")
+
+
+class RestoreInterrupted(BaseException):
+    """SIGTERM during a restore: Ctrl-C on the playbook, or Ansible ending an async job."""
+
+
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into ``RestoreInterrupted``, so a restore stops its PostgreSQL, marks its
+    directory incomplete and removes its credentials on the way out."""
+    import signal
+
+    def interrupted(_signum, _frame):
+        raise RestoreInterrupted()
+
+    signal.signal(signal.SIGTERM, interrupted)
+
+
+def interrupted_message(data_dir, marker_name: str) -> str:
+    """What an interrupted restore left, for the module's failure."""
+    marker = data_dir / marker_name
+    left = f"{data_dir} is marked incomplete ({marker}): remove it" if marker.exists() else "nothing was left"
+    return f"the restore was interrupted (SIGTERM); PostgreSQL was stopped; {left}"

@@ -265,23 +265,17 @@ load_seconds:
 """
 
 import datetime as dt
-import signal
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+    RestoreInterrupted,
     ensure_library,
+    interrupted_message,
+    raise_on_sigterm,
     s3_argument_spec,
     s3_error_message,
     s3_location,
 )
-
-
-class RestoreInterrupted(BaseException):
-    """SIGTERM during the restore."""
-
-
-def _interrupted(_signum, _frame):
-    raise RestoreInterrupted()
 
 
 def _argument_spec() -> dict:
@@ -365,14 +359,12 @@ def _restore(module, data_dir, run, what: str) -> dict:
     from weltgewebe_ops.restore.target import RestoreError
 
     try:
-        signal.signal(signal.SIGTERM, _interrupted)
+        raise_on_sigterm()
         return run()
     except RestoreError as exc:
         module.fail_json(msg=str(exc))
     except RestoreInterrupted:
-        marker = data_dir / INCOMPLETE_MARKER
-        left = f"{data_dir} is marked incomplete ({marker}): remove it" if marker.exists() else "nothing was left"
-        module.fail_json(msg=f"the restore was interrupted (SIGTERM); PostgreSQL was stopped; {left}")
+        module.fail_json(msg=interrupted_message(data_dir, INCOMPLETE_MARKER))
     except Exception as exc:  # noqa: BLE001 - psycopg/boto3/OS errors, reported in one line
         module.fail_json(msg=f"the restore of {what} failed: {s3_error_message(exc)}")
 

@@ -272,23 +272,16 @@ base_backup_sha256_ok:
   type: bool
 """
 
-import signal
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+    RestoreInterrupted,
     ensure_library,
+    interrupted_message,
+    raise_on_sigterm,
     s3_argument_spec,
     s3_error_message,
     s3_location,
 )
-
-
-class RestoreInterrupted(BaseException):
-    """SIGTERM during the restore."""
-
-
-def _interrupted(_signum, _frame):
-    raise RestoreInterrupted()
 
 
 def main():
@@ -355,14 +348,12 @@ def main():
         # Ctrl-C on the playbook, or Ansible ending an async job, sends SIGTERM: turn it into an
         # exception so the restore stops its PostgreSQL, marks the directory incomplete and
         # removes its credentials on the way out
-        signal.signal(signal.SIGTERM, _interrupted)
+        raise_on_sigterm()
         result = restore.restore(req)
     except restore.RestoreError as exc:
         module.fail_json(msg=str(exc))
     except RestoreInterrupted:
-        marker = data_dir / restore.INCOMPLETE_MARKER
-        left = f"{data_dir} is marked incomplete ({marker}): remove it" if marker.exists() else "nothing was left"
-        module.fail_json(msg=f"the restore was interrupted (SIGTERM); PostgreSQL was stopped; {left}")
+        module.fail_json(msg=interrupted_message(data_dir, restore.INCOMPLETE_MARKER))
     except Exception as exc:  # noqa: BLE001 - boto3/psycopg/OS errors, reported in one line
         module.fail_json(msg=f"restore failed: {s3_error_message(exc)}")
     module.exit_json(changed=True, **result)
