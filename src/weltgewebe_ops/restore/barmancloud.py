@@ -20,7 +20,6 @@ never a command line, and the script is removed when the restore ends.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shlex
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any
 from .. import archive, pg
 from .. import s3 as s3mod
 from ..compliance import bucket_facts
+from ..files import write_private
 from ..procs import as_user
 from ..settings import S3Location
 from ..walnames import SEGMENT_RE, segment_number
@@ -84,10 +84,7 @@ class BarmanCloud:
             + (f" --endpoint-url {shlex.quote(self.loc.endpoint_url)}" if self.loc.endpoint_url else "")
             + ' "$@"',
         ]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+        write_private(path, "\n".join(lines) + "\n", mode=0o700)
         pg.chown_tree(path, os_user)
         return path
 

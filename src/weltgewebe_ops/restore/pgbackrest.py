@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,6 +31,7 @@ from urllib.parse import urlsplit
 from .. import archive, pg
 from .. import s3 as s3mod
 from ..compliance import bucket_facts
+from ..files import write_private
 from ..procs import as_user
 from ..settings import S3Location
 from ..walnames import segment_number
@@ -89,9 +89,7 @@ class PgBackRest:
         for sub in ("lock", "spool", "log"):
             (work / sub).mkdir(parents=True, exist_ok=True)
         path = work / "pgbackrest.conf"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(self.config_text(pg_path, work, pg_options))
+        write_private(path, self.config_text(pg_path, work, pg_options))
         pg.chown_tree(work, os_user)
         return path
 
