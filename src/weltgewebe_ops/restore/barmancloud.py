@@ -229,15 +229,21 @@ def make_plan(client, bc: BarmanCloud, target: Target, backup_id: str = "") -> P
 def restore(req: RestoreRequest, bc: BarmanCloud, client=None, log=lambda _m: None, parallel: int = 8) -> dict:
     """Restore with barman's own tools into ``req.data_dir`` and follow recovery to the target."""
     client = client or s3mod.client(bc.loc, read_timeout=60)
-    sources.prepare_work(req)
+    sources.refuse_used_dirs(req)
     version = bc.version()
     plan = make_plan(client, bc, req.target, req.backup_id)
     backup_id = plan.backup["backup_id"]
     log(f"plan: base backup {backup_id} (barman), {len(plan.segments)} WAL segments")
-    hook = bc.write_hook(req.work / "bin" / "barman-cloud", req.run_as)
-    spool = req.work / "barman-spool"
-    spool.mkdir(parents=True, exist_ok=True)
-    pg.chown_tree(req.work, req.run_as)
+    hook, spool = req.work / "bin" / "barman-cloud", req.work / "barman-spool"
+
+    def prepare() -> str:
+        bc.write_hook(hook, req.run_as)
+        spool.mkdir(parents=True, exist_ok=True)
+        pg.chown_tree(req.work, req.run_as)
+        return (
+            f"{shlex.quote(str(hook))} wal-restore --parallel {parallel} --spool-dir {shlex.quote(str(spool))} "
+            f"{shlex.quote(bc.url)} {shlex.quote(bc.server)} %f %p"
+        )
 
     def put_base_backup(staging: Path) -> None:
         result = subprocess.run(
@@ -247,11 +253,9 @@ def restore(req: RestoreRequest, bc: BarmanCloud, client=None, log=lambda _m: No
         if result.returncode != 0:
             raise RestoreError(f"exit {result.returncode}: {(result.stderr or result.stdout).strip()[-1500:]}")
 
-    command = f"{shlex.quote(str(hook))} wal-restore --parallel {parallel} --spool-dir {shlex.quote(str(spool))} "
-    command += f"{shlex.quote(bc.url)} {shlex.quote(bc.server)} %f %p"
     try:
         result = sources.restore_with(
-            req, plan, put_base_backup=put_base_backup, restore_command=command, tool=version, log=log
+            req, plan, prepare=prepare, put_base_backup=put_base_backup, tool=version, log=log
         )
     finally:
         hook.unlink(missing_ok=True)  # it holds the secret

@@ -231,21 +231,25 @@ def make_plan(pb: PgBackRest, target: Target, backup_id: str = "") -> Plan:
 
 def restore(req: RestoreRequest, pb: PgBackRest, log=lambda _m: None) -> dict[str, Any]:
     """``pgbackrest restore`` into staging, then recovery with ``pgbackrest archive-get``."""
-    sources.prepare_work(req)
+    sources.refuse_used_dirs(req)
     version = pb.version()
     plan = make_plan(pb, req.target, req.backup_id)
     backup_id = plan.backup["backup_id"]
     log(f"plan: backup {backup_id} (pgBackRest), {len(plan.segments)} WAL segments")
-    config = pb.write_config(req.work / "pgbackrest", req.run_as, pg_path=req.data_dir)
+    work = req.work / "pgbackrest"
+    config = work / "pgbackrest.conf"
+
+    def prepare() -> str:
+        pb.write_config(work, req.run_as, pg_path=req.data_dir)
+        return " ".join(pb.argv(config, "archive-get")) + ' %f "%p"'
 
     def put_base_backup(staging: Path) -> None:
         pb.run(config, f"--pg1-path={staging}", f"--set={backup_id}", "--type=preserve", "restore", os_user=req.run_as)
 
     try:
         result = sources.restore_with(
-            req, plan, put_base_backup=put_base_backup,
-            restore_command=" ".join(pb.argv(config, "archive-get")) + ' %f "%p"', tool=version, log=log,
-        )  # fmt: skip
+            req, plan, prepare=prepare, put_base_backup=put_base_backup, tool=version, log=log
+        )
     finally:
         config.unlink(missing_ok=True)  # it holds the secret
     location = f"s3://{pb.loc.bucket}/{pb.loc.prefix} stanza {pb.stanza}"

@@ -100,15 +100,20 @@ def restore_with(
     req: RestoreRequest,
     plan: Plan,
     *,
+    prepare: Callable[[], str],
     put_base_backup: Callable[[Path], None],
-    restore_command: str,
     tool: str,
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
-    """The base backup put into a staging directory by the source's tool (``put_base_backup``),
-    then recovery with its ``restore_command``, followed and checked (``recovery.recover``: the
-    marker, stopping PostgreSQL on any failure). The caller removes what holds its secrets."""
+    """The work directory made (``prepare`` writes what the source's tool needs there and returns
+    its ``restore_command``), the base backup put into a staging directory by the tool
+    (``put_base_backup``), then recovery with that command, followed and checked
+    (``recovery.recover``: the marker, stopping PostgreSQL on any failure). What fails before
+    recovery leaves nothing behind, so the restore can simply run again; the caller removes what
+    holds its secrets."""
     backup_id = plan.backup["backup_id"]
+    req.work.mkdir(parents=True, exist_ok=True)
+    write_restore_pid(req.work)
     staging = staging_dir(req.data_dir)
     if staging.exists():
         shutil.rmtree(staging)
@@ -116,10 +121,16 @@ def restore_with(
     pg.chown_tree(staging, req.run_as)
     started = time.monotonic()
     try:
+        restore_command = prepare()
         put_base_backup(staging)
-    except RestoreError as exc:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise RestoreError(f"{tool} could not restore base backup {backup_id}: {exc}. Nothing was started.") from exc
+        shutil.rmtree(req.work, ignore_errors=True)
+        if isinstance(exc, RestoreError):
+            raise RestoreError(
+                f"{tool} could not restore base backup {backup_id}: {exc}. Nothing was started."
+            ) from exc
+        raise
     base_seconds = time.monotonic() - started
     log(f"base backup {backup_id}: restored by {tool} in {base_seconds:.1f}s")
     reached = recover(req, plan, staging, log, restore_command=restore_command)
@@ -131,10 +142,8 @@ def restore_with(
     }
 
 
-def prepare_work(req: RestoreRequest) -> None:
-    """Refuse a non-empty data or work directory; say which process runs the restore."""
+def refuse_used_dirs(req: RestoreRequest) -> None:
+    """A restore never writes into a data or work directory that holds anything; nothing is made."""
     check_empty_dir(req.data_dir)
     if req.work.exists() and any(req.work.iterdir()):
         raise RestoreError(f"work_dir {req.work} is not empty; remove it or choose another")
-    req.work.mkdir(parents=True, exist_ok=True)
-    write_restore_pid(req.work)
