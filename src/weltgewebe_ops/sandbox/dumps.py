@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import os
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,20 @@ def _present(settings: SandboxSettings, tables: tuple[str, ...]) -> list[str]:
         return [t for t in tables if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (t,)).fetchone()[0]]
 
 
+class _Hashing:
+    """A file object that feeds what is written to it into ``digest`` too."""
+
+    def __init__(self, raw, digest):
+        self.raw, self.digest = raw, digest
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
 def write_dump(settings: SandboxSettings, directory: Path | None = None) -> dict[str, Any]:
     directory = directory or settings.dump_dir
     directory.mkdir(parents=True, exist_ok=True)
@@ -63,24 +78,23 @@ def write_dump(settings: SandboxSettings, directory: Path | None = None) -> dict
         settings.database,
     ]
     started = time.monotonic()
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**pg.user_env(), "PGPASSWORD": settings.pg_password},
-    )
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as out:
-        while chunk := proc.stdout.read(1 << 20):
-            out.write(chunk)
-    stderr = proc.stderr.read().decode(errors="replace")
-    if proc.wait() != 0:
-        partial.unlink(missing_ok=True)
-        raise RuntimeError(f"pg_dump failed (exit {proc.returncode}): {stderr.strip()[-1500:]}")
     digest = hashlib.sha256()
-    with open(partial, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # stderr into a file, not a pipe nobody reads while the dump streams (a full pipe would stall it)
+    with tempfile.TemporaryFile() as errors, os.fdopen(fd, "wb") as raw:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=errors, env={**pg.user_env(), "PGPASSWORD": settings.pg_password}
+        )
+        # the SHA-256 of the file as it is written: no second read of a dump that may be large
+        with gzip.GzipFile(fileobj=_Hashing(raw, digest), mode="wb", compresslevel=6, mtime=0) as out:
+            while chunk := proc.stdout.read(1 << 20):
+                out.write(chunk)
+        if proc.wait() != 0:
+            errors.seek(0)
+            partial.unlink(missing_ok=True)
+            raise RuntimeError(
+                f"pg_dump failed (exit {proc.returncode}): {errors.read().decode(errors='replace')[-1500:]}"
+            )
     os.replace(partial, target)
     fields = {
         "contract": pgdump.CONTRACT,

@@ -203,8 +203,8 @@ def _pgbackrest_basebackup(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
         stanza = pb.info()
     except RestoreError:
         stanza = {}
-    ours = [b for b in stanza.get("backup", []) if str(next((db["system-id"] for db in stanza.get("db", [])
-            if db["id"] == b["database"]["id"]), "")) == system_id]  # fmt: skip
+    system_of = {db["id"]: str(db["system-id"]) for db in stanza.get("db", [])}
+    ours = [b for b in stanza.get("backup", []) if system_of.get(b["database"]["id"]) == system_id]
     if ours:
         return False, f"{len(ours)} pgBackRest backup(s) in stanza {pb.stanza}, newest {ours[-1]['label']}"
     if check_mode:
