@@ -105,10 +105,10 @@ def _time(text: str) -> str:
     return dt.datetime.fromisoformat(text).isoformat()
 
 
-def label_of(info: dict[str, str], key: str, size: int) -> dict[str, Any]:
+def label_of(info: dict[str, str], backup_id: str, stored_bytes: int) -> dict[str, Any]:
     """A ``backup.info`` as this collection's base backup label (what the plan reads)."""
     return {
-        "backup_id": key.rstrip("/").split("/")[-2],
+        "backup_id": backup_id,
         "format": "barman_cloud",
         "start_wal_file": info["begin_wal"],
         "start_lsn": info["begin_xlog"],
@@ -120,8 +120,8 @@ def label_of(info: dict[str, str], key: str, size: int) -> dict[str, Any]:
         "system_identifier": info.get("systemid", ""),
         "status": info.get("status", ""),
         # what a restore writes to disk (the data directory's size), for the free space check
-        "tar_size": int(info.get("cluster_size") or 0) or size,
-        "stored_bytes": size,
+        "tar_size": int(info.get("cluster_size") or 0) or stored_bytes,
+        "stored_bytes": stored_bytes,
         "compression": info.get("compression", ""),
     }
 
@@ -169,13 +169,12 @@ def list_inventory(client, bc: BarmanCloud) -> tuple[archive.Inventory, list[dic
         k for k in inv.versions if k.endswith("/backup.info") and k[len(bc.server_prefix) :].startswith("base/")
     ):
         try:
-            info = parse_backup_info(inv.read(client, bc.loc, key).decode())
-            label = label_of(info, key, 0)
+            backup_id = key.rsplit("/", 2)[-2]
+            label = label_of(parse_backup_info(inv.read(client, bc.loc, key).decode()), backup_id,
+                             data_sizes.get(backup_id, 0))  # fmt: skip
         except (KeyError, ValueError, UnicodeDecodeError) as exc:
             problems.append({"code": "backup_info_unreadable", "message": f"{key}: {exc}"})
             continue
-        label["stored_bytes"] = data_sizes.get(label["backup_id"], 0)
-        label["tar_size"] = label["tar_size"] or label["stored_bytes"]
         if label["status"] != "DONE":
             # one being taken now is not a fault (a scheduled backup may run during the drill)
             if label["status"] not in IN_PROGRESS:
