@@ -78,6 +78,17 @@ def copy_archive(box, prefix: str, skip=lambda key: False, bucket: str | None = 
                 client.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": loc.bucket, "Key": obj["Key"]})
 
 
+def s3_options(loc) -> dict:
+    """A module's S3 options for ``loc``."""
+    return {
+        "s3_endpoint_url": loc.endpoint_url,
+        "s3_bucket": loc.bucket,
+        "s3_prefix": loc.prefix,
+        "s3_access_key": loc.access_key,
+        "s3_secret_key": loc.secret_key,
+    }
+
+
 FREE_PORTS = {
     name: 0
     for name in ("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "s3_https", "postgres", "nats", "api")

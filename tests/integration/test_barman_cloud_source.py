@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import REPO, ansible_module, running_sandbox
+from tests.conftest import REPO, ansible_module, running_sandbox, s3_options
 from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401
-from tests.integration.test_pitr import commit
+from tests.integration.test_pitr import archive_now, commit, three_commits_archived
 from weltgewebe_ops import pg
 from weltgewebe_ops.restore import barmancloud
 from weltgewebe_ops.restore.markers import INCOMPLETE_MARKER
@@ -33,42 +33,15 @@ def barman_sandbox():
     )
 
 
-def archived_through(box, segment: str, timeout: float = 180) -> None:
-    """Wait until barman-cloud-wal-archive has put ``segment`` (or a later one) into the archive."""
-    bc = barmancloud.BarmanCloud(box.settings.barman_location(), box.settings.barman_server, BARMAN)
-    deadline = time.monotonic() + timeout
-    while True:
-        inv, _ = barmancloud.list_inventory(box.s3(), bc)
-        newest = inv.newest_segment()
-        if newest and newest.name[:8] == segment[:8] and newest.name >= segment:
-            return
-        assert time.monotonic() < deadline, f"{segment} was not archived by barman within {timeout:.0f} s"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def history(barman_sandbox):
-    """Three commits a second apart, all archived through barman."""
-    with psycopg.connect(barman_sandbox.settings.dsn(), autocommit=True) as db:
-        marks = {"a": commit(db, "pitr-a")}
-        time.sleep(1.1)
-        marks["b"] = commit(db, "pitr-b")
-        time.sleep(1.1)
-        marks["c"] = commit(db, "pitr-c")
-        segment = db.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    archived_through(barman_sandbox, segment)
-    return marks
+    return three_commits_archived(barman_sandbox)
 
 
 def module_args(box, restore_dir: Path, **extra) -> dict:
-    loc = box.settings.barman_location(readonly=True)
     return {
         "source": "barman_cloud",
-        "s3_endpoint_url": loc.endpoint_url,
-        "s3_bucket": loc.bucket,
-        "s3_prefix": loc.prefix,
-        "s3_access_key": loc.access_key,
-        "s3_secret_key": loc.secret_key,
+        **s3_options(box.settings.barman_location(readonly=True)),
         "server_name": box.settings.barman_server,
         "barman_bindir": str(BARMAN),
         "data_dir": str(restore_dir / "data"),
@@ -126,8 +99,7 @@ def test_a_gap_in_the_archive_is_named_before_anything_is_made(barman_sandbox, h
     with psycopg.connect(box.settings.dsn(), autocommit=True) as db:
         for label in ("gap-1", "gap-2"):  # segments after the dropped one: a gap, not a shorter archive
             commit(db, label)
-            segment = db.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
-    archived_through(box, segment)
+            archive_now(box, db)
     client = box.s3()
     source = box.settings.barman_location()
     copy_prefix = f"{source.prefix}-gap-{time.time_ns()}"

@@ -7,15 +7,14 @@ not there is named; a whole sandbox drill holds against the ground truth."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import ansible_module, running_sandbox
+from tests.conftest import ansible_module, running_sandbox, s3_options
 from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401
-from tests.integration.test_pitr import archive_now, commit
+from tests.integration.test_pitr import three_commits_archived
 from weltgewebe_ops import pg
 from weltgewebe_ops.restore.markers import INCOMPLETE_MARKER
 
@@ -34,25 +33,13 @@ def pgbackrest_sandbox():
 
 @pytest.fixture(scope="module")
 def history(pgbackrest_sandbox):
-    with psycopg.connect(pgbackrest_sandbox.settings.dsn(), autocommit=True) as db:
-        marks = {"a": commit(db, "pitr-a")}
-        time.sleep(1.1)
-        marks["b"] = commit(db, "pitr-b")
-        time.sleep(1.1)
-        marks["c"] = commit(db, "pitr-c")
-        archive_now(pgbackrest_sandbox, db)
-    return marks
+    return three_commits_archived(pgbackrest_sandbox)
 
 
 def module_args(box, restore_dir: Path, **extra) -> dict:
-    loc = box.settings.pgbackrest_location(readonly=True)
     return {
         "source": "pgbackrest",
-        "s3_endpoint_url": loc.endpoint_url,
-        "s3_bucket": loc.bucket,
-        "s3_prefix": loc.prefix,
-        "s3_access_key": loc.access_key,
-        "s3_secret_key": loc.secret_key,
+        **s3_options(box.settings.pgbackrest_location(readonly=True)),
         "stanza": box.settings.pgbackrest_stanza,
         "verify_tls": False,
         "pg_bindir": str(PG15),

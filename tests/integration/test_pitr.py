@@ -52,6 +52,19 @@ def archive_now(box, db, timeout: float = 180) -> None:
         time.sleep(0.2)
 
 
+def three_commits_archived(box) -> dict:
+    """Commits a, b, c a second apart, archived (whatever the archive_command): the history the
+    other sources' point-in-time restores are checked against."""
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as db:
+        marks = {"a": commit(db, "pitr-a")}
+        time.sleep(1.1)
+        marks["b"] = commit(db, "pitr-b")
+        time.sleep(1.1)
+        marks["c"] = commit(db, "pitr-c")
+        archive_now(box, db)
+    return marks
+
+
 @pytest.fixture(scope="module")
 def history(sandbox):
     """Four commits a second apart, a named restore point between the 2nd and 3rd, all archived."""
