@@ -218,6 +218,17 @@ def process_start(pid: int) -> str | None:
         return None
 
 
+def process_identity(pid: int | None = None) -> dict:
+    """A process as it can be recognised later: its PID and start time (default: this process)."""
+    pid = pid or os.getpid()
+    return {"pid": pid, "start": process_start(pid)}
+
+
+def identity_alive(identity: dict) -> bool:
+    """The process recorded by ``process_identity`` still runs (not another one with its PID)."""
+    return bool(identity.get("pid")) and process_start(int(identity["pid"])) == identity.get("start")
+
+
 def port_holder(port: int) -> tuple[int, str] | None:
     """(PID, command line) of the process listening on 127.0.0.1:``port`` (or any address), from
     /proc; None when nobody listens or the socket's owner cannot be seen (another user, not root)."""

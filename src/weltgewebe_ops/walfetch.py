@@ -11,8 +11,9 @@ Exit codes, as PostgreSQL reads them: 0 the file is in place; 1 not in the archi
 PostgreSQL takes as the end of WAL: said only when the plan knows the file does not exist (a
 timeline that does not exist, or past the newest archived segment); ABORT_EXIT_CODE (> 125: PostgreSQL
 aborts recovery instead of ending it) for a segment missing before newer ones (a gap), a file whose
-content does not match its archived SHA-256, or a file S3 did not deliver within the deadline. A
-failed fetch is never reported as the end of the archive.
+content does not match its archived SHA-256, a file S3 did not deliver within the deadline, or
+any call after the restore that started the recovery is gone (killed: PostgreSQL must not end
+recovery and promote without it). A failed fetch is never reported as the end of the archive.
 """
 
 from __future__ import annotations
@@ -141,6 +142,16 @@ def wal_fetch(config_file: str | os.PathLike[str], name: str, dest: str | os.Pat
     fetch = Fetch(json.loads(Path(config_file).read_text()), name, dest)
     if fetch.from_spool():
         return 0
+    owner = fetch.config.get("owner")
+    if owner:
+        from .procs import identity_alive
+
+        if not identity_alive(owner):  # killed: its guard stops PostgreSQL, unless it was killed too
+            Path(config_file).unlink(missing_ok=True)  # it holds the S3 secret
+            return fetch.abort(
+                f"the restore that started this recovery (PID {owner['pid']}) is gone (killed?): recovery must "
+                f"neither go on nor end without it"
+            )
     partial = fetch.config.get("partial")
     if partial and name == partial["name"] and name not in fetch.config["versions"]:
         return _fetch_partial(fetch, partial)

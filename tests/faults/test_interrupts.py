@@ -1,5 +1,5 @@
-"""Rows 8 and 9: Ctrl-C during a restore, two drills at once, leftovers of an interrupted drill,
-and a sandbox whose port another checkout holds."""
+"""Rows 8 and 9: Ctrl-C during a restore, a restore killed outright, two drills at once, leftovers
+of an interrupted drill, and a sandbox whose port another checkout holds."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import REPO, ansible_env, ansible_module, new_state_dir
 from tests.faults.conftest import request, wait_for
 from tests.integration.test_pitr_playbook import pitr_vars, report
-from weltgewebe_ops import drill, pg, procs
+from weltgewebe_ops import drill, pg, procs, restore
 from weltgewebe_ops import sandbox as sb
-from weltgewebe_ops.restore import INCOMPLETE_MARKER
+from weltgewebe_ops.restore import INCOMPLETE_MARKER, RestoreError
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +55,69 @@ def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(
     # the restore job finishes its clean-up and ends (ansible-playbook may be gone before it)
     wait_for(lambda: not (req.work / "restore.pid").exists() or not _restore_alive(req.work), 60, "the job to end")
     assert loc.secret_key not in output
+
+
+def _guards_of(data_dir) -> list[int]:
+    """The PIDs of the guard processes watching the restore into ``data_dir``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            line = procs.cmdline(int(entry))
+            if "weltgewebe_ops.restore.guard" in line and str(data_dir) in line:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize("and_its_guard", [False, True], ids=["the-restore", "the-restore-and-its-guard"])
+def test_a_killed_restore_leaves_no_postgresql_running_no_secret_and_says_so(production, restore_dir, and_its_guard):
+    """#28 item 2: SIGKILL gives the restore no chance to clean up. Before, its PostgreSQL went on,
+    reached the end of the archive and promoted itself, with the marker still in place and the S3
+    secret on disk. Now its guard stops PostgreSQL; with the guard killed too, wal-fetch's next call
+    aborts recovery instead of ending it."""
+    req = request(production, restore_dir)
+    extra_vars = pitr_vars(production, req.data_dir, pg_pitr_spool_segments=2, pg_pitr_prefetch_workers=1)
+    playbook = subprocess.Popen(
+        ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars)],
+        cwd=REPO,
+        env=ansible_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    fetched = req.work / "fetched.jsonl"
+    try:
+        wait_for(
+            lambda: playbook.poll() is not None or (fetched.exists() and len(fetched.read_text().splitlines()) >= 3),
+            180,
+            "WAL replay to start",
+        )
+        assert playbook.poll() is None, playbook.stdout.read().decode()[-3000:]
+        owner = json.loads((req.work / "restore.pid").read_text())
+        guards = _guards_of(req.data_dir)
+        assert len(guards) == 1, "the restore runs with one guard beside it"
+        os.kill(owner["pid"], signal.SIGKILL)
+        if and_its_guard:
+            os.kill(guards[0], signal.SIGKILL)
+        output = playbook.communicate(timeout=300)[0].decode()
+    finally:
+        if playbook.poll() is None:
+            os.killpg(playbook.pid, signal.SIGKILL)
+    assert playbook.returncode != 0, output[-2000:]
+    wait_for(lambda: pg.postmaster_pid(req.data_dir) is None, 180, "the killed restore's PostgreSQL to stop")
+    wait_for(lambda: not _guards_of(req.data_dir), 60, "the guard to end once it has done its work")
+    assert not (req.work / "wal-fetch.json").exists(), "the file with the S3 secret must not outlive the restore"
+    postgres_log = (req.work / "postgres.log").read_text()
+    assert "selected new timeline ID" not in postgres_log, "the orphaned server promoted itself"
+    marker = json.loads((req.data_dir / INCOMPLETE_MARKER).read_text())
+    if and_its_guard:
+        aborted = [json.loads(line) for line in fetched.read_text().splitlines() if "abort" in line]
+        assert aborted and "is gone" in aborted[-1]["abort"], fetched.read_text()[-1000:]
+    else:
+        guard_log = (req.work / "guard.log").read_text()
+        assert f"the restore process (PID {owner['pid']})" in marker["reason"], guard_log
+        assert "killed" in marker["reason"]
+    with pytest.raises(RestoreError, match="holds an INCOMPLETE restore"):
+        restore.restore(req)
 
 
 def _restore_alive(work) -> bool:

@@ -137,9 +137,7 @@ def test_an_api_that_never_gets_healthy_fails_the_drill_with_its_logs(drill_dirs
 
 def test_a_stack_that_names_a_production_host_is_refused_before_anything_starts(app_copy):
     prod = app_copy / "app" / "infra" / "compose" / "compose.prod.yml"
-    prod.write_text(
-        prod.read_text().replace("API_UPSTREAM: api:8080", "API_UPSTREAM: https://api.weltgewebe.example")
-    )
+    prod.write_text(prod.read_text().replace("API_UPSTREAM: api:8080", "API_UPSTREAM: https://api.weltgewebe.example"))
     project = f"wgops-recovery-test-{uuid.uuid4().hex[:8]}"
     code, result, _ = ansible_module(
         "weltgewebe.ops.app_stack",

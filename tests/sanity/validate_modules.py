@@ -63,8 +63,19 @@ def provide_pip_bootstrap(home: Path) -> None:
     if not wheel.exists():
         print(f"sanity: downloading the pip {version} wheel from PyPI for ansible-test's venvs", flush=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-             "--only-binary=:all:", "-d", str(cache), f"pip=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(cache),
+                f"pip=={version}",
+            ],
             check=True,
         )
     script.write_text(GET_PIP_STAND_IN.format(version=version, wheel=str(wheel)))
@@ -72,10 +83,16 @@ def provide_pip_bootstrap(home: Path) -> None:
 
 def copy_collection(target: Path) -> None:
     """The checkout's files, tracked and new (what git would not ignore), under ansible_collections/."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, check=True, capture_output=True,
-    ).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     if target.exists():
         shutil.rmtree(target)
     for name in filter(None, listed):

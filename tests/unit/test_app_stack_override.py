@@ -176,9 +176,7 @@ def test_ports_by_name_are_chosen_once_and_differ(tmp_path):
 def test_secrets_are_redacted_from_the_logs_it_returns(tmp_path):
     s = stack(tmp_path)
     s.secret_variables = ["WGOPS_API_DATABASE_URL"]
-    write_private(
-        s.env_file, "WGOPS_API_DATABASE_URL='postgresql://postgres:s%2Fecret@127.0.0.1:5/x'\nOTHER='y'\n"
-    )
+    write_private(s.env_file, "WGOPS_API_DATABASE_URL='postgresql://postgres:s%2Fecret@127.0.0.1:5/x'\nOTHER='y'\n")
     hidden = appstack.secrets(s)
     lines = appstack.redact(
         ["connect postgresql://postgres:s%2Fecret@127.0.0.1:5/x", "password s/ecret refused"], hidden

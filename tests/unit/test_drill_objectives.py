@@ -66,8 +66,9 @@ def test_a_source_clock_ahead_is_bounded_by_the_archive_and_named():
     figures = measure(skewed)
     assert figures["rpo_seconds"] == 1.0
     assert "dated by when its WAL reached the archive" in figures["rpo_method"]
-    assert figures["clock_warnings"][0].startswith("clock skew: the last restored commit") and "28.000 s" in (
-        figures["clock_warnings"][0]
+    assert (
+        figures["clock_warnings"][0].startswith("clock skew: the last restored commit")
+        and "28.000 s" in (figures["clock_warnings"][0])
     )
     # an S3 server clock 10 s behind this host: its times are moved forward before they bound anything
     behind = record(

@@ -1,17 +1,21 @@
 """The restore_command's shell fast path: a spooled WAL file is handed over without Python, and
 everything else reaches ``wgops wal-fetch``, which alone decides between "end of WAL" (1) and
-"abort recovery" (126). Run through /bin/sh exactly as PostgreSQL runs restore_command."""
+"abort recovery" (126). Run through /bin/sh exactly as PostgreSQL runs restore_command. And what
+stops a recovery whose restore was killed: wal-fetch's owner check and the restore's guard."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from weltgewebe_ops import pg, walfetch
+from weltgewebe_ops import pg, procs, walfetch
+from weltgewebe_ops.restore import INCOMPLETE_MARKER, RestoreError, check_empty_dir, guard
+from weltgewebe_ops.restore.markers import write_marker_file
 
 SEGMENTS = [f"0000000100000000000000{i:02X}" for i in range(1, 5)]
 
@@ -103,3 +107,66 @@ def test_a_spool_path_with_spaces_and_quotes_is_quoted(tmp_path: Path):
     cmd = command.replace("%f", SEGMENTS[0]).replace("%p", shlex.quote(str(odd / "dest")))
     assert subprocess.run(["/bin/sh", "-c", cmd], timeout=60).returncode == 0
     assert (odd / "dest").read_bytes() == b"wal"
+
+
+def _identity_of_an_ended_process() -> dict:
+    child = subprocess.Popen(["sleep", "30"])
+    identity = procs.process_identity(child.pid)
+    child.kill()
+    child.wait()
+    return identity
+
+
+def test_once_the_restore_is_gone_wal_fetch_aborts_recovery_and_removes_its_secret(restore_command, tmp_path):
+    """A killed restore must not let PostgreSQL end recovery and promote: the call that would have
+    been "end of the archive" (1) aborts (126) instead, and the file with the S3 secret goes."""
+    run, spool, log = restore_command
+    config = tmp_path / "wal-fetch.json"
+    alive = json.loads(config.read_text())
+    config.write_text(json.dumps({**alive, "owner": procs.process_identity()}))
+    assert run("000000010000000000000009")[0] == 1  # its owner (this test) runs: the end of the archive
+
+    config.write_text(json.dumps({**alive, "owner": _identity_of_an_ended_process()}))
+    code, dest = run("000000010000000000000009")
+    assert code == walfetch.ABORT_EXIT_CODE and not dest.exists()
+    assert "is gone" in log()[-1]["abort"]
+    assert not config.exists(), "the file with the S3 secret must go with its restore"
+    # a file already spooled is still handed over (the shell's path; the next miss aborts again)
+    (spool / SEGMENTS[0]).write_bytes(b"wal")
+    assert run(SEGMENTS[0])[0] == 0
+
+
+def test_the_guard_of_a_killed_restore_removes_its_secrets_and_says_why_in_the_marker(tmp_path):
+    data_dir, secret = tmp_path / "data", tmp_path / "wal-fetch.json"
+    data_dir.mkdir()
+    secret.write_text("{}")
+    write_marker_file(data_dir, {"what": "test", "reason": ""})
+    config = {
+        "owner": _identity_of_an_ended_process(),
+        "data_dir": str(data_dir),
+        "bindir": "/nonexistent",
+        "os_user": None,
+        "secrets": [str(secret)],
+    }
+    outcome = guard.watch(config, poll=0.05)
+    assert "is gone" in outcome and not secret.exists()
+    reason = json.loads((data_dir / INCOMPLETE_MARKER).read_text())["reason"]
+    assert "killed" in reason and "stopped PostgreSQL" in reason
+
+    # a restore that wrote its own reason keeps it; the guard ends without acting
+    secret.write_text("{}")
+    write_marker_file(data_dir, {"what": "test", "reason": "the disk ran full"})
+    assert "cleaned up after its own failure" in guard.watch(config, poll=0.05)
+    assert json.loads((data_dir / INCOMPLETE_MARKER).read_text())["reason"] == "the disk ran full"
+
+
+def test_a_rerun_names_a_postgresql_still_running_on_an_incomplete_directory(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    write_marker_file(data_dir, {"what": "test", "reason": ""})
+    (data_dir / "postmaster.pid").write_text(f"{os.getpid()}\n{data_dir}\n")  # a live PID stands in
+    with pytest.raises(RestoreError) as refused:
+        check_empty_dir(data_dir)
+    message = str(refused.value)
+    assert f"PostgreSQL (PID {os.getpid()}) is still RUNNING" in message
+    assert "pg_ctl stop" in message and "killed before it could say why" in message

@@ -254,7 +254,13 @@ def restore(req: RestoreRequest, bc: BarmanCloud, client=None, log=lambda _m: No
 
     try:
         result = sources.restore_with(
-            req, plan, prepare=prepare, put_base_backup=put_base_backup, tool=version, log=log
+            req,
+            plan,
+            prepare=prepare,
+            put_base_backup=put_base_backup,
+            tool=version,
+            log=log,
+            secrets=[hook],
         )
     finally:
         hook.unlink(missing_ok=True)  # it holds the secret

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import pg
-from ..procs import process_start
+from ..procs import identity_alive, process_identity
 from ..progress import restore_work_dir
 from .target import RestoreError
 
@@ -32,7 +32,7 @@ RESTORE_PID_FILE = "restore.pid"  # in the work directory: which process runs th
 def write_restore_pid(work_dir: Path) -> None:
     """Say which process runs this restore, so an interrupted drill's restore can be stopped."""
     tmp = work_dir / f".{RESTORE_PID_FILE}.tmp"
-    tmp.write_text(json.dumps({"pid": os.getpid(), "start": process_start(os.getpid())}))
+    tmp.write_text(json.dumps(process_identity()))
     os.replace(tmp, work_dir / RESTORE_PID_FILE)
 
 
@@ -43,15 +43,15 @@ def stop_restore(work_dir: Path, timeout: float = 60.0) -> str:
         recorded = json.loads((work_dir / RESTORE_PID_FILE).read_text())
     except (OSError, ValueError):
         return ""
-    pid = int(recorded.get("pid", 0))
-    if not pid or process_start(pid) != recorded.get("start"):
+    if not identity_alive(recorded):
         return ""
+    pid = int(recorded["pid"])
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while process_start(pid) == recorded.get("start") and time.monotonic() < deadline:
+    while identity_alive(recorded) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if process_start(pid) == recorded.get("start"):
+    if identity_alive(recorded):
         return f"the restore job (PID {pid}) did NOT stop within {timeout:.0f}s of SIGTERM: kill -9 {pid}"
     return f"stopped the restore job (PID {pid})"
 
@@ -60,14 +60,21 @@ def check_empty_dir(path: Path) -> None:
     marker = path / INCOMPLETE_MARKER
     if marker.exists():
         try:
-            reason = json.loads(marker.read_text()).get("reason") or "interrupted"
+            reason = json.loads(marker.read_text()).get("reason") or "interrupted or killed before it could say why"
         except (OSError, ValueError):
             reason = "unknown"
         work = restore_work_dir(path)
+        running = pg.postmaster_pid(path)
+        stop_first = (
+            f" PostgreSQL (PID {running}) is still RUNNING on it: stop it first "
+            f"(pg_ctl stop -D '{path}' -m immediate, as its OS user)."
+            if running
+            else ""
+        )
         raise RestoreError(
             f"data_dir {path} holds an INCOMPLETE restore (marker {marker}; it failed: {reason}). It must never "
-            f"be started. Remove it and its work directory (rm -rf '{path}' '{work}'), fix the cause, and run "
-            f"the restore again."
+            f"be started.{stop_first} Remove it and its work directory (rm -rf '{path}' '{work}'), fix the "
+            f"cause, and run the restore again."
         )
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RestoreError(
@@ -81,19 +88,24 @@ def staging_dir(data_dir: Path) -> Path:
 
 
 def write_marker(data_dir: Path, plan: Plan, reason: str) -> None:
-    (data_dir / INCOMPLETE_MARKER).write_text(
-        json.dumps(
-            {
-                "what": "an incomplete weltgewebe.ops restore: never start this cluster",
-                "written_at": dt.datetime.now(dt.UTC).isoformat(),
-                "base_backup": plan.backup["backup_id"],
-                "target": plan.as_dict()["target"],
-                "reason": reason,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_marker_file(
+        data_dir,
+        {
+            "what": "an incomplete weltgewebe.ops restore: never start this cluster",
+            "written_at": dt.datetime.now(dt.UTC).isoformat(),
+            "base_backup": plan.backup["backup_id"],
+            "target": plan.as_dict()["target"],
+            "reason": reason,
+        },
     )
+
+
+def write_marker_file(data_dir: Path, record: dict) -> None:
+    """Write (or rewrite, atomically) the marker of an incomplete restore; ``reason`` is '' while
+    the restore runs."""
+    tmp = data_dir / f".{INCOMPLETE_MARKER}.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, data_dir / INCOMPLETE_MARKER)
 
 
 @contextlib.contextmanager

@@ -248,7 +248,13 @@ def restore(req: RestoreRequest, pb: PgBackRest, log=lambda _m: None) -> dict[st
 
     try:
         result = sources.restore_with(
-            req, plan, prepare=prepare, put_base_backup=put_base_backup, tool=version, log=log
+            req,
+            plan,
+            prepare=prepare,
+            put_base_backup=put_base_backup,
+            tool=version,
+            log=log,
+            secrets=[config],
         )
     finally:
         config.unlink(missing_ok=True)  # it holds the secret

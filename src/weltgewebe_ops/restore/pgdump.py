@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import re
 import subprocess
 import threading
@@ -41,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import pg
-from .markers import INCOMPLETE_MARKER, check_empty_dir, stop_postgres
+from . import guard
+from .markers import INCOMPLETE_MARKER, check_empty_dir, stop_postgres, write_marker_file
 from .target import RestoreError
 
 CONTRACT = "weltgewebe-postgres-backup-v1"
@@ -353,8 +353,17 @@ def restore(req: DumpRestore, log: Callable[[str], None] = lambda _m: None) -> d
     except pg.PostgresError as exc:
         raise RestoreError(f"{exc}: a plain dump is loaded with psql") from exc
     started = time.monotonic()
+    marker = {
+        "what": "an incomplete weltgewebe.ops restore of a dump: never use this cluster",
+        "written_at": dt.datetime.now(dt.UTC).isoformat(),
+        "dump": req.dump.path.name,
+        "reason": "",  # while the restore runs; its guard or its failure fill it in
+    }
+    watcher = None
     try:
         pg.initdb(req.bindir, req.data_dir, req.password, req.os_user, superuser=req.superuser)
+        write_marker_file(req.data_dir, marker)
+        watcher = guard.start(req.data_dir, req.bindir, req.os_user, [], req.data_dir.parent / "guard.log")
         pg.write_config(
             req.data_dir,
             {"port": req.port, "listen_addresses": "127.0.0.1", "unix_socket_directories": str(req.data_dir.parent)},
@@ -382,19 +391,16 @@ def restore(req: DumpRestore, log: Callable[[str], None] = lambda _m: None) -> d
             evidence = _newest_commit_evidence(conn, req.evidence_table)
         analyze_seconds = time.monotonic() - analyze_started
     except BaseException as exc:
-        reason = str(exc) or type(exc).__name__
-        marker = {
-            "what": "an incomplete weltgewebe.ops restore of a dump: never use this cluster",
-            "written_at": dt.datetime.now(dt.UTC).isoformat(),
-            "dump": req.dump.path.name,
-            "reason": reason,
-        }
         req.data_dir.mkdir(parents=True, exist_ok=True)
-        (req.data_dir / INCOMPLETE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        write_marker_file(req.data_dir, {**marker, "reason": str(exc) or type(exc).__name__})
         stopped = stop_postgres(req.bindir, req.data_dir, req.os_user)
+        if watcher:
+            guard.reap(watcher)
         if isinstance(exc, RestoreError):
             raise RestoreError(f"{exc}; {stopped}") from exc
         raise
+    (req.data_dir / INCOMPLETE_MARKER).unlink()
+    guard.reap(watcher)
     label_at = req.dump.label_at
     restored_to = max(t for t in (label_at, evidence) if t is not None)
     method = (
@@ -442,8 +448,8 @@ def restore(req: DumpRestore, log: Callable[[str], None] = lambda _m: None) -> d
 
 def _load(req: DumpRestore, psql: Path, log: Callable[[str], None]) -> SqlStream:
     """psql reads the SQL from its stdin, fed from the gzip as it is read; the SHA-256 of what was
-    read must be the manifest's before psql may end its transaction: on a mismatch (or any error
-    reading) psql is killed first, so the transaction never commits."""
+    read must be the manifest's before the COMMIT is sent: on a mismatch (or any error reading)
+    psql is killed first, so the transaction never commits."""
     argv = [
         str(psql),
         "-X",
@@ -451,7 +457,6 @@ def _load(req: DumpRestore, psql: Path, log: Callable[[str], None]) -> SqlStream
         "--no-psqlrc",
         "-v",
         "ON_ERROR_STOP=1",
-        "--single-transaction",
         "-h",
         "127.0.0.1",
         "-p",
@@ -471,6 +476,10 @@ def _load(req: DumpRestore, psql: Path, log: Callable[[str], None]) -> SqlStream
     stream = SqlStream(req.dump.path)
     fed, psql_gone, last_said = 0, False, time.monotonic()
     try:
+        # one transaction, committed by us, not by psql at the end of its input (--single-transaction
+        # would): if this process is killed, psql reads an end of input in an open transaction and
+        # PostgreSQL rolls it back, instead of committing the part of the dump it had
+        proc.stdin.write(b"BEGIN;\n")
         for chunk in stream:
             try:
                 proc.stdin.write(chunk)
@@ -488,6 +497,10 @@ def _load(req: DumpRestore, psql: Path, log: Callable[[str], None]) -> SqlStream
             )
         if not psql_gone and not stream.complete:
             raise RestoreError(f"{req.dump.path.name} ends without pg_dump's closing line; nothing was committed")
+        if not psql_gone:
+            proc.stdin.write(b"\nCOMMIT;\n")
+    except BrokenPipeError:
+        psql_gone = True
     except BaseException:
         proc.kill()  # before its stdin closes: the transaction never commits
         proc.wait()

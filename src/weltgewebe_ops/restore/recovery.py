@@ -8,6 +8,7 @@ import bisect
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,10 +16,11 @@ import psycopg
 
 from .. import basebackup, pg
 from ..files import write_private
-from ..procs import free_port
+from ..procs import free_port, process_identity
 from ..progress import PROGRESS_FILE, ProgressFile
 from ..walfetch import write_restore_command
 from ..walnames import WAL_SEGMENT_SIZE, lsn_to_int, segment_number
+from . import guard
 from .download import Prefetcher
 from .markers import INCOMPLETE_MARKER, RESTORE_PID_FILE, signals_held, stop_postgres, write_marker
 from .target import RestoreError, Target
@@ -77,6 +79,7 @@ def recover(
     *,
     prefetcher: Prefetcher | None = None,
     restore_command: str = "",
+    secrets: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Move the verified base backup from ``staging`` into ``data_dir`` and replay WAL to the target.
 
@@ -85,7 +88,10 @@ def recover(
     short of the plan, an interrupt) stops PostgreSQL, keeps the marker with the reason and raises.
     The file holding the S3 credentials is removed either way.
 
-    ``restore_command`` replaces ``wgops wal-fetch`` (the benchmark's baselines, without a prefetcher).
+    ``restore_command`` replaces ``wgops wal-fetch`` (a source's own tool, the benchmark's baselines;
+    without a prefetcher); ``secrets`` are the files that tool reads its credentials from. A guard
+    process (``guard.py``) stops PostgreSQL and removes the credentials should this process be
+    killed before it could.
     """
     bindir, os_user = req.bindir, req.run_as
     write_marker(staging, plan, reason="")
@@ -110,9 +116,11 @@ def recover(
                 "versions": plan.versions,
                 "fetch_deadline_seconds": req.fetch_deadline_seconds,
                 "log": str(fetch_log),
+                "owner": process_identity(),  # wal-fetch aborts recovery once this restore is gone
             }
         ),
     )
+    watcher = guard.start(req.data_dir, bindir, os_user, [fetch_config, *secrets], req.work / "guard.log")
     port = req.port or free_port()
     command = restore_command or write_restore_command(
         req.work / "bin", spool=spool, log=fetch_log, wrapper=wrapper, config=fetch_config
@@ -141,6 +149,7 @@ def recover(
             reason = failure_reason(exc, fetched_log, log_file, plan.target)
             write_marker(req.data_dir, plan, reason)
             stopped = stop_postgres(bindir, req.data_dir, os_user)
+            guard.reap(watcher)
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: cleaned up, passed on
             raise
         raise RestoreError(
@@ -158,6 +167,7 @@ def recover(
         for leftover in spool.iterdir():
             leftover.unlink()
     (req.data_dir / INCOMPLETE_MARKER).unlink()
+    guard.reap(watcher)
     replay_seconds = round(time.monotonic() - replay_started, 3)
     return {
         **plan.as_dict(),

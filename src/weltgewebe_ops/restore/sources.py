@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,13 +104,14 @@ def restore_with(
     put_base_backup: Callable[[Path], None],
     tool: str,
     log: Callable[[str], None] = lambda _m: None,
+    secrets: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """The work directory made (``prepare`` writes what the source's tool needs there and returns
     its ``restore_command``), the base backup put into a staging directory by the tool
     (``put_base_backup``), then recovery with that command, followed and checked
     (``recovery.recover``: the marker, stopping PostgreSQL on any failure). What fails before
     recovery leaves nothing behind, so the restore can simply run again; the caller removes what
-    holds its secrets."""
+    holds its secrets (``secrets``: removed by the restore's guard too, should this process be killed)."""
     backup_id = plan.backup["backup_id"]
     req.work.mkdir(parents=True, exist_ok=True)
     write_restore_pid(req.work)
@@ -133,7 +134,7 @@ def restore_with(
         raise
     base_seconds = time.monotonic() - started
     log(f"base backup {backup_id}: restored by {tool} in {base_seconds:.1f}s")
-    reached = recover(req, plan, staging, log, restore_command=restore_command)
+    reached = recover(req, plan, staging, log, restore_command=restore_command, secrets=secrets)
     return {
         **reached,
         "base_backup_download_extract_seconds": round(base_seconds, 3),
