@@ -45,6 +45,28 @@ def written_extent(data: bytes) -> int:
     return 0
 
 
+def same_wal_up_to_switch(archived: bytes, streamed: bytes) -> int | None:
+    """Two copies of one completed segment whose bytes differ may still hold the same WAL: a
+    segment closed by a WAL switch holds nothing after the switch record, and a copy made another
+    way (an ``archive_command`` before the cluster was switched to streaming) may differ there. They
+    hold the same WAL when the streamed copy, which the server sent whole, is zeros after its
+    written extent and the archived copy has the same bytes up to that extent. Returns the extent,
+    or None when the copies differ within the WAL."""
+    end = written_extent(streamed)
+    if not end or len(archived) != len(streamed) or archived[:end] != streamed[:end]:
+        return None
+    return end if streamed[end:] == bytes(len(streamed) - end) else None
+
+
+def first_difference(a: bytes, b: bytes) -> int:
+    """The offset of the first byte where ``a`` and ``b`` differ (the shorter length if one is a prefix)."""
+    shorter = min(len(a), len(b))
+    for page in range(0, shorter, PAGE):  # page by page: a segment is 16 MB
+        if a[page : page + PAGE] != b[page : page + PAGE]:
+            return next(i for i in range(page, min(page + PAGE, shorter)) if a[i] != b[i])
+    return shorter
+
+
 def assemble(chunks: list[tuple[int, int, bytes]]) -> bytes:
     """A whole segment from its chunks (start, end, data), later chunks over earlier ones, zeros
     after the last: PostgreSQL replays up to the last complete record and stops there."""
@@ -80,17 +102,40 @@ class StreamArchiver:
 
     def push_completed(self) -> list[str]:
         """Archive every completed segment in the spool (wal-push: verified, never overwriting),
-        then remove it locally."""
-        from .wal import wal_push
+        then remove it locally. A segment already archived with other bytes that hold the same WAL
+        (``same_wal_up_to_switch``) counts as archived; any other difference is refused, naming the
+        first differing byte."""
+        from .wal import ArchiveConflictError, wal_push
 
         done = []
         for path in sorted(self.spool.iterdir()):
             if SEGMENT_RE.match(path.name) and len(path.name) == 24:
-                wal_push(self.loc, str(path), deadline_seconds=60, log=self.log)
+                try:
+                    wal_push(self.loc, str(path), deadline_seconds=60, log=self.log)
+                except ArchiveConflictError as exc:
+                    self._accept_same_wal(path, exc)
                 path.unlink()
                 self.uploaded.pop(path.name, None)
                 done.append(path.name)
         return done
+
+    def _accept_same_wal(self, path: Path, conflict: Exception) -> None:
+        from .wal import ArchiveConflictError
+
+        streamed = path.read_bytes()
+        archived = s3mod.get_verified(self.client, self.loc.bucket, s3mod.wal_key(self.loc, path.name))
+        end = same_wal_up_to_switch(archived, streamed)
+        if end is None:
+            raise ArchiveConflictError(
+                f"{conflict} The copies first differ at byte {first_difference(archived, streamed)}, within the "
+                f"WAL (the streamed copy holds WAL through byte {written_extent(streamed)}): not the unused rest "
+                f"of a segment after a WAL switch."
+            ) from conflict
+        self.log(
+            f"wal-stream: {path.name} was archived before (by archive_command?) with other bytes that hold the "
+            f"same WAL: equal through byte {end}, where the segment's WAL ends; they differ only after it, "
+            f"which replay never reads. The archived copy stands."
+        )
 
     def push_partial(self) -> str | None:
         """Archive what the segment being written holds beyond its last chunk, as a new chunk."""

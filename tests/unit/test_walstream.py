@@ -1,10 +1,20 @@
 """Streaming archiving's pure parts: chunk names, the written extent of a .partial file, laying
-chunks out into a segment (later bytes win), and how far chunks cover a segment from its start."""
+chunks out into a segment (later bytes win), how far chunks cover a segment from its start, and
+when two copies of a segment hold the same WAL although their bytes differ."""
 
 from __future__ import annotations
 
 from weltgewebe_ops.walnames import WAL_SEGMENT_SIZE
-from weltgewebe_ops.walstream import PAGE, assemble, chunk_name, contiguous, parse_chunk, written_extent
+from weltgewebe_ops.walstream import (
+    PAGE,
+    assemble,
+    chunk_name,
+    contiguous,
+    first_difference,
+    parse_chunk,
+    same_wal_up_to_switch,
+    written_extent,
+)
 
 
 def test_chunk_names_carry_their_range_and_parse_back():
@@ -37,3 +47,21 @@ def test_contiguous_stops_at_a_hole_and_needs_the_start():
     assert contiguous([(0, 100), (90, 200), (300, 400)]) == 200
     assert contiguous([(100, 200)]) == 0
     assert contiguous([]) == 0
+
+
+def test_copies_that_differ_only_after_the_wal_switch_hold_the_same_wal():
+    streamed = bytearray(WAL_SEGMENT_SIZE)  # switched after 3 pages: the server sent zeros after them
+    for page in range(3):
+        streamed[page * PAGE : page * PAGE + 2] = b"\x10\xd1"
+        streamed[page * PAGE + 40 : page * PAGE + 60] = b"r" * 20
+    archived = bytearray(streamed)
+    archived[3 * PAGE :] = b"\x7f" * (WAL_SEGMENT_SIZE - 3 * PAGE)  # another copy's unused rest: old bytes
+    assert same_wal_up_to_switch(bytes(archived), bytes(streamed)) == 3 * PAGE
+
+    within = bytearray(archived)
+    within[2 * PAGE + 50] = ord("x")  # a record differs: another history, never the same WAL
+    assert same_wal_up_to_switch(bytes(within), bytes(streamed)) is None
+    assert first_difference(bytes(within), bytes(streamed)) == 2 * PAGE + 50
+    # the archived copy's zeros where the stream holds WAL: the archive lacks WAL, not the same
+    assert same_wal_up_to_switch(bytes(streamed), bytes(archived)) is None
+    assert first_difference(b"abc", b"abc") == 3
