@@ -3,6 +3,7 @@ loopback ports in a throw-away state directory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -22,6 +23,53 @@ def new_state_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("WGOPS_TEST_TMP", "/var/tmp")))
     path.chmod(0o755)
     return path
+
+
+def machine_slowness() -> float:
+    """How much longer than on an idle machine a step may take now: the 1-minute load per core,
+    between 1 and 2.5. Timeouts of long subprocesses scale with it (other checkouts' drills and
+    benchmarks share this machine)."""
+    return min(max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1)), 2.5)
+
+
+def pids_running(*fragments: str) -> list[int]:
+    """The processes whose command line holds every one of ``fragments``."""
+    from weltgewebe_ops import procs
+
+    return [
+        int(entry)
+        for entry in os.listdir("/proc")
+        if entry.isdigit() and all(f in procs.cmdline(int(entry)) for f in fragments)
+    ]
+
+
+def run_owning_its_group(
+    argv: list[str], *, timeout: float, cleanup: list[list[str]] = (), **kwargs
+) -> subprocess.CompletedProcess:
+    """``subprocess.run(argv, capture_output=True, text=True)`` in a process group of its own.
+    When it outlives ``timeout`` or the test is interrupted (pytest-timeout, Ctrl-C), the whole
+    group is stopped (SIGTERM, then SIGKILL), not only its first process, and the ``cleanup``
+    commands run (e.g. ``molecule destroy``), so what it started does not load the rest of the run."""
+    import signal
+
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace)
+                break
+        for command in cleanup:
+            print(f"stopping what {argv[0]} started: {' '.join(command)}", file=sys.stderr)
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                subprocess.run(command, timeout=600, capture_output=True, start_new_session=True, **kwargs)
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def ansible_env(json_output: bool = False) -> dict[str, str]:

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import REPO, ansible_env, ansible_module, new_state_dir
+from tests.conftest import REPO, ansible_env, ansible_module, new_state_dir, pids_running
 from tests.faults.conftest import request, wait_for
 from tests.integration.test_pitr_playbook import pitr_vars, report
 from weltgewebe_ops import drill, pg, procs, restore
@@ -59,13 +59,7 @@ def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(
 
 def _guards_of(data_dir) -> list[int]:
     """The PIDs of the guard processes watching the restore into ``data_dir``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            line = procs.cmdline(int(entry))
-            if "weltgewebe_ops.restore.guard" in line and str(data_dir) in line:
-                found.append(int(entry))
-    return found
+    return pids_running("weltgewebe_ops.restore.guard", str(data_dir))
 
 
 @pytest.mark.parametrize("and_its_guard", [False, True], ids=["the-restore", "the-restore-and-its-guard"])

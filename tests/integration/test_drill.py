@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.conftest import FREE_PORTS, MIGRATIONS_FIXTURE, REPO, ansible_env, new_state_dir
+from tests.conftest import FREE_PORTS, MIGRATIONS_FIXTURE, REPO, ansible_env, new_state_dir, run_owning_its_group
 from tests.integration.test_event_audit import wait_published
 from tests.integration.test_pitr import archive_now
 from weltgewebe_ops import envelope, natsio, progress, sandbox, workload
@@ -73,13 +73,12 @@ def sandbox_vars(dirs: dict, archive_timeout: int, workload_seconds: float, **ex
 
 
 def ansible_playbook(extra_vars: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    # the whole group is stopped on a timeout: the drill's restore job and services with it
+    return run_owning_its_group(
         ["ansible-playbook", "playbooks/drill.yml", "-e", json.dumps(extra_vars), *args],
         cwd=REPO,
         env={**ansible_env(), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=900,
+        timeout=840,
     )
 
 

@@ -4,28 +4,29 @@ against containers from the local base image (Docker without bridge, host networ
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, machine_slowness, run_owning_its_group
 
 pytestmark = pytest.mark.docker
 
 
 @pytest.mark.parametrize("scenario", ["drill", "onboard", "archive"])
+@pytest.mark.timeout(3300)  # above the scenario's own, which stops everything the scenario started
 def test_molecule_scenario(scenario):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "ANSIBLE_FORCE_COLOR": "0"}
     env.pop("ANSIBLE_CONFIG", None)  # Molecule makes its own configuration
-    proc = subprocess.run(
+    # a scenario that runs out of time is stopped whole: its playbooks, then its cleanup playbook
+    # (the sandbox, the compose stacks) and its containers, by molecule destroy
+    proc = run_owning_its_group(
         ["molecule", "test", "-s", scenario],
+        timeout=1000 * machine_slowness(),
+        cleanup=[["molecule", "destroy", "-s", scenario]],
         cwd=REPO,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
