@@ -5,15 +5,19 @@ and marked incomplete."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.conftest import REPO, ansible_module, running_sandbox
+from tests.faults.conftest import wait_for
 from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401
 from tests.unit.test_pgdump import write_set
 from weltgewebe_ops import pg, workload
@@ -226,3 +230,65 @@ def test_a_dump_restores_into_a_postgres_16_cluster(restore_dir):
         assert conn.execute("SHOW server_version_num").fetchone()[0].startswith("16")
     assert content(dsn) == source
     pg.stop(PG16, restore_dir / "data", pg.run_as_user("wgsandbox"), "immediate")
+
+
+def test_a_killed_dump_restore_commits_nothing_and_leaves_no_server(restore_dir):
+    """#28 item 2 for a dump: the restore is SIGKILLed while psql loads. Its guard stops the
+    cluster and writes the reason; psql's end of input came inside our open transaction, so
+    PostgreSQL rolled it back (psql's --single-transaction would have committed at the end of
+    its input). The restore runs in a process of its own, as the module does."""
+    dump_dir = restore_dir / "dumps"
+    dump_dir.mkdir()
+    sql = (
+        b"-- Dumped from database version 18.1\n-- Dumped by pg_dump version 18.1\n"
+        b"CREATE TABLE domain_outbox (id bigint, created_at timestamptz, published_at timestamptz);\n"
+        + b"INSERT INTO domain_outbox (id) SELECT g FROM generate_series(1, 1000) g; SELECT pg_sleep(0.05);\n" * 2000
+        + b"--\n-- PostgreSQL database dump complete\n--\n"
+    )
+    dump = write_set(dump_dir, "20261202T021500Z", sql=sql)
+    req = dump_restore(dump, restore_dir, pgdump.check(dump)["sha256"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RESTORE, str(dump_dir), dump.label, str(req.data_dir), str(req.port)],
+        cwd=REPO,
+        start_new_session=True,
+    )
+    login = {"host": "127.0.0.1", "port": req.port, "user": "welt", "password": "pw", "dbname": "postgres"}
+
+    def loading() -> bool:
+        assert child.poll() is None, "the restore ended before it could be killed"
+        with contextlib.suppress(psycopg.OperationalError), psycopg.connect(**login, connect_timeout=2) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]
+        return False
+
+    try:
+        wait_for(loading, 120, "psql to be loading the dump")
+        child.kill()
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    wait_for(lambda: pg.postmaster_pid(req.data_dir) is None, 60, "the guard to stop the restore's PostgreSQL")
+    marker = json.loads((req.data_dir / INCOMPLETE_MARKER).read_text())
+    assert f"the restore process (PID {child.pid})" in marker["reason"] and "killed" in marker["reason"]
+
+    # started here only to look: the load was never committed
+    pg.start(req.bindir, req.data_dir, restore_dir / "look.log", req.os_user)
+    try:
+        with psycopg.connect(**{**login, "dbname": "weltgewebe"}) as conn:
+            assert conn.execute("SELECT to_regclass('domain_outbox')").fetchone()[0] is None
+    finally:
+        pg.stop(req.bindir, req.data_dir, req.os_user, "immediate")
+
+
+KILLED_RESTORE = """
+import dataclasses
+import sys
+from pathlib import Path
+from tests.integration.test_pg_dump_source import dump_restore, pgdump
+dump_dir, label, data_dir, port = sys.argv[1:]
+dump = pgdump.Dump(label, Path(dump_dir) / pgdump.dump_name(label))
+req = dump_restore(dump, Path(data_dir).parent, pgdump.check(dump)["sha256"])
+pgdump.restore(dataclasses.replace(req, port=int(port)))
+"""
