@@ -21,10 +21,9 @@ from weltgewebe_ops.restore import INCOMPLETE_MARKER, RestoreError
 pytestmark = pytest.mark.integration
 
 
-def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(production, restore_dir):
-    """Row 8: before, the async restore finished detached with its PostgreSQL orphaned."""
-    req = request(production, restore_dir)  # for the paths; the restore runs through ansible-playbook
-    loc = production.settings.s3_location(readonly=True)
+def pitr_playbook_mid_replay(production, req) -> subprocess.Popen:
+    """ansible-playbook restoring the fault archive into ``req``'s paths, in its own process group
+    (as a terminal's foreground job), returned once WAL replay has begun."""
     extra_vars = pitr_vars(production, req.data_dir, pg_pitr_spool_segments=2, pg_pitr_prefetch_workers=1)
     playbook = subprocess.Popen(
         ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars)],
@@ -32,7 +31,7 @@ def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(
         env=ansible_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, as a terminal's foreground job
+        start_new_session=True,
     )
     fetched = req.work / "fetched.jsonl"
     try:
@@ -42,6 +41,19 @@ def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(
             "WAL replay to start",
         )
         assert playbook.poll() is None, playbook.stdout.read().decode()[-3000:]
+    except BaseException:
+        if playbook.poll() is None:
+            os.killpg(playbook.pid, signal.SIGKILL)
+        raise
+    return playbook
+
+
+def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(production, restore_dir):
+    """Row 8: before, the async restore finished detached with its PostgreSQL orphaned."""
+    req = request(production, restore_dir)  # for the paths; the restore runs through ansible-playbook
+    loc = production.settings.s3_location(readonly=True)
+    playbook = pitr_playbook_mid_replay(production, req)
+    try:
         os.killpg(playbook.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         output = playbook.communicate(timeout=120)[0].decode()
     finally:
@@ -69,23 +81,9 @@ def test_a_killed_restore_leaves_no_postgresql_running_no_secret_and_says_so(pro
     secret on disk. Now its guard stops PostgreSQL; with the guard killed too, wal-fetch's next call
     aborts recovery instead of ending it."""
     req = request(production, restore_dir)
-    extra_vars = pitr_vars(production, req.data_dir, pg_pitr_spool_segments=2, pg_pitr_prefetch_workers=1)
-    playbook = subprocess.Popen(
-        ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars)],
-        cwd=REPO,
-        env=ansible_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     fetched = req.work / "fetched.jsonl"
+    playbook = pitr_playbook_mid_replay(production, req)
     try:
-        wait_for(
-            lambda: playbook.poll() is not None or (fetched.exists() and len(fetched.read_text().splitlines()) >= 3),
-            180,
-            "WAL replay to start",
-        )
-        assert playbook.poll() is None, playbook.stdout.read().decode()[-3000:]
         owner = json.loads((req.work / "restore.pid").read_text())
         guards = _guards_of(req.data_dir)
         assert len(guards) == 1, "the restore runs with one guard beside it"

@@ -254,15 +254,8 @@ def restore(req: RestoreRequest, bc: BarmanCloud, client=None, log=lambda _m: No
 
     try:
         result = sources.restore_with(
-            req,
-            plan,
-            prepare=prepare,
-            put_base_backup=put_base_backup,
-            tool=version,
-            log=log,
-            secrets=[hook],
+            req, plan, prepare=prepare, put_base_backup=put_base_backup, tool=version, log=log, secrets=[hook]
         )
     finally:
-        hook.unlink(missing_ok=True)  # it holds the secret
         shutil.rmtree(spool, ignore_errors=True)
     return {**result, "source": "barman_cloud", "tool": version, "location": f"{bc.url}/{bc.server}"}

@@ -246,17 +246,8 @@ def restore(req: RestoreRequest, pb: PgBackRest, log=lambda _m: None) -> dict[st
     def put_base_backup(staging: Path) -> None:
         pb.run(config, f"--pg1-path={staging}", f"--set={backup_id}", "--type=preserve", "restore", os_user=req.run_as)
 
-    try:
-        result = sources.restore_with(
-            req,
-            plan,
-            prepare=prepare,
-            put_base_backup=put_base_backup,
-            tool=version,
-            log=log,
-            secrets=[config],
-        )
-    finally:
-        config.unlink(missing_ok=True)  # it holds the secret
+    result = sources.restore_with(
+        req, plan, prepare=prepare, put_base_backup=put_base_backup, tool=version, log=log, secrets=[config]
+    )
     location = f"s3://{pb.loc.bucket}/{pb.loc.prefix} stanza {pb.stanza}"
     return {**result, "source": "pgbackrest", "tool": version, "location": location}

@@ -110,8 +110,9 @@ def restore_with(
     its ``restore_command``), the base backup put into a staging directory by the tool
     (``put_base_backup``), then recovery with that command, followed and checked
     (``recovery.recover``: the marker, stopping PostgreSQL on any failure). What fails before
-    recovery leaves nothing behind, so the restore can simply run again; the caller removes what
-    holds its secrets (``secrets``: removed by the restore's guard too, should this process be killed)."""
+    recovery leaves nothing behind, so the restore can simply run again. ``secrets`` (the files
+    ``prepare`` writes the credentials into) are removed when the restore ends, either way, and by
+    its guard should this process be killed."""
     backup_id = plan.backup["backup_id"]
     req.work.mkdir(parents=True, exist_ok=True)
     write_restore_pid(req.work)
@@ -122,19 +123,23 @@ def restore_with(
     pg.chown_tree(staging, req.run_as)
     started = time.monotonic()
     try:
-        restore_command = prepare()
-        put_base_backup(staging)
-    except BaseException as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(req.work, ignore_errors=True)
-        if isinstance(exc, RestoreError):
-            raise RestoreError(
-                f"{tool} could not restore base backup {backup_id}: {exc}. Nothing was started."
-            ) from exc
-        raise
-    base_seconds = time.monotonic() - started
-    log(f"base backup {backup_id}: restored by {tool} in {base_seconds:.1f}s")
-    reached = recover(req, plan, staging, log, restore_command=restore_command, secrets=secrets)
+        try:
+            restore_command = prepare()
+            put_base_backup(staging)
+        except BaseException as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(req.work, ignore_errors=True)
+            if isinstance(exc, RestoreError):
+                raise RestoreError(
+                    f"{tool} could not restore base backup {backup_id}: {exc}. Nothing was started."
+                ) from exc
+            raise
+        base_seconds = time.monotonic() - started
+        log(f"base backup {backup_id}: restored by {tool} in {base_seconds:.1f}s")
+        reached = recover(req, plan, staging, log, restore_command=restore_command, secrets=secrets)
+    finally:
+        for secret in secrets:
+            secret.unlink(missing_ok=True)
     return {
         **reached,
         "base_backup_download_extract_seconds": round(base_seconds, 3),
