@@ -19,6 +19,12 @@ description:
     C(timeline.svg) and the RTO/RPO trend over earlier drills) and C(junit.xml) (a testcase per
     check, per objective and per phase) into the drill's directory, and puts the drill's line into
     C(<reports_dir>/history.jsonl) (replacing an earlier line of the same drill).
+  - Rewrites the history page C(<reports_dir>/index.html) (the last drills as a table, RTO by
+    phase and RPO as charts against the objectives, a link to each report; static, nothing fetched)
+    and the metrics C(<reports_dir>/wgops_drill.prom) in Prometheus's text format (last run and
+    last success, RTO, RPO and its method, lost events, each check, each phase, the RTO forecast).
+    The example alert rules are C(roles/drill/files/wgops-drill.rules.yml), the Grafana dashboard
+    C(docs/grafana/wgops-drill.json).
   - Never fails because an objective was missed; the playbook decides (C(drill_fail_on_objectives)).
 options:
   reports_dir:
@@ -29,6 +35,12 @@ options:
     description: The drill, or V(latest).
     type: str
     default: latest
+  metrics_textfile:
+    description:
+      - A copy of the metrics written here as well (atomically), for node_exporter's textfile
+        collector, e.g. V(/var/lib/prometheus/node-exporter/wgops_drill.prom). Empty for none.
+    type: path
+    default: ""
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.actiongroups
@@ -52,6 +64,11 @@ EXAMPLES = r"""
 - name: Write the report of the newest drill
   weltgewebe.ops.drill_report:
     reports_dir: reports/drills
+
+- name: Write it, and the drill's metrics where node_exporter's textfile collector reads them
+  weltgewebe.ops.drill_report:
+    reports_dir: reports/drills
+    metrics_textfile: /var/lib/prometheus/node-exporter/wgops_drill.prom
 """
 
 RETURN = r"""
@@ -59,9 +76,19 @@ report:
   description: >-
     The report (drill_id, started_at, failure_at, ended_at, restored_to, rto_seconds,
     rto_objective_seconds, rto_met, rpo_seconds, rpo_objective_seconds, rpo_met, rpo_method,
-    lost_events, phases, checks, passed, failures, files, table, ...).
+    lost_events, phases, checks, passed, failures, files, table, ...); files names
+    report.json, report.md, timeline.svg, junit.xml, the history page and the metrics file.
   returned: always
   type: dict
+  sample:
+    drill_id: 20261202T021500Z
+    rto_seconds: 74.2
+    rpo_seconds: 3.1
+    passed: true
+    files:
+      report.md: reports/drills/20261202T021500Z/report.md
+      history_page: reports/drills/index.html
+      metrics: reports/drills/wgops_drill.prom
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -73,6 +100,7 @@ def main():
         argument_spec={
             "reports_dir": {"type": "path", "required": True},
             "drill_id": {"type": "str", "default": "latest"},
+            "metrics_textfile": {"type": "path", "default": ""},
         },
     )
     ensure_library(module)
@@ -82,7 +110,7 @@ def main():
     try:
         record = drill.Record.open(p["reports_dir"], p["drill_id"])
         record.require_begun()
-        report = drill.write_report(record)
+        report = drill.write_report(record, metrics_textfile=p["metrics_textfile"])
     except (drill.DrillError, OSError, ValueError, KeyError) as exc:
         module.fail_json(msg=f"drill report: {type(exc).__name__}: {exc}")
     module.exit_json(changed=True, report=report)

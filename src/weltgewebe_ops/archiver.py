@@ -11,9 +11,7 @@ would remove and why.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -230,16 +228,6 @@ def prometheus_text(figures: dict[str, Any] | None) -> str:
             f'wgops_archive_last_archived_wal_info{{wal="{figures["last_archived_wal"]}"}} 1',
         ]
     return "\n".join(lines) + "\n"
-
-
-def write_textfile(path: str | os.PathLike[str], text: str) -> None:
-    """Atomically, as node_exporter's textfile collector wants it (never a half-written file)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}")
-    tmp.write_text(text)
-    tmp.chmod(0o644)
-    os.replace(tmp, target)
 
 
 # ---------------------------------------------------------------------------------- retention

@@ -120,7 +120,7 @@ def cmd_pg_dump(args) -> int:
 
 
 def cmd_archive_metrics(args) -> int:
-    from . import archiver
+    from . import archiver, files
 
     loc, server = _archive_args(args)
     try:
@@ -130,21 +130,21 @@ def cmd_archive_metrics(args) -> int:
         figures = None
     text = archiver.prometheus_text(figures)
     if args.textfile:
-        archiver.write_textfile(args.textfile, text)
+        files.write_textfile(args.textfile, text)
     else:
         print(text, end="")
     return 0 if figures else 1
 
 
 def cmd_archive_retention(args) -> int:
-    from . import archiver
+    from . import archiver, files
     from .settings import S3Location
 
     loc = S3Location(**json.loads(Path(args.config).read_text()))
     result = archiver.retention(loc, args.keep, apply=args.apply)
     text = json.dumps(result, indent=2, default=str)
     if args.report:
-        archiver.write_textfile(args.report, text + "\n")
+        files.write_textfile(args.report, text + "\n")
     _stderr(f"archive-retention: {result['detail']}")
     print(text)
     return 0

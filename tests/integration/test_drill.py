@@ -20,6 +20,7 @@ from tests.conftest import FREE_PORTS, MIGRATIONS_FIXTURE, REPO, ansible_env, ne
 from tests.integration.test_event_audit import wait_published
 from tests.integration.test_pitr import archive_now
 from weltgewebe_ops import envelope, natsio, progress, sandbox, workload
+from weltgewebe_ops.drill.metrics import parse_text
 
 pytestmark = pytest.mark.integration
 
@@ -191,6 +192,14 @@ def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
     assert suite.get("failures") == "0"
     history = [json.loads(line) for line in (drill_dirs["reports"] / "history.jsonl").read_text().splitlines()]
     assert history[-1]["drill_id"] == report["drill_id"] and history[-1]["passed"] is True
+    # the history page and the metrics, beside the reports (the browser and the rules: test_drill_monitoring)
+    assert f'href="{report["drill_id"]}/report.md"' in (drill_dirs["reports"] / "index.html").read_text()
+    prom = (drill_dirs["reports"] / "wgops_drill.prom").read_text()
+    check = subprocess.run(["promtool", "check", "metrics"], input=prom, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    series = parse_text(prom)
+    assert series["wgops_drill_passed"] == 1 and series["wgops_drill_rto_seconds"] == report["rto_seconds"]
+    assert series['wgops_drill_check_passed{check="api_create_and_read_faden"}'] == 1
 
     # the webhook heard the start and the result
     assert [c["event"] for c in hook_calls] == ["drill_started", "drill_finished"]

@@ -1,15 +1,19 @@
 """The report's forms: the runbook's table, report.md with the phase timeline (SVG) and the trend, junit.xml,
-and the lines an operator reads at the end of a drill."""
+and the lines an operator reads at the end of a drill; beside the reports, the history page and the
+metrics (``history.py``, ``metrics.py``)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+from ..files import write_textfile
 from .forecast import GB
+from .history import history_entry
+from .history import page as history_page
+from .metrics import prometheus_text
 from .objectives import Objective, Report, build_report, human_duration
 from .record import Record, parse_iso
 
@@ -298,24 +302,28 @@ def read_history(reports_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def write_report(record: Record) -> dict[str, Any]:
+def write_report(record: Record, metrics_textfile: str = "") -> dict[str, Any]:
     """Write report.json, report.md, timeline.svg and junit.xml; append (or replace) this drill's
-    line in history.jsonl. Returns report.json's content with where the files are, the runbook's
-    table and the closing lines."""
+    line in history.jsonl; rewrite the history page (index.html) and the metrics
+    (wgops_drill.prom, and a copy at ``metrics_textfile`` for node_exporter). Returns report.json's
+    content with where the files are, the runbook's table and the closing lines."""
     report = build_report(record.data)
     content = report.as_dict()
     history = [h for h in read_history(record.reports_dir) if h["drill_id"] != record.drill_id]
-    history.append({k: content[k] for k in HISTORY_KEYS})
+    history.append(history_entry(content))
     d = record.dir
     d.mkdir(parents=True, exist_ok=True)
     (d / "report.json").write_text(json.dumps(content, indent=2, default=str) + "\n")
     (d / "timeline.svg").write_text(timeline_svg(report) + "\n")
     (d / "report.md").write_text(markdown(report, history))
     (d / "junit.xml").write_text(junit(report))
-    tmp = record.reports_dir / "history.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-    os.replace(tmp, record.reports_dir / "history.jsonl")
+    write_textfile(record.reports_dir / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    write_textfile(record.reports_dir / "index.html", history_page(history))
+    metrics = prometheus_text(content, history)
+    for path in filter(None, (record.reports_dir / METRICS_FILE, metrics_textfile)):
+        write_textfile(path, metrics)
     files = {name: str(d / name) for name in ("report.json", "report.md", "timeline.svg", "junit.xml")}
+    files.update(history_page=str(record.reports_dir / "index.html"), metrics=str(record.reports_dir / METRICS_FILE))
     return {
         **content,
         "files": files,
@@ -324,11 +332,7 @@ def write_report(record: Record) -> dict[str, Any]:
     }
 
 
-# what history.jsonl keeps of each drill (the trend)
-HISTORY_KEYS = (
-    "drill_id", "mode", "failure_at", "ended_at", "rto_seconds", "rto_met", "rpo_seconds", "rpo_met", "lost_events",
-    "passed",
-)  # fmt: skip
+METRICS_FILE = "wgops_drill.prom"
 
 
 def summary_lines(report: Report, report_md: str) -> list[str]:
