@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import s3 as s3mod
 from ..diskspace import disk_full
+from ..files import write_textfile
 from ..progress import ProgressFile
 from ..settings import S3Location
 from . import untar
@@ -113,9 +114,13 @@ class Prefetcher:
             else:
                 reason = f"{name}: {exc}"
             failed = self.spool / f".{name}.failed"
-            with contextlib.suppress(OSError):  # on a full disk the reason may not fit: wal-fetch looks itself
-                failed.write_text(reason)
-                if self.owner:
+            try:  # whole or not at all: wal-fetch may read it the moment it exists
+                write_textfile(failed, reason)
+            except OSError:  # on a full disk the reason may not fit: an empty file, and wal-fetch looks itself
+                with contextlib.suppress(OSError):
+                    failed.touch()
+            if self.owner:
+                with contextlib.suppress(OSError):
                     os.chown(failed, *self.owner)
             with self._lock:
                 self.errors.append(reason)
