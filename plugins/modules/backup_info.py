@@ -149,6 +149,24 @@ chosen_backup_superuser:
     POSTGRES_USER); the restore and the drill log in as it. C(postgres) for a backup that does not record it.
   returned: always
   type: str
+chosen_backup_system_identifier:
+  description: The PostgreSQL system identifier of the chosen base backup's cluster.
+  returned: always
+  type: str
+coverage:
+  description:
+    - When the archive last held all the WAL its source had written, as recorded by C(wgops
+      archive-metrics) (or the sandbox's coverage service) when it found the archive caught up -
+      null when none was recorded. A drill's RPO counts from it after a quiet spell, when its
+      restore replayed at least to its C(lsn).
+  returned: always
+  type: dict
+  sample: {at: "2026-12-02T03:00:00.123+00:00", lsn: 0/5000000, timeline: 1, system_identifier: "7431...",
+           method: classic, recorded_at: "2026-12-02T03:00:01+00:00"}
+coverage_unread:
+  description: Why the coverage could not be read ("" when it could); the RPO then does not use it.
+  returned: always
+  type: str
 archive_method:
   description: How the archive is written - C(streaming) (streamed chunks present), C(classic), or null (no WAL).
   returned: always

@@ -22,6 +22,8 @@ description:
     directory of sqlx-style C(<version>_<name>.up.sql) migrations (your own schema), and this tool's
     C(wgops) schema.
   - C(basebackup) takes a base backup into S3 when the cluster has none.
+  - C(coverage) starts the service that records, while the archive holds all the WAL the server
+    wrote, that it does (classic and streaming archiving; what a drill's RPO uses after a quiet spell).
   - C(nats) starts nats-server with JetStream and the domain stream.
   - C(relay), C(projector) and C(api) start the long-running services.
   - Each component changes nothing when it is already as asked, so a second run reports no change.
@@ -38,7 +40,7 @@ options:
   component:
     description: The part to bring up with O(state=started); V(all) for every part in order.
     type: str
-    choices: [all, s3, postgres, walstream, schema, basebackup, nats, relay, projector, api]
+    choices: [all, s3, postgres, walstream, schema, basebackup, coverage, nats, relay, projector, api]
     default: all
   components:
     description:
@@ -47,7 +49,7 @@ options:
         names the failed part, why (e.g. which process holds its port) and what was not started.
     type: list
     elements: str
-    choices: [s3, postgres, walstream, schema, basebackup, nats, relay, projector, api]
+    choices: [s3, postgres, walstream, schema, basebackup, coverage, nats, relay, projector, api]
     default: []
   state_dir:
     description: Where the sandbox keeps its data, logs, PIDs and settings (mode 0600 for secrets).
@@ -131,6 +133,19 @@ drifted_settings:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
 
+COMPONENT_CHOICES = [
+    "s3",
+    "postgres",
+    "walstream",
+    "schema",
+    "basebackup",
+    "coverage",
+    "nats",
+    "relay",
+    "projector",
+    "api",
+]
+
 
 def main():
     module = AnsibleModule(
@@ -139,24 +154,13 @@ def main():
             "component": {
                 "type": "str",
                 "default": "all",
-                "choices": [
-                    "all",
-                    "s3",
-                    "postgres",
-                    "walstream",
-                    "schema",
-                    "basebackup",
-                    "nats",
-                    "relay",
-                    "projector",
-                    "api",
-                ],
+                "choices": ["all", *COMPONENT_CHOICES],
             },
             "components": {
                 "type": "list",
                 "elements": "str",
                 "default": [],
-                "choices": ["s3", "postgres", "walstream", "schema", "basebackup", "nats", "relay", "projector", "api"],
+                "choices": COMPONENT_CHOICES,
             },
             "state_dir": {"type": "path", "required": True},
             "settings": {"type": "dict", "default": {}},

@@ -20,7 +20,7 @@ from . import basebackup
 from . import s3 as s3mod
 from .pg import conninfo
 from .settings import S3Location
-from .walnames import SEGMENT_RE, segment_name, segment_number, segment_parts
+from .walnames import SEGMENT_RE, WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int, segment_name, segment_number, segment_parts
 
 
 @dataclass(frozen=True)
@@ -82,26 +82,46 @@ def health(loc: S3Location, server: Server, now: dt.datetime | None = None, slot
     much WAL it holds back on the server."""
     now = now or dt.datetime.now(dt.UTC)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        # the look's instant and the transactions, read BEFORE the position: every commit before
+        # the instant lies at or before the position, and every later one moves xmax (coverage.py)
+        looked_at, xmin, xmax = conn.execute(
+            "SELECT statement_timestamp(), pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text"
+            " FROM pg_current_snapshot() AS s"
+        ).fetchone()
         row = conn.execute(
             "SELECT archived_count, last_archived_wal, last_archived_time, failed_count, last_failed_wal,"
             " last_failed_time, pg_is_in_recovery(),"
             " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END,"
-            " current_setting('archive_mode'), current_setting('archive_timeout')"
+            " current_setting('archive_mode'), current_setting('archive_timeout'),"
+            " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,"
+            " (SELECT system_identifier::text FROM pg_control_system())"
             " FROM pg_stat_archiver"
         ).fetchone()
         in_recovery = row[6]
         position = _stream_position(conn, slot) if slot and not in_recovery else None
-    archived, last_wal, last_time, failed, last_failed_wal, last_failed_time, in_recovery, current, mode, timeout = row
-    # WAL written since the last archived segment (a completed one not archived, or the current
-    # one): the archive lags by the time since that last success; nothing waiting means 0
-    waiting = bool(current) and (not last_wal or _segment_key(current) > _segment_key(last_wal))
-    lag = round((now - last_time).total_seconds(), 3) if waiting and last_time else 0.0
-    client = s3mod.client(loc)
-    labels = basebackup.list_labels(client, loc)
-    newest = max((dt.datetime.fromisoformat(lb["stop_time"]) for lb in labels), default=None)
-    stream = _stream_health(client, loc, position, newest, now) if position else {}
-    if stream:
-        last_wal, last_time, lag = stream.pop("last_archived"), stream.pop("last_archived_time"), stream["lag_seconds"]
+        archived, last_wal, last_time, failed, last_failed_wal, last_failed_time, in_recovery, current, mode = row[:9]
+        timeout, lsn, system_id = row[9:]
+        # WAL written since the last archived segment (a completed one not archived, or the current
+        # one): the archive lags by the time since that last success; nothing waiting means 0
+        waiting = bool(current) and (not last_wal or _segment_key(current) > _segment_key(last_wal))
+        lag = round((now - last_time).total_seconds(), 3) if waiting and last_time else 0.0
+        client = s3mod.client(loc)
+        labels = basebackup.list_labels(client, loc)
+        newest = max((dt.datetime.fromisoformat(lb["stop_time"]) for lb in labels), default=None)
+        stream = _stream_health(client, loc, position, newest, now) if position else {}
+        if stream:
+            last_wal, last_time = stream.pop("last_archived"), stream.pop("last_archived_time")
+            lag, archived_upto = stream["lag_seconds"], stream.pop("archived_upto")
+        else:  # classic: the end of the newest segment PostgreSQL archived (it archives in order)
+            archived_upto = _segment_end(last_wal) if last_wal and current and last_wal[:8] == current[:8] else None
+        look = None
+        if lsn and not in_recovery:
+            look = {
+                "at": looked_at.isoformat(), "lsn": lsn, "timeline": int(current[:8], 16),
+                "system_identifier": system_id, "method": "streaming" if stream else "classic", "xmax": xmax,
+                "idle": xmin == xmax, "archived_upto": archived_upto,
+                **_tail_commits(conn, archived_upto, lsn),
+            }  # fmt: skip
     return {
         "archive_mode": mode,
         "archive_timeout": timeout,
@@ -116,10 +136,32 @@ def health(loc: S3Location, server: Server, now: dt.datetime | None = None, slot
         "lag_seconds": lag if not in_recovery else 0.0,
         "base_backups": len(labels),
         "newest_base_backup_age_seconds": round((now - newest).total_seconds(), 3) if newest else None,
+        "look": look,
         "_last_archived_epoch": _epoch(last_time),
         "_last_failed_epoch": _epoch(last_failed_time),
         **stream,
     }
+
+
+def _tail_commits(conn, archived_upto: int | None, lsn: str) -> dict[str, Any]:
+    """How many transaction records (commits, aborts, prepares) the WAL beyond the archive holds,
+    read by pg_walinspect (PostgreSQL 15+; CREATE EXTENSION pg_walinspect in the database this
+    connects to, and pg_read_server_files for a role that is not a superuser): 0 means the WAL the
+    archive lacks carries no transaction, so the archive holds every commit. None when the tail
+    could not be read (``tail``: why); something not yet flushed counts as a transaction."""
+    if archived_upto is None or archived_upto >= lsn_to_int(lsn):
+        return {"tail_commits": None, "tail": "no tail beyond the archive" if archived_upto is not None else ""}
+    try:
+        with conn.transaction():
+            count, unflushed = conn.execute(
+                "SELECT count(*) FILTER (WHERE resource_manager = 'Transaction'),"
+                " pg_current_wal_insert_lsn() > pg_current_wal_flush_lsn()"
+                " FROM pg_get_wal_records_info(%s::pg_lsn, pg_current_wal_flush_lsn())",
+                [int_to_lsn(archived_upto)],
+            ).fetchone()
+    except psycopg.Error as exc:
+        return {"tail_commits": None, "tail": f"not inspected: {str(exc).strip().splitlines()[0]}"}
+    return {"tail_commits": count + int(bool(unflushed)), "tail": "inspected with pg_walinspect"}
 
 
 def _stream_position(conn, slot: str) -> dict[str, Any]:
@@ -134,6 +176,9 @@ def _stream_position(conn, slot: str) -> dict[str, Any]:
         [slot],
     ).fetchone()
     active, retained = row if row else (False, None)
+    # exactly at a segment boundary PostgreSQL names the segment before, with offset 0: the
+    # position is that segment's end, and the archive must hold all of it
+    offset = offset or WAL_SEGMENT_SIZE
     return {"slot": slot, "active": bool(active), "retained": -1 if retained is None else int(retained),
             "current": current, "offset": offset, "started": started}  # fmt: skip
 
@@ -168,6 +213,9 @@ def _stream_health(
     newest = max(objects, key=lambda o: o[1], default=None)
     waited_since = newest[1] if newest else (newest_backup or position["started"])
     caught_up = archived_to >= offset and not previous_waits
+    # how far the archive holds the server's WAL from its start, as an LSN (None: a hole before)
+    start = segment_number(current) * WAL_SEGMENT_SIZE
+    archived_upto = None if previous_waits else start + min(archived_to, WAL_SEGMENT_SIZE)
     lag = 0.0 if caught_up else round(max(0.0, (now - waited_since).total_seconds()), 3)
     return {
         "slot": position["slot"],
@@ -175,6 +223,7 @@ def _stream_health(
         "slot_retained_bytes": position["retained"],
         "unarchived_bytes": max(0, offset - archived_to),
         "lag_seconds": lag,
+        "archived_upto": archived_upto,
         "last_archived": newest[0] if newest else "",
         "last_archived_time": newest[1] if newest else None,
     }
@@ -183,6 +232,14 @@ def _stream_health(
 def _previous_segment(name: str) -> str:
     number = segment_number(name)
     return segment_name(segment_parts(name)[0], number - 1) if number > 0 else name
+
+
+def _segment_end(name: str) -> int | None:
+    """The LSN at the end of segment ``name`` (None for a history or other non-segment file; a
+    backup history file names the segment it follows, archived before it)."""
+    if not SEGMENT_RE.match(name[:24]) or name.endswith(".partial"):
+        return None
+    return (segment_number(name[:24]) + 1) * WAL_SEGMENT_SIZE
 
 
 def _segment_key(name: str) -> tuple[int, int, int]:

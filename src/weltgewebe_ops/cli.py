@@ -12,7 +12,7 @@ wgops archive-metrics --config FILE   the archive's health as Prometheus text (-
 wgops archive-retention --config FILE --keep N [--apply]   what retention removes (a dry run unless --apply)
 wgops projector-replay --state-dir D  rebuild or catch up the sandbox's projections
 wgops workload --state-dir D          Fäden at a rate, recorded as ground truth
-wgops service relay|projector|api|kms|walstream --state-dir D   the sandbox's services
+wgops service relay|projector|api|kms|walstream|coverage --state-dir D   the sandbox's services
 wgops relay --config FILE             the outbox relay as a service (weltgewebe.ops.outbox_relay)
 """
 
@@ -120,11 +120,18 @@ def cmd_pg_dump(args) -> int:
 
 
 def cmd_archive_metrics(args) -> int:
-    from . import archiver, files
+    from . import archiver, coverage, files
 
     loc, server = _archive_args(args)
     try:
-        figures = archiver.health(loc, server, slot=args.slot)
+        # and, when the archive is caught up, its coverage (a quiet night's RPO)
+        state = Path(args.coverage_state) if args.coverage_state else None
+        earlier = json.loads(state.read_text()) if state and state.exists() else None
+        figures = coverage.look(
+            loc, server, slot=args.slot, earlier=earlier, log=lambda m: _stderr(f"archive-metrics: {m}")
+        )
+        if state:
+            files.write_textfile(state, json.dumps(figures["keep"]))
     except Exception as exc:  # noqa: BLE001 - the scrape says "down"; the reason goes to the log
         _stderr(f"archive-metrics: the figures could not be read: {type(exc).__name__}: {exc}")
         figures = None
@@ -262,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_server(sub.add_parser("archive-metrics", help="the archive's health as Prometheus text"))
     p.add_argument("--textfile", help="write it here atomically (node_exporter's textfile collector)")
     p.add_argument("--slot", default="", help="streaming: the receiver's slot (the archive is then the witness)")
+    p.add_argument(
+        "--coverage-state", default="", help="keep the last quiet look here, for the next run's coverage (coverage.py)"
+    )
     p.set_defaults(func=cmd_archive_metrics)
 
     p = with_server(sub.add_parser("wal-stream", help="streaming archiving: pg_receivewal on a slot, chunks to S3"))

@@ -92,7 +92,25 @@ def walstream(state_dir: str) -> int:
                                  log=log).run()  # fmt: skip
 
 
-SERVICES = {"relay": relay, "projector": projector, "api": api, "kms": kms, "walstream": walstream}
+def coverage(state_dir: str) -> int:
+    from . import coverage as cov
+    from . import procs, sandbox
+    from .archiver import Server
+
+    settings = sandbox.load(state_dir).settings
+    server = Server("127.0.0.1", settings.ports.postgres, settings.pg_user, settings.pg_password)
+    slot = sandbox.STREAM_SLOT if settings.archive_method == "streaming" else ""
+    log = functools.partial(print, file=sys.stderr, flush=True)
+    every = settings.coverage_interval_seconds
+    log(f"coverage: looking at the archive every {every:g} s")
+    return procs.run_until_signal(
+        lambda stop: cov.watch(settings.s3_location(), server, stop, interval=every, slot=slot, log=log)
+    )
+
+
+SERVICES = {
+    "relay": relay, "projector": projector, "api": api, "kms": kms, "walstream": walstream, "coverage": coverage,
+}  # fmt: skip
 
 
 def run(name: str, state_dir: str) -> int:

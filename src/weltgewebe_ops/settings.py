@@ -111,6 +111,9 @@ class SandboxSettings:
     # slot, the segment being written archived in chunks every stream_interval_seconds (walstream)
     archive_method: str = "classic"
     stream_interval_seconds: float = 2.0
+    # classic and streaming: how often the coverage service records that the archive holds all WAL
+    # the server wrote (coverage.py; a quiet database's RPO); 0: no coverage service
+    coverage_interval_seconds: float = 60.0
     # barman_cloud: barman-cloud-wal-archive --gzip as archive_command and barman-cloud-backup, as
     # CloudNativePG's Barman Cloud plugin archives, into <archive_prefix>/barman, server name
     # barman_server; barman_bindir is barman[cloud]'s bin directory (make barman)

@@ -3,12 +3,12 @@ slot receives WAL as it is written; every few seconds the segment it is filling 
 archive as a *partial chunk*, and every completed segment as the segment itself.
 
 A partial chunk is a byte range of the segment being written, under a key of its own that names
-the range, ``wal/<segment>.partial.<start>-<end>`` (hex offsets): nothing is ever written twice
-under one key, so nothing collides with a locked object. Chunks overlap by the last WAL page
-(it may have been half written when read), and a restore lays them out in order of their end, so
-the later bytes win. A restore to ``latest`` uses the chunks of the segment after the newest
-complete one (see ``restore``): the archive then lags the server by about the chunk interval
-instead of ``archive_timeout``.
+the range, ``wal/<segment>.partial.<start>-<end>`` (hex offsets; the end is the last byte of WAL
+received, not its page's end): nothing is ever written twice under one key, so nothing collides
+with a locked object. Chunks overlap by a WAL page (its end may have been half written when read),
+and a restore lays them out in order of their end, so the later bytes win. A restore to ``latest``
+uses the chunks of the segment after the newest complete one (see ``restore``): the archive then
+lags the server by about the chunk interval instead of ``archive_timeout``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,15 @@ def written_extent(data: bytes) -> int:
         if data[page * PAGE : page * PAGE + 2] != b"\0\0":
             return (page + 1) * PAGE
     return 0
+
+
+def wal_extent(data: bytes) -> int:
+    """Bytes of a pg_receivewal ``.partial`` file that hold WAL, to the byte: through its last
+    byte that is not zero (the file is preallocated with zeros, and WAL only ever grows at its end).
+    A chunk ends there, not at its page's end: a record written into a page that was archived
+    before (a quiet server's lone commit) makes a new chunk under a new key at once, instead of
+    waiting, unarchived, until the WAL reaches the next page."""
+    return len(data[: written_extent(data)].rstrip(b"\0"))
 
 
 def same_wal_up_to_switch(archived: bytes, streamed: bytes) -> int | None:
@@ -145,7 +154,7 @@ class StreamArchiver:
         path = partials[-1]
         segment = path.name[:24]
         data = path.read_bytes()
-        end = written_extent(data)
+        end = wal_extent(data)
         previous = self.uploaded.get(segment, 0)
         if end <= previous:
             return None

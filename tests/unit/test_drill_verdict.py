@@ -18,13 +18,15 @@ FAILURE = "2026-11-28T03:00:00+00:00"
 MINUTE = 60.0
 
 
-def drill_record(phases: dict[str, str], *, verify_ends="03:10:00", checks=(), rto=4 * 3600.0, rpo=300.0) -> dict:
+def drill_record(
+    phases: dict[str, str], *, verify_ends="03:10:00", checks=(), rto=4 * 3600.0, rpo=300.0, detail=""
+) -> dict:
     """A record whose phases (name: status) ran one after another from the failure instant."""
     entries = []
     for i, (name, status) in enumerate(phases.items()):
         ended = f"2026-11-28T{verify_ends}+00:00" if name == "verify" else f"2026-11-28T03:0{i}:30+00:00"
         entries.append({"name": name, "started_at": f"2026-11-28T03:0{i}:00+00:00", "ended_at": ended,
-                        "seconds": 30.0, "status": status, "detail": ""})  # fmt: skip
+                        "seconds": 30.0, "status": status, "detail": detail if status == "failed" else ""})  # fmt: skip
     return {
         "drill_id": "d1", "mode": "sandbox", "started_at": FAILURE,
         "rto_objective_seconds": rto, "rpo_objective_seconds": rpo,
@@ -45,6 +47,14 @@ ALL_PASSED = dict.fromkeys(RTO_PHASES, "passed")
         (
             drill_record({"preflight": "passed", "provision": "failed"}),
             ["phase provision failed", "phase restore did not run", "phase replay did not run",
+             "phase verify did not run", "RTO not measured > objective 4 h 00 min"],
+        ),
+        # the failure says why, on one line, cut short
+        (
+            drill_record({"preflight": "passed", "provision": "failed"},
+                         detail="Cluster restored: WAL\nmissing " + "x" * 500),
+            ["phase provision failed: " + ("Cluster restored: WAL missing " + "x" * 500)[:399] + "…",
+             "phase restore did not run", "phase replay did not run",
              "phase verify did not run", "RTO not measured > objective 4 h 00 min"],
         ),
         (drill_record(ALL_PASSED, checks=[("sql_smoke", "passed"), ("receipts_complete", "failed")]),

@@ -13,6 +13,7 @@ from weltgewebe_ops.walstream import (
     first_difference,
     parse_chunk,
     same_wal_up_to_switch,
+    wal_extent,
     written_extent,
 )
 
@@ -32,6 +33,8 @@ def test_written_extent_ends_after_the_last_page_with_a_header():
     data[5 * PAGE : 5 * PAGE + 2] = b"\x10\xd1"
     data[5 * PAGE + 100] = 7  # a record half way through the last written page
     assert written_extent(bytes(data)) == 6 * PAGE
+    # to the byte: a record added to a page archived before is a new extent (a new chunk)
+    assert wal_extent(bytes(data)) == 5 * PAGE + 101
 
 
 def test_assemble_lays_chunks_out_later_over_earlier_with_zeros_after():

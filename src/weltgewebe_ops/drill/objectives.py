@@ -116,8 +116,9 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
     out["clock_warnings"] = []
     if failure_at and restored_to:
         committed_by, out["clock_warnings"] = _committed_by(restored_to, archived, preflight)
+        covered, out["coverage"] = _coverage(preflight, facts.get("restore") or {})
         end = max(failure_at, newest_lost) if newest_lost else failure_at
-        raw = (end - committed_by).total_seconds()
+        raw = (end - max(committed_by, covered or committed_by)).total_seconds()
         if raw < 0:  # never silently 0: a clock is off, and the figure says so
             out["clock_warnings"].append(
                 f"the last restored commit is {-raw:.3f} s after the failure instant: a clock is off (the source's "
@@ -138,10 +139,38 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
             out["rpo_method"] = f"upper bound: failure instant - {point} (no surviving stream to compare)"
         if committed_by != restored_to:
             out["rpo_method"] += "; the commit dated by when its WAL reached the archive (the source's clock is ahead)"
+        if covered and covered > committed_by:
+            # a quiet source: nothing was committed after the restored point, and the archive held
+            # all its WAL at a later instant; the loss is bounded from there
+            out["rpo_method"] = out["rpo_method"].replace(
+                f"failure instant - {point}",
+                f"failure instant - the archive's coverage instant ({iso(covered)}: it held all WAL the source had "
+                f"written, up to {out['coverage']['lsn']}, and the restore replayed past it; quiet since {point})",
+                1,
+            )
     else:
         out["rpo_seconds"] = None
         out["rpo_method"] = "not measured: no failure instant or no restored commit time"
     return out
+
+
+def _coverage(preflight: dict[str, Any], restore: dict[str, Any]) -> tuple[dt.datetime | None, dict[str, Any] | None]:
+    """The archive's coverage instant the restore reached, in this host's clock at the latest
+    (None when it does not count), and what the report says about it."""
+    from ..coverage import covered_at, reached
+
+    coverage = preflight.get("coverage")
+    if preflight.get("source", "wgops") != "wgops":  # other tools' archives record none
+        return None, None
+    why_not = preflight.get("coverage_unread") or reached(
+        coverage, restore, preflight.get("chosen_backup_system_identifier")
+    )
+    if why_not:
+        return None, {**(coverage or {}), "counted": False, "why_not": why_not}
+    offset = preflight.get("s3_clock_offset_seconds") or 0.0
+    uncertainty = preflight.get("s3_clock_uncertainty_seconds")
+    at = covered_at(coverage, offset, 1.0 if uncertainty is None else uncertainty)
+    return at, {**coverage, "counted": True, "covered_at": iso(at)}
 
 
 def _committed_by(
@@ -218,6 +247,8 @@ class Report:
     app_stack: dict[str, Any] | None
     report_written_at: str
     ground_truth: dict[str, Any] | None = None
+    # the archive's coverage (coverage.py): whether the RPO counted it, and why not
+    coverage: dict[str, Any] | None = None
 
     @property
     def failures(self) -> list[str]:
@@ -225,7 +256,7 @@ class Report:
         not run, failed checks, missed objectives."""
         ran = {p["name"] for p in self.phases}
         return (
-            [f"phase {p['name']} failed" for p in self.phases if p["status"] == "failed"]
+            [_failed_phase(p) for p in self.phases if p["status"] == "failed"]
             + [f"phase {name} did not run" for name in RTO_PHASES if name not in ran]
             + [f"check {c['name']} failed" for c in self.checks if c["status"] == "failed"]
             + self.rto.failure()
@@ -249,6 +280,7 @@ class Report:
                      "archive_lag_seconds", "rto_phase_seconds", "rto_forecast", "phases", "checks", "restore",
                      "event_log", "replay", "disaster", "app_stack", "report_written_at"):  # fmt: skip
             out[name] = getattr(self, name)
+        out["coverage"] = self.coverage
         if self.ground_truth is not None:
             out["ground_truth"] = self.ground_truth
         return {**out, "passed": self.passed, "failures": self.failures}
@@ -273,6 +305,7 @@ def build_report(record: dict[str, Any]) -> Report:
         rpo=Objective("RPO", m["rpo_seconds"], float(record["rpo_objective_seconds"])),
         rpo_method=m["rpo_method"],
         rpo_stream_seconds=m.get("rpo_stream_seconds"),
+        coverage=m.get("coverage"),
         clock_warnings=m["clock_warnings"],
         lost_events=m["lost_events"],
         archive_method=m["archive_method"],
@@ -295,3 +328,12 @@ def build_report(record: dict[str, Any]) -> Report:
         report_written_at=iso(now()),
         ground_truth=facts.get("ground_truth"),
     )
+
+
+def _failed_phase(phase: dict[str, Any]) -> str:
+    """'phase restore failed: <task>: <why>', the why cut at 400 characters: the verdict line, the
+    history page and the webhook say what failed without opening the report."""
+    detail = " ".join(str(phase.get("detail") or "").split())
+    if len(detail) > 400:
+        detail = detail[:399] + "…"
+    return f"phase {phase['name']} failed" + (f": {detail}" if detail else "")

@@ -51,6 +51,18 @@ def forecast_line(forecast: dict[str, Any] | None) -> str:
     )
 
 
+def coverage_line(coverage: dict | None) -> list[str]:
+    """What the archive's coverage (a quiet spell's RPO) contributed, or why it did not."""
+    if not coverage:
+        return []
+    if coverage.get("counted"):
+        return [
+            f"- Archive coverage: at {coverage['at']} the archive held every commit ({coverage['proof']}), "
+            f"up to {coverage['lsn']}, which the restore reached"
+        ]
+    return [f"- Archive coverage: not counted — {coverage['why_not']}"]
+
+
 def restored_from(restore: dict[str, Any]) -> list[str]:
     """The backup the restore used and its evidence, as the source gave them."""
     if restore.get("source") == "pg_dump":
@@ -154,6 +166,7 @@ def markdown(report: Report, history: list[dict[str, Any]]) -> str:
         f"- Restored to: {report.restored_to}",
         f"- RPO: {human_duration(report.rpo.seconds)} — {report.rpo_method}",
         *(f"- **Warning**, {warning}" for warning in report.clock_warnings),
+        *coverage_line(report.coverage),
         "- Lost events (in the stream, not in the restored database): "
         + (str(report.lost_events) if report.lost_events is not None else "not measurable (no surviving stream)"),
         *restored_from(restore),

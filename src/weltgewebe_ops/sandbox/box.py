@@ -24,12 +24,13 @@ BRING_UP: dict[str, Callable[[Sandbox, bool], tuple[bool, str]]] = {
     "nats": events.up_nats,
     "schema": storage.up_schema,
     "basebackup": storage.up_basebackup,
+    "coverage": storage.up_coverage,
     "relay": events.up_relay,
     "projector": events.up_projector,
     "api": events.up_api,
 }
 COMPONENTS = tuple(BRING_UP)
-SERVICES_STOP_ORDER = ("api", "projector", "relay", "nats", "walstream", "postgres", "s3", "kms")
+SERVICES_STOP_ORDER = ("api", "projector", "relay", "nats", "coverage", "walstream", "postgres", "s3", "kms")
 
 
 def prepare(requested: dict[str, Any]) -> SandboxSettings:
@@ -76,7 +77,7 @@ class Sandbox:
         root = str(settings.root)
         self.services = {
             name: procs.Service(name, settings.run_dir, settings.log_dir, marker=root)
-            for name in ("kms", "s3", "nats", "relay", "projector", "api", "walstream")
+            for name in ("kms", "s3", "nats", "relay", "projector", "api", "walstream", "coverage")
         }
 
     # ------------------------------------------------------------------ public API

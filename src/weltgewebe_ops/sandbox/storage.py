@@ -256,6 +256,21 @@ def up_basebackup(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
     return True, f"base backup {label['backup_id']} ({label['tar_size'] / 1e6:.1f} MB, start {label['start_lsn']})"
 
 
+def up_coverage(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
+    """The coverage service: records when the archive holds all WAL the server wrote (coverage.py)."""
+    settings = box.settings
+    if settings.archive_method not in ("classic", "streaming"):
+        return False, f"{settings.archive_method} archives with its own tool: no coverage recorded"
+    if not settings.coverage_interval_seconds:
+        return False, "coverage_interval_seconds is 0: no coverage recorded"
+    if not check_mode and not box.services["coverage"].running():
+        # pg_walinspect reads the WAL beyond the archive (coverage.py); in the maintenance database
+        with psycopg.connect(settings.dsn("postgres"), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    changed, detail = box.start_service("coverage", check_mode)
+    return changed, f"{detail}: records the archive's coverage every {settings.coverage_interval_seconds:g} s"
+
+
 def up_walstream(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
     settings = box.settings
     if settings.archive_method != "streaming":
