@@ -202,7 +202,10 @@ def _stream_health(
                 chunk = parse_chunk(base)
                 covers = None
                 if chunk and chunk[0] == current:
-                    covers = (chunk[1], chunk[2])
+                    # a chunk ends at its last byte that is not zero; WAL records are 8-byte aligned,
+                    # so the padding after the last one is held too (a restore that cannot reach
+                    # that far shows it: coverage counts only where replay got to)
+                    covers = (chunk[1], -(-chunk[2] // 8) * 8)
                 elif base == current:
                     covers = (0, 1 << 30)
                 objects.append((base, item["LastModified"], covers))

@@ -12,6 +12,7 @@ wgops archive-metrics --config FILE   the archive's health as Prometheus text (-
 wgops archive-retention --config FILE --keep N [--apply]   what retention removes (a dry run unless --apply)
 wgops projector-replay --state-dir D  rebuild or catch up the sandbox's projections
 wgops workload --state-dir D          Fäden at a rate, recorded as ground truth
+wgops drill-nightly --config FILE     one scheduled drill (role drill_schedule): run, retention, webhook
 wgops service relay|projector|api|kms|walstream|coverage --state-dir D   the sandbox's services
 wgops relay --config FILE             the outbox relay as a service (weltgewebe.ops.outbox_relay)
 """
@@ -141,6 +142,16 @@ def cmd_archive_metrics(args) -> int:
     else:
         print(text, end="")
     return 0 if figures else 1
+
+
+def cmd_drill_nightly(args) -> int:
+    from .drill import nightly
+
+    try:
+        return nightly.run(nightly.load_config(args.config), log=_stderr, delay=not args.no_delay)
+    except nightly.NightlyError as exc:
+        _stderr(f"drill-nightly: {exc}")
+        return 2
 
 
 def cmd_archive_retention(args) -> int:
@@ -286,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true", help="remove what is no longer locked nor needed")
     p.add_argument("--report", help="also write the result (JSON) here")
     p.set_defaults(func=cmd_archive_retention)
+
+    p = sub.add_parser("drill-nightly", help="one scheduled drill: run it, keep reports in retention, notify")
+    p.add_argument("--config", default="/etc/wgops/drill-schedule.json", help="written by role drill_schedule")
+    p.add_argument("--no-delay", action="store_true", help="skip the random delay (a run by hand)")
+    p.set_defaults(func=cmd_drill_nightly)
 
     p = with_state(sub.add_parser("workload", help="write Fäden at a rate, recorded as ground truth"))
     p.add_argument("--rate", type=float, default=20.0, help="writes per second (0: as fast as possible)")
