@@ -91,5 +91,8 @@ $(BARMAN)/.installed:
 	$(BARMAN)/bin/barman-cloud-restore --version
 	touch $@
 
+# two workers: the Docker tests (Molecule's scenarios above all) one after another on one, the rest
+# beside them on the other (tests/conftest.py); JOBS=0 runs everything in this process
+JOBS ?= 2
 test: lint sanity pg16 barman
-	pytest $(ARGS)
+	pytest $(if $(filter 0,$(JOBS)),,-n $(JOBS) --dist loadgroup) --durations=15 $(ARGS)

@@ -201,3 +201,12 @@ def restore_dir():
 def db(sandbox):
     with psycopg.connect(sandbox.settings.dsn(), autocommit=True) as conn:
         yield conn
+
+
+def pytest_collection_modifyitems(config, items):
+    """With ``-n`` (pytest-xdist, as make test runs): every test that drives Docker runs on one
+    worker, one after another (their containers and Compose projects share the daemon and, with
+    host networking, the ports they publish); the rest spread over the other workers."""
+    for item in items:
+        if item.get_closest_marker("docker"):
+            item.add_marker(pytest.mark.xdist_group("docker"))
