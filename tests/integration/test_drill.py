@@ -88,29 +88,6 @@ def latest_report(reports: Path) -> dict:
     return json.loads((reports / drill_id / "report.json").read_text())
 
 
-@pytest.fixture()
-def webhook():
-    """A loopback HTTP endpoint that records the JSON bodies POSTed to it."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/drill?token=s3cr3t-hook-token", received
-    server.shutdown()
-
-
 def test_sandbox_drill_through_ansible_runner(drill_dirs, tmp_path, webhook):
     """The whole default drill, its "production" built from migrations shaped like Weltgewebe's
     real ones (nullable timestamps, two outbox rows per node insert, conversation events)."""

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.conftest import REPO, ansible_env, run_owning_its_group
-from tests.integration.test_drill import drill_dirs, sandbox_vars, webhook  # noqa: F401 - fixtures
+from tests.integration.test_drill import drill_dirs, sandbox_vars  # noqa: F401 - fixture
 from weltgewebe_ops.drill.metrics import parse_text
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def night(service: str) -> subprocess.CompletedProcess:
     return run_owning_its_group(shlex.split(exec_start), cwd=REPO, env=ansible_env(), timeout=900)
 
 
-def test_two_nights_and_a_recovery_unattended(drill_dirs, tmp_path, webhook):  # noqa: F811 - fixtures
+def test_two_nights_and_a_recovery_unattended(drill_dirs, tmp_path, webhook):  # noqa: F811 - fixture
     hook_url, hook_calls = webhook
     etc, units, reports = tmp_path / "etc", tmp_path / "systemd", drill_dirs["reports"]
     good = sandbox_vars(drill_dirs, 60, 5)

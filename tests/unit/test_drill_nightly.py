@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -55,27 +53,8 @@ def test_retention_keeps_the_newest_and_the_latest(tmp_path):
     ]  # fmt: skip
 
 
-@pytest.fixture()
-def hook():
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hook", received
-    server.shutdown()
-
-
-def test_the_webhook_hears_of_failures_and_of_the_recovery_only(hook):
-    url, received = hook
+def test_the_webhook_hears_of_failures_and_of_the_recovery_only(webhook):
+    url, received = webhook
     good, bad = {"drill_id": "b", "passed": True}, {"drill_id": "a", "passed": False}
     assert notify(url, good, None) == "" and notify(url, good, good) == ""
     assert notify(url, bad, good) == "drill_failed"
