@@ -29,4 +29,14 @@ def test_molecule_scenario(scenario):
         env=env,
     )
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-6000:]
+    # the whole output stays for a failure's diagnosis (a scenario's own error may be far above its end)
+    log = Path(os.environ.get("WGOPS_TEST_LOG_DIR", "/var/tmp")) / f"wgops-molecule-{scenario}.log"
+    log.write_text(output)
+    assert proc.returncode == 0, f"the whole output: {log}\n" + "\n".join(_failures(output)) + output[-6000:]
+
+
+def _failures(output: str) -> list[str]:
+    """The lines that name what failed (Ansible's 'fatal:' and 'FAILED' lines, with the next two)."""
+    lines = output.splitlines()
+    marks = [i for i, line in enumerate(lines) if line.startswith(("fatal:", "failed:")) or "FAILED!" in line]
+    return [line[:400] for i in marks[:10] for line in lines[i : i + 3]]

@@ -97,6 +97,9 @@ def test_the_rpo_counts_from_the_coverage_instant_after_a_quiet_spell():
     # a source clock ahead cannot date the coverage after the object reached S3
     ahead = {**COVERAGE, "at": "2026-12-02T03:05:30+00:00", "recorded_at": "2026-12-02T03:05:01+00:00"}
     assert measure(record(ahead, restore()))["rpo_seconds"] == pytest.approx(58.8)
+    # live mode: nothing was destroyed, and the method says what the figure means then
+    live = {**record(COVERAGE, restore()), "mode": "live"}
+    assert "had it died at the failure instant" in measure(live)["rpo_method"]
     # another tool's archive records none: not mentioned
     other = record(COVERAGE, restore())
     other["facts"]["preflight"]["source"] = "pgbackrest"
