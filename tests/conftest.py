@@ -203,6 +203,7 @@ def db(sandbox):
         yield conn
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns the marker into the test's group
 def pytest_collection_modifyitems(config, items):
     """With ``-n`` (pytest-xdist, as make test runs): every test that drives Docker runs on one
     worker, one after another (their containers and Compose projects share the daemon and, with
