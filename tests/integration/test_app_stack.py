@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, ansible_module, new_state_dir
-from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401 - fixture
+from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars, why_failed  # noqa: F401 - fixture
 from weltgewebe_ops import appstack
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -57,7 +57,7 @@ def test_sandbox_drill_brings_the_application_stack_back(drill_dirs):  # noqa: F
 
 
 def check_recovered_stack(dirs: dict, proc, report) -> None:
-    assert proc.returncode == 0, (report.get("failures"), proc.stdout[-3000:])
+    assert proc.returncode == 0, why_failed(report, proc)
     assert report["passed"]
     checks = {c["name"]: c for c in report["checks"]}
     for name in ("app_stack_live", "app_stack_ready", "app_stack_reads"):

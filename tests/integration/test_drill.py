@@ -83,6 +83,13 @@ def ansible_playbook(extra_vars: dict, *args: str, env: dict | None = None) -> s
     )
 
 
+def why_failed(report: dict, proc: subprocess.CompletedProcess) -> str:
+    """A failed drill's message in full - a string: pytest cuts any other object at 240
+    characters -, each failure on a line, the failed phases' details whole, the run's last lines."""
+    details = [f"{p['name']}: {p.get('detail')}" for p in report.get("phases") or () if p.get("status") == "failed"]
+    return "\n".join([*report.get("failures", []), *details, proc.stdout[-3000:]])
+
+
 def latest_report(reports: Path) -> dict:
     drill_id = (reports / "LATEST").read_text().strip()
     return json.loads((reports / drill_id / "report.json").read_text())
@@ -319,7 +326,7 @@ def test_live_mode_through_the_example_inventory_reads_only(migrated_sandbox, dr
         timeout=900,
     )
     report = latest_report(drill_dirs["reports"])
-    assert proc.returncode == 0, (report.get("failures"), proc.stdout[-3000:])
+    assert proc.returncode == 0, why_failed(report, proc)
     assert report["mode"] == "live" and report["passed"]
     checks = {c["name"]: c for c in report["checks"]}
     assert "faden_view_matches_domain_edges" not in checks, "faden_view is off by default in live mode"

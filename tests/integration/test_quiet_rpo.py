@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FREE_PORTS
-from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401 - fixture
+from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars, why_failed  # noqa: F401 - fixture
 from weltgewebe_ops import coverage, sandbox
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ def test_a_quiet_spell_before_the_disaster_is_not_counted_as_loss(drill_dirs, me
     drill_vars.update(drill_rpo_objective_seconds=OBJECTIVE_SECONDS, sandbox_coverage_interval_seconds=COVERAGE_EVERY)
     proc = ansible_playbook(drill_vars)
     report = latest_report(drill_dirs["reports"])
-    assert proc.returncode == 0, (report.get("coverage"), report.get("failures"), proc.stdout[-2000:])
+    assert proc.returncode == 0, why_failed(report, proc)
     truth = report["ground_truth"]
     assert truth["lost_writes"] == 0 and truth["writes_before_failure"] > 0, truth
     # without the coverage the bound would be the quiet spell and more: over the objective

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401 - fixture
+from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars, why_failed  # noqa: F401 - fixture
 from weltgewebe_ops import s3, sandbox, walfetch, walstream
 
 pytestmark = pytest.mark.integration
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_streaming_archiving_brings_the_rpo_to_seconds(drill_dirs):  # noqa: F811 - fixture
     proc = ansible_playbook(sandbox_vars(drill_dirs, 60, 15, drill_sandbox_archive_method="streaming"))
     report = latest_report(drill_dirs["reports"])
-    assert proc.returncode == 0, (report.get("failures"), proc.stdout[-3000:])
+    assert proc.returncode == 0, why_failed(report, proc)
     truth = report["ground_truth"]
     # archive_timeout is 60 s: only the streamed chunks can bring the RPO under 10 s
     assert report["rpo_seconds"] <= 10, report["rpo_seconds"]

@@ -28,9 +28,12 @@ def inject_disaster(box, lose_jetstream: bool) -> dict[str, Any]:
         if box.services[name].stop(timeout=2, sig=signal.SIGKILL):
             killed.append(name)
     failure_at, failure_monotonic = now(), time.monotonic()
-    # the stream archiver runs at the primary site: it goes with it, at the same instant
-    if box.services["walstream"].stop(timeout=2, sig=signal.SIGKILL):
-        killed.append("walstream")
+    # the stream archiver and the coverage service run at the primary site: they go with it, at
+    # the same instant (a coverage service left running would look at whatever listens on the
+    # dead primary's port next - a recovery may get it - and write to the archive)
+    for name in ("walstream", "coverage"):
+        if box.services[name].stop(timeout=2, sig=signal.SIGKILL):
+            killed.append(name)
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
         killed.append(f"postgres (pid {pid})")
