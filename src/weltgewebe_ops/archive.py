@@ -198,6 +198,16 @@ def continuity(client, loc: S3Location, inv: Inventory, label: dict, target_tli:
     needed = required_segments(path, label["timeline"], start, ends)
     stop = segment_number(segment_of_lsn(label["timeline"], label["stop_lsn"]))
     missing = [segment_name(tli, n) for tli, n in needed if not inv.has(tli, n)]
+    # the backup is consistent only with its WAL through its stop segment: when the archive's
+    # complete segments end before it, the rest must be streamed chunks reaching past its stop
+    through = max((n for tli, n in needed if tli == label["timeline"]), default=start - 1)
+    if through < stop:
+        streamed = streamed_segment(inv, after=segment_name(label["timeline"], through)) if through >= 0 else None
+        stop_offset = lsn_to_int(label["stop_lsn"]) % (16 * 1024 * 1024)
+        for n in range(through + 1, stop + 1):
+            name = segment_name(label["timeline"], n)
+            if not (streamed and streamed["name"] == name and n == stop and streamed["bytes"] >= stop_offset):
+                missing.append(name)
     if label["timeline"] not in [tli for tli, _ in path]:
         # the target timeline does not descend from the backup's (or its .history file is missing)
         missing = [

@@ -201,8 +201,15 @@ def receivewal_argv(bindir: Path, host: str, port: int, user: str, slot: str) ->
 
 
 def create_slot(bindir: Path, host: str, port: int, user: str, slot: str, env: dict | None = None) -> None:
-    subprocess.run(
-        [str(bindir / "pg_receivewal"), "-h", host, "-p", str(port), "-U", user, "-S", slot,
-         "--create-slot", "--if-not-exists", "-w"],
-        check=True, capture_output=True, text=True, env=env,
+    """The receiver's physical slot, holding WAL from the moment it is created (RESERVE_WAL), unless
+    it exists. ``pg_receivewal --create-slot`` reserves none: a receiver that started late began at
+    the server's position then, and WAL written before - a base backup's start segment - was never
+    archived. From a slot with a position, pg_receivewal (PostgreSQL 15+) starts there."""
+    conninfo = f"host={host} port={port} user={user} replication=true"
+    done = subprocess.run(
+        [str(bindir / "psql"), "-X", "-w", "-v", "ON_ERROR_STOP=1", "-d", conninfo,
+         "-c", f'CREATE_REPLICATION_SLOT "{slot}" PHYSICAL RESERVE_WAL'],
+        capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
+    if done.returncode != 0 and "already exists" not in done.stderr:
+        raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)

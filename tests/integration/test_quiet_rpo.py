@@ -60,11 +60,15 @@ def test_a_quiet_spell_before_the_disaster_is_not_counted_as_loss(drill_dirs, me
     assert proc.returncode == 0, why_failed(report, proc)
     truth = report["ground_truth"]
     assert truth["lost_writes"] == 0 and truth["writes_before_failure"] > 0, truth
-    # without the coverage the bound would be the quiet spell and more: over the objective
-    failure_at = dt.datetime.fromisoformat(report["failure_at"])
-    assert (failure_at - dt.datetime.fromisoformat(report["restored_to"])).total_seconds() > OBJECTIVE_SECONDS
+    # the coverage counted, and it dates from the quiet spell, well after the workload's last commit
+    # (PostgreSQL's own commits - autovacuum's, a late autoanalyze - may fall into the spell: they
+    # are commits too, and the coverage is only ever used when it is later than the last of them)
     assert report["coverage"]["counted"], report["coverage"]
-    assert "coverage instant" in report["rpo_method"], report["rpo_method"]
+    covered_at = dt.datetime.fromisoformat(report["coverage"]["covered_at"])
+    assert covered_at > last_commit + dt.timedelta(seconds=QUIET_SECONDS - 25), (covered_at, last_commit)
+    restored_to = dt.datetime.fromisoformat(report["restored_to"])
+    used = "coverage instant" if covered_at > restored_to else "last restored commit"
+    assert used in report["rpo_method"], report["rpo_method"]
     # the bound: how often coverage is recorded, plus an archive_timeout after a checkpoint, plus slack
     assert truth["rpo_seconds"] <= report["rpo_seconds"] <= COVERAGE_EVERY + 10 + 10, (report["rpo_seconds"], report)
     assert report["rpo_met"]
