@@ -10,6 +10,7 @@ import time
 import psycopg
 import pytest
 
+from tests.conftest import machine_slowness
 from weltgewebe_ops import progress, workload
 from weltgewebe_ops.progress import ProgressFile
 from weltgewebe_ops.relay import Relay, RelayConfig
@@ -250,7 +251,8 @@ def test_a_relay_dying_between_publish_and_mark_republishes_and_the_read_model_s
     start = asyncio.run(last_seq(box)) + 1
     crashing = Relay(RelayConfig(dsn=box.settings.dsn(), nats_url=box.settings.nats_url, names=box.settings.names))
     crashing._mark_published = sql.SQL("SELECT 1/0 WHERE %s IS NOT NULL")  # dies after the acks, before the mark
-    died = asyncio.run(crashing.drain(3))
+    # long enough to publish a batch on a busy machine (the drain runs to its end: the marks fail)
+    died = asyncio.run(crashing.drain(4 * machine_slowness()))
     assert died["remaining"] == len(waiting) and died["published"] > 0, "published, never marked"
     again = drain(box)
     assert again["remaining"] == 0
