@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .render import read_history
+
 WEBHOOK_ENV = "WGOPS_DRILL_WEBHOOK_URL"
 CONFIG_KEYS = {
     "project_dir", "ansible_playbook", "inventory", "playbook", "extra_vars_file", "reports_dir", "env_file",
@@ -74,13 +76,6 @@ def load_env_file(path: str) -> dict[str, str]:
             value = value[1:-1]
         env[key.strip()] = value
     return env
-
-
-def read_history(reports_dir: Path) -> list[dict[str, Any]]:
-    path = reports_dir / "history.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def prune(reports_dir: Path, keep: int, keep_days: float, now: dt.datetime | None = None) -> list[str]:
