@@ -17,8 +17,8 @@ instant ``at`` (the source's ``statement_timestamp()``):
   "caught up" alone would rarely hold;
 - **quiet since an archived look** (without pg_walinspect): an earlier look found no transaction
   in progress, the transaction counter (the snapshot's xmax) has not moved since, and the archive
-  now holds the WAL up to that look's position. Every commit before it lies at or before that position, and no
-  transaction has committed since. It needs a look between the last commit and the segment
+  now holds the WAL up to that look's position. Every commit before it lies at or before that
+  position, and no transaction has committed since. It needs a look between the last commit and the segment
   switch after it, so it proves less often.
 
 The record (``<prefix>/coverage.json``, overwritten; a locked bucket keeps its versions, and a
@@ -114,13 +114,10 @@ def reached(coverage: dict[str, Any] | None, restore: dict[str, Any], system_ide
     return ""
 
 
-def covered_at(coverage: dict[str, Any], offset: float, uncertainty: float) -> dt.datetime:
-    """The coverage instant in this host's clock, at the latest: the source's time of the look,
-    but never after the coverage object reached S3 (converted with the preflight's measured offset,
-    widened by its uncertainty)."""
-    at = dt.datetime.fromisoformat(coverage["at"])
-    stored = dt.datetime.fromisoformat(coverage["recorded_at"]) - dt.timedelta(seconds=offset - uncertainty)
-    return min(at, stored)
+def covered_at(coverage: dict[str, Any], stored: dt.datetime) -> dt.datetime:
+    """The coverage instant at the latest: the source's time of the look, but never after the
+    coverage object reached S3 (``stored``: that time in this host's clock, at the latest)."""
+    return min(dt.datetime.fromisoformat(coverage["at"]), stored)
 
 
 def look(loc: S3Location, server, *, slot: str = "", earlier: dict | None = None, log=lambda _m: None) -> dict:

@@ -170,10 +170,20 @@ def _coverage(preflight: dict[str, Any], restore: dict[str, Any]) -> tuple[dt.da
     )
     if why_not:
         return None, {**(coverage or {}), "counted": False, "why_not": why_not}
-    offset = preflight.get("s3_clock_offset_seconds") or 0.0
-    uncertainty = preflight.get("s3_clock_uncertainty_seconds")
-    at = covered_at(coverage, offset, 1.0 if uncertainty is None else uncertainty)
+    at = covered_at(coverage, _latest_local(dt.datetime.fromisoformat(coverage["recorded_at"]), preflight))
     return at, {**coverage, "counted": True, "covered_at": iso(at)}
+
+
+def _s3_uncertainty(preflight: dict[str, Any]) -> float:
+    uncertainty = preflight.get("s3_clock_uncertainty_seconds")
+    return 1.0 if uncertainty is None else uncertainty  # at least the objects' one-second resolution
+
+
+def _latest_local(s3_time: dt.datetime, preflight: dict[str, Any]) -> dt.datetime:
+    """An instant the S3 server dated, in this host's clock at the latest: converted with the
+    preflight's measured offset, widened by its uncertainty."""
+    offset = preflight.get("s3_clock_offset_seconds") or 0.0
+    return s3_time - dt.timedelta(seconds=offset) + dt.timedelta(seconds=_s3_uncertainty(preflight))
 
 
 def _committed_by(
@@ -187,9 +197,8 @@ def _committed_by(
     if not archived:
         return restored_to, []
     offset = preflight.get("s3_clock_offset_seconds") or 0.0
-    uncertainty = preflight.get("s3_clock_uncertainty_seconds")
-    uncertainty = 1.0 if uncertainty is None else uncertainty  # at least the objects' one-second resolution
-    latest = max(archived) - dt.timedelta(seconds=offset) + dt.timedelta(seconds=uncertainty)
+    uncertainty = _s3_uncertainty(preflight)
+    latest = _latest_local(max(archived), preflight)
     ahead = (restored_to - latest).total_seconds()
     if ahead <= 0:
         return restored_to, []
