@@ -48,9 +48,22 @@ options:
     type: float
     default: 1
   backup_id:
-    description: The base backup to check objects for; empty means the newest.
+    description: The base backup to check objects for; empty means the newest (or the drawn one, O(draw_window_hours)).
     type: str
     default: ""
+  draw_window_hours:
+    description:
+      - Random within window. Draw the base backup from those with a complete WAL chain that ended within the last
+        this many hours (each equally likely), and a point in time uniformly between its end and the newest archived
+        WAL; returned as RV(drawn), and the drawn backup's objects are the ones checked.
+      - Over many runs this exercises old base backups, long WAL chains and timeline switches, not only the newest.
+      - When no backup can be drawn, the problem C(nothing_to_draw) says why and what to change.
+    type: float
+  draw_seed:
+    description:
+      - The draw's seed; the same seed on the same archive draws the same backup and instant (to repeat a drill).
+        Unset draws a new seed, which RV(drawn) reports.
+    type: int
   check_objects:
     description: HEAD every object of the chosen backup and its WAL range (SSE-KMS, lock, retention).
     type: bool
@@ -177,6 +190,22 @@ streamed_segment:
     hold it from the start (name, bytes, chunks, archived_at), or null (classic archiving).
   returned: always
   type: dict
+drawn:
+  description:
+    - With O(draw_window_hours), what was drawn (null otherwise), the seed that repeats it, the candidates it was
+      drawn from and the window.
+  returned: always
+  type: dict
+  sample:
+    seed: 161803398874
+    window_hours: 168
+    window_start: "2026-11-25T03:00:00+00:00"
+    archive_end: "2026-12-02T02:59:41+00:00"
+    candidates: [20261126T020000Z, 20261127T020000Z, 20261128T020000Z]
+    backup_id: 20261127T020000Z
+    backup_stop_time: "2026-11-27T02:03:12+00:00"
+    backup_timeline: 1
+    target_time: "2026-11-29T17:41:09.514+00:00"
 not_checked:
   description: What could not be checked with these credentials (e.g. bucket configuration for a read-only identity).
   returned: always
@@ -211,17 +240,35 @@ def main():
             },
             "min_retention_days": {"type": "float", "default": 1},
             "backup_id": {"type": "str", "default": ""},
+            "draw_window_hours": {"type": "float"},
+            "draw_seed": {"type": "int"},
             "check_objects": {"type": "bool", "default": True},
             "fail_on_problems": {"type": "bool", "default": True},
         },
+        mutually_exclusive=[("backup_id", "draw_window_hours")],
+        required_by={"draw_seed": ["draw_window_hours"]},
         supports_check_mode=True,
     )
     ensure_library(module)
     from weltgewebe_ops import archive
     from weltgewebe_ops import s3 as s3mod
+    from weltgewebe_ops.drill.draw import draw_target
 
     p = module.params
     loc = s3_location(p)
+    draw = None
+    if p["draw_window_hours"] is not None:
+        if p["draw_window_hours"] <= 0:
+            module.fail_json(msg=f"draw_window_hours must be positive hours, not {p['draw_window_hours']}")
+
+        def draw(backups, archive_end):
+            return draw_target(
+                backups,
+                archive_end=archive_end,
+                window_hours=p["draw_window_hours"],
+                seed=p["draw_seed"],
+            )
+
     try:
         info = archive.backup_info(
             s3mod.client(loc),
@@ -231,6 +278,7 @@ def main():
             backup_id=p["backup_id"],
             check_objects=p["check_objects"],
             kms_endpoint_url=p["kms_endpoint_url"],
+            draw=draw,
         )
     except Exception as exc:  # noqa: BLE001 - boto3/botocore errors, reported with the fix
         module.fail_json(msg=f"could not read the archive s3://{loc.bucket}/{loc.prefix}: {s3_error_message(exc)}")

@@ -105,6 +105,16 @@ options:
       The point the restore reached (with timezone), for the ground truth's RPO when no recorded
       write survived.
     type: str
+  target_time:
+    description:
+      - A drill to a point in time (with timezone). Adds the check C(restored_to_target) (the last restored commit is
+        not after it) and, with O(ground_truth_dir), C(ground_truth_at_target) (exactly the writes committed before it
+        came back); the ground truth then counts what is missing before the target, and gives no RPO.
+    type: str
+  target_after_last_commit:
+    description: The restore found no commit after O(target_time) in the archive and recovered to the archive's end.
+    type: bool
+    default: false
   fail_on_failed_checks:
     description: Fail when a check fails.
     type: bool
@@ -178,6 +188,8 @@ def main():
             "ground_truth_dir": {"type": "path"},
             "failure_at": {"type": "str"},
             "restored_to": {"type": "str"},
+            "target_time": {"type": "str"},
+            "target_after_last_commit": {"type": "bool", "default": False},
             "fail_on_failed_checks": {"type": "bool", "default": False},
         },
         required_by={"ground_truth_dir": ["failure_at"]},
@@ -203,9 +215,12 @@ def main():
         app_read_paths=tuple(p["app_read_paths"]),
         app_host=p["app_host"],
     )
+    try:
+        restored_to, target_at = drill.parse_iso(p["restored_to"]), drill.parse_iso(p["target_time"])
+    except (ValueError, drill.DrillError) as exc:
+        module.fail_json(msg=f"restored_to and target_time must be ISO 8601 times with a timezone: {exc}")
     checks = drill.verify(p["dsn"], p["nats_url"], names, options)
-    checks = [c.as_dict() for c in checks]
-    result = {"checks": checks}
+    result = {"checks": [c.as_dict() for c in checks]}
     if p["ground_truth_dir"]:
         try:
             result["ground_truth"] = drill.ground_truth(
@@ -213,10 +228,16 @@ def main():
                 p["dsn"],
                 names,
                 drill.parse_iso(p["failure_at"]),
-                drill.parse_iso(p["restored_to"]),
+                restored_to,
+                target_at=target_at,
+                to_archive_end=p["target_after_last_commit"],
             )
         except (drill.DrillError, OSError, ValueError) as exc:
-            module.fail_json(msg=f"ground truth unreadable: {exc}", checks=checks)
+            module.fail_json(msg=f"ground truth unreadable: {exc}", **result)
+    if target_at is not None:
+        checks += drill.target_checks(restored_to, target_at, p["target_after_last_commit"], result.get("ground_truth"))
+        result["checks"] = [c.as_dict() for c in checks]
+    checks = result["checks"]
     failed = [c["name"] for c in checks if c["status"] == "failed"]
     if failed and p["fail_on_failed_checks"]:
         module.fail_json(msg=f"checks failed: {', '.join(failed)}", **result)

@@ -174,6 +174,13 @@ recovery_state:
   description: V(promoted), V(paused) or V(shut down).
   returned: success and not check mode
   type: str
+target_after_last_commit:
+  description:
+    - O(target=time) only, V(true) when the archive holds no commit after the target time (a quiet tail), so the state
+      at that time is the archive's end; PostgreSQL stops with "recovery ended before configured recovery target was
+      reached" there, and the restore recovers on to the end and checks it like a restore to V(latest).
+  returned: when true
+  type: bool
 port:
   description: The restored server's port on 127.0.0.1.
   returned: success and not check mode

@@ -10,6 +10,7 @@ import datetime as dt
 import gzip
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +115,10 @@ def streamed_segment(inv: Inventory, after: str = "") -> dict[str, Any] | None:
         "chunks": [[key, version, start, end] for start, end, key, version, _ in used],
         "archived_at": max(c[4] for c in used).isoformat(),
     }
+
+
+def _archived_at(streamed: dict[str, Any] | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(streamed["archived_at"]) if streamed else None
 
 
 def _summary(streamed: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -254,8 +259,13 @@ def backup_info(
     check_objects: bool = True,
     now: dt.datetime | None = None,
     kms_endpoint_url: str = "",
+    draw: Callable[[list[dict[str, Any]], dt.datetime], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The preflight: facts about the bucket, base backups and WAL, plus problems."""
+    """The preflight: facts about the bucket, base backups and WAL, plus problems.
+
+    ``draw`` chooses the backup instead of ``backup_id`` (random within window, drill/draw.py): it
+    gets the base backups and the archive's end (the newest archived WAL's time) and returns the
+    draw, which names its ``backup_id``; a ``ValueError`` it raises is the problem ``nothing_to_draw``."""
     now = now or dt.datetime.now(dt.UTC)
     clock = s3_clock_offset(client, loc)
     facts, problems, warnings = bucket_facts(client, loc)
@@ -282,6 +292,17 @@ def backup_info(
         problems.append(
             Problem("no_base_backup", f"no base backup under s3://{loc.bucket}/{s3mod.basebackup_prefix(loc)}")
         )
+    drawn = None
+    streamed = streamed_segment(inv)
+    archive_end = max(filter(None, (newest.last_modified if newest else None, _archived_at(streamed))), default=None)
+    if draw is not None and archive_end is not None:
+        try:
+            drawn = draw(backups, archive_end)
+            backup_id = drawn["backup_id"]
+        except ValueError as exc:
+            problems.append(Problem("nothing_to_draw", str(exc)))
+    elif draw is not None:
+        problems.append(Problem("nothing_to_draw", "the archive holds no WAL: there is no point in time to draw"))
     chosen = (
         next((b for b in backups if b["backup_id"] == backup_id), None)
         if backup_id
@@ -343,7 +364,8 @@ def backup_info(
         "timelines": timelines,
         "history_files": sorted(inv.histories),
         "partial_files": sorted(inv.partials),
-        "streamed_segment": _summary(streamed_segment(inv)),
+        "streamed_segment": _summary(streamed),
+        "drawn": drawn,
         # streamed chunks anywhere: pg_receivewal archives here (walstream); else archive_command
         "archive_method": "streaming" if inv.chunks else ("classic" if newest else None),
         "newest_segment": newest.name if newest else None,

@@ -82,21 +82,23 @@ def create_faden(
         "kind": kind,
         "note": note,
     }
+    began_at = time.time()  # the commit lies between began_at and committed_at (a drill to a time checks both)
     with conn.transaction():
         edge_id, xid = conn.execute(query, params).fetchone()
     committed_at = time.time()
-    truth.record_write(op="create", edge_id=edge_id, xid=xid, committed_at=committed_at)
+    truth.record_write(op="create", edge_id=edge_id, xid=xid, began_at=began_at, committed_at=committed_at)
     return {"id": edge_id, "xid": xid, "committed_at": committed_at}
 
 
 def update_faden(conn, names: ContractNames, truth: GroundTruth, edge_id: str, note: str) -> dict | None:
     query = sql.SQL(UPDATE_FADEN).format(edges=sql.Identifier(names.edges_table))
+    began_at = time.time()
     with conn.transaction():
         row = conn.execute(query, {"id": edge_id, "note": note}).fetchone()
     if row is None:
         return None
     committed_at = time.time()
-    truth.record_write(op="update", edge_id=row[0], xid=row[1], committed_at=committed_at)
+    truth.record_write(op="update", edge_id=row[0], xid=row[1], began_at=began_at, committed_at=committed_at)
     return {"id": row[0], "xid": row[1], "committed_at": committed_at}
 
 

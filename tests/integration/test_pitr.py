@@ -124,6 +124,29 @@ def test_restore_to_a_time(sandbox, history, restore_dir, at, inclusive, expecte
     assert dt.datetime.fromisoformat(result["last_replayed_commit_time"]) <= moment
 
 
+def test_a_time_after_the_archives_last_commit_restores_to_its_end(sandbox, history, restore_dir):
+    """No commit after the target time, though WAL after it is archived (a quiet tail; a drawn
+    target lands there): PostgreSQL ends recovery with "recovery ended before configured recovery
+    target was reached", although the state at that time is the archive's end. The restore goes on
+    to the end and says so."""
+    with psycopg.connect(sandbox.settings.dsn(), autocommit=True) as db:
+        for _attempt in range(5):
+            last = db.execute("SELECT timestamp FROM pg_last_committed_xact()").fetchone()[0]
+            # WAL without a commit (a non-transactional message), then archived: the archive ends after it
+            db.execute("SELECT pg_logical_emit_message(false, 'wgops-test', 'quiet tail')")
+            archive_now(sandbox, db)
+            if db.execute("SELECT timestamp FROM pg_last_committed_xact()").fetchone()[0] == last:
+                break
+        else:
+            pytest.fail("something kept committing on the sandbox: no quiet tail to restore into")
+    moment = last + dt.timedelta(milliseconds=1)
+    result = run_restore(sandbox, restore_dir, Target.parse("time", moment.isoformat()))
+    assert result["target_after_last_commit"] is True, result
+    assert dt.datetime.fromisoformat(result["last_replayed_commit_time"]) == last
+    assert result["recovery_state"] == "promoted"
+    assert accounts(result, restore_dir) == {"pitr-a", "pitr-b", "pitr-c", "pitr-d"}
+
+
 def test_restore_to_an_lsn(sandbox, history, restore_dir):
     result = run_restore(sandbox, restore_dir, Target.parse("lsn", history["b"]["lsn_after"]))
     assert accounts(result, restore_dir) == {"pitr-a", "pitr-b"}

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from weltgewebe_ops.drill.nightly import NightlyError, load_config, load_env_file, notify, prune
+from weltgewebe_ops.drill.nightly import NightlyError, load_config, load_env_file, nightly_vars, notify, prune
 
 
 def test_the_credentials_file_is_read_without_a_shell_and_only_when_private(tmp_path):
@@ -34,6 +34,18 @@ def test_a_configuration_that_is_not_the_roles_is_refused_by_name(tmp_path):
     config.write_text(json.dumps({"project_dir": "/x", "ansible_playbook": "/y", "surprise": 1}))
     with pytest.raises(NightlyError, match=r"unknown keys \['surprise'\], missing \['reports_dir'\]"):
         load_config(config)
+
+
+def test_the_weekdays_named_draw_their_target_and_the_others_restore_as_configured():
+    config = {"reports_dir": "/var/lib/wgops/drills", "random_target_weekdays": [3, 6]}
+    said = []
+    wednesday, thursday = dt.date(2026, 12, 2), dt.date(2026, 12, 3)
+    assert nightly_vars(config, wednesday, said.append) == {
+        "drill_reports_dir": "/var/lib/wgops/drills", "drill_restore_target": "random",
+    }  # fmt: skip
+    assert "Wednesdays draw the target" in said[0]
+    assert nightly_vars(config, thursday, said.append) == {"drill_reports_dir": "/var/lib/wgops/drills"}
+    assert nightly_vars({"reports_dir": "/r"}, wednesday) == {"drill_reports_dir": "/r"}
 
 
 def test_retention_keeps_the_newest_and_the_latest(tmp_path):

@@ -11,7 +11,7 @@ newest event it holds that the restored database lacks is reported beside it (``
 the loss the stream proves; writes committed but not yet published are in no stream.
 """
 
-from .checks import Check, VerifyOptions, read_model_digest, verify
+from .checks import Check, VerifyOptions, read_model_digest, target_checks, verify
 from .disaster import inject_disaster
 from .objectives import Objective, Report, build_report, ground_truth, measure
 from .record import CHAIN_SECONDS, DRILL_ID, RTO_PHASES, DrillError, Record, iso, now, parse_iso
@@ -21,5 +21,5 @@ __all__ = [
     "CHAIN_SECONDS", "DRILL_ID", "RTO_PHASES", "Check", "DrillError", "Objective", "Record", "Report", "VerifyOptions",
     "build_report",
     "ground_truth", "inject_disaster", "iso", "junit", "markdown", "measure", "now", "parse_iso", "read_history",
-    "read_model_digest", "runbook_table", "summary_lines", "timeline_svg", "verify", "write_report",
+    "read_model_digest", "runbook_table", "summary_lines", "target_checks", "timeline_svg", "verify", "write_report",
 ]  # fmt: skip

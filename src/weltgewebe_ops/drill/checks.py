@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import http.client
 import json
@@ -370,3 +371,40 @@ def planned_checks(r: Recovered) -> list[tuple[str, Callable[[], tuple[bool, str
 def verify(dsn: str, nats_url: str, names: ContractNames, options: VerifyOptions) -> list[Check]:
     """The drill's checks against the recovered service, each a named result with detail."""
     return [_timed(name, check) for name, check in planned_checks(Recovered(dsn, nats_url, names, options))]
+
+
+def target_checks(
+    restored_to: dt.datetime | None,
+    target_at: dt.datetime,
+    to_archive_end: bool,
+    truth: dict[str, Any] | None,
+) -> list[Check]:
+    """A drill to a point in time: the restore stopped at its target (its last commit not after it),
+    and in sandbox mode exactly the writes before the target came back (``ground_truth``)."""
+    end = " (the archive holds no commit after it: restored to the archive's end, the same state)"
+    reached = restored_to is not None and restored_to <= target_at
+    checks = [
+        Check(
+            "restored_to_target",
+            "passed" if reached else "failed",
+            f"last restored commit {restored_to.isoformat() if restored_to else 'none'}, "
+            f"{'not after' if reached else 'AFTER'} the target {target_at.isoformat()}"
+            + (end if to_archive_end else ""),
+        )
+    ]
+    if truth and "exact_at_target" in truth:
+        checks.append(
+            Check(
+                "ground_truth_at_target",
+                "passed" if truth["exact_at_target"] else "failed",
+                f"{truth['writes_before_target'] - truth['missing_before_target']} of {truth['writes_before_target']} "
+                f"writes committed before the target came back, {truth['restored_after_target']} of "
+                f"{truth['writes_after_target']} begun after it did; {truth['writes_spanning_target']} spanned it"
+                + (
+                    f"; {truth['not_archived_before_target']} were committed after the archive's last commit"
+                    if truth["not_archived_before_target"]
+                    else ""
+                ),
+            )
+        )
+    return checks

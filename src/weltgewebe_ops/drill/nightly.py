@@ -26,7 +26,7 @@ from .render import read_history
 WEBHOOK_ENV = "WGOPS_DRILL_WEBHOOK_URL"
 CONFIG_KEYS = {
     "project_dir", "ansible_playbook", "inventory", "playbook", "extra_vars_file", "reports_dir", "env_file",
-    "vault_password_file", "keep_reports", "keep_days", "random_delay_seconds", "log_file",
+    "vault_password_file", "keep_reports", "keep_days", "random_delay_seconds", "log_file", "random_target_weekdays",
 }  # fmt: skip
 
 
@@ -120,6 +120,18 @@ def notify(url: str, newest: dict[str, Any] | None, previous: dict[str, Any] | N
         return f"{event} (not delivered: {type(exc).__name__})"
 
 
+def nightly_vars(config: dict[str, Any], today: dt.date, log=print) -> dict[str, Any]:
+    """What this night's drill gets on top of the operator's variables: the reports directory and,
+    on the weekdays ``random_target_weekdays`` names (ISO: 1 Monday - 7 Sunday), target random
+    (random within window: a drawn base backup and instant). The other nights restore to what the
+    operator set (latest by default), and measure the RPO."""
+    extra: dict[str, Any] = {"drill_reports_dir": str(config["reports_dir"])}
+    if today.isoweekday() in (config.get("random_target_weekdays") or []):
+        extra["drill_restore_target"] = "random"
+        log(f"drill-nightly: {today:%A}s draw the target (random within window): an older base backup and instant")
+    return extra
+
+
 def run(config: dict[str, Any], *, log=print, delay: bool = True) -> int:
     """One scheduled drill: its exit code (the drill's; 2 when it could not even start)."""
     env = {**os.environ, **load_env_file(config.get("env_file", ""))}
@@ -134,7 +146,7 @@ def run(config: dict[str, Any], *, log=print, delay: bool = True) -> int:
         argv += ["-i", config["inventory"]]
     if config.get("extra_vars_file"):
         argv += ["-e", "@" + config["extra_vars_file"]]
-    argv += ["-e", json.dumps({"drill_reports_dir": str(reports_dir)})]
+    argv += ["-e", json.dumps(nightly_vars(config, dt.date.today(), log))]
     if config.get("vault_password_file"):
         argv += ["--vault-password-file", config["vault_password_file"]]
     started = time.monotonic()

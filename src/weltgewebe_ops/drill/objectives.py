@@ -28,7 +28,13 @@ def human_duration(seconds: float | None) -> str:
 
 # ---------------------------------------------------------------------------------- ground truth
 def ground_truth(
-    truth_dir: Path, dsn: str, names: ContractNames, failure_at: dt.datetime, restored_to: dt.datetime | None
+    truth_dir: Path,
+    dsn: str,
+    names: ContractNames,
+    failure_at: dt.datetime,
+    restored_to: dt.datetime | None,
+    target_at: dt.datetime | None = None,
+    to_archive_end: bool = False,
 ) -> dict[str, Any]:
     """Sandbox mode: what was really lost, from the workload's and the relay's own records (files
     outside the destroyed database), compared with the restored database.
@@ -36,13 +42,17 @@ def ground_truth(
     The loss runs from the recovery point to the last write acknowledged before the failure. The
     recovery point is the later of the last recorded write that survived and ``restored_to`` (the
     restored database's last commit, or the base backup's end): a later commit that is no recorded
-    write (the relay marking rows published) came back too, and every write before it with it."""
+    write (the relay marking rows published) came back too, and every write before it with it.
+
+    A drill to a point in time (``target_at``) instead checks that exactly the writes before it came
+    back (``_at_target``); it loses the writes after it on purpose, so it has no RPO."""
     from ..domain import GroundTruth
 
     truth = GroundTruth(truth_dir)
     cutoff = failure_at.timestamp()
     writes = [w for w in truth.writes() if w["committed_at"] <= cutoff]
-    published = {p["event_id"] for p in truth.published() if p["at"] <= cutoff}
+    events_cutoff = min(cutoff, target_at.timestamp()) if target_at else cutoff
+    published = {p["event_id"] for p in truth.published() if p["at"] <= events_cutoff}
     with psycopg.connect(dsn, autocommit=True) as conn:
         outbox_ids = {
             r[0]
@@ -60,9 +70,11 @@ def ground_truth(
                 ([w["edge_id"] for w in writes],),
             ).fetchall()
         )
-    survived = [
-        w for w in writes if w["edge_id"] in edges and (w["op"] == "create" or edges[w["edge_id"]] >= w["xid"] % 2**32)
-    ]
+
+    def came_back(w: dict[str, Any]) -> bool:
+        return w["edge_id"] in edges and (w["op"] == "create" or edges[w["edge_id"]] >= w["xid"] % 2**32)
+
+    survived = [w for w in writes if came_back(w)]
     last_commit = max((w["committed_at"] for w in writes), default=None)
     last_survived = max((w["committed_at"] for w in survived), default=None)
     lost_writes = len(writes) - len(survived)
@@ -70,13 +82,44 @@ def ground_truth(
     if lost_writes and last_commit is not None:
         points = [t for t in (last_survived, restored_to.timestamp() if restored_to else None) if t is not None]
         rpo = last_commit - max(points) if points else None
-    return {
+    out = {
         "writes_before_failure": len(writes),
         "lost_writes": lost_writes,
         "last_commit_at": iso(dt.datetime.fromtimestamp(last_commit, dt.UTC)) if last_commit else None,
         "last_surviving_commit_at": (iso(dt.datetime.fromtimestamp(last_survived, dt.UTC)) if last_survived else None),
         "lost_events": len(published - outbox_ids),
         "rpo_seconds": round(rpo, 3) if rpo is not None else None,
+    }
+    if target_at is not None:
+        at_target = _at_target(writes, came_back, target_at, restored_to if to_archive_end else None)
+        out.update(at_target, lost_writes=at_target["missing_before_target"], rpo_seconds=None)
+    return out
+
+
+def _at_target(writes, came_back, target_at: dt.datetime, archive_end: dt.datetime | None) -> dict[str, Any]:
+    """Exactly the writes before ``target_at`` came back: each recorded write committed between
+    ``began_at`` and ``committed_at`` (this host's clock, the source's too in the sandbox), so one
+    committed by then is due, one begun after it must be absent, and one spanning it may be either.
+    With ``archive_end`` (the archive held no commit after the target: restored to its end, its last
+    commit) a write committed after that end was never archived: counted apart, not as missing."""
+    target = target_at.timestamp()
+    end = archive_end.timestamp() if archive_end else None
+    before = [w for w in writes if w["committed_at"] <= target]
+    # writes recorded before began_at was kept: their transaction began at most a second earlier
+    after = [w for w in writes if w.get("began_at", w["committed_at"] - 1.0) > target]
+    not_back = [w for w in before if not came_back(w)]
+    not_archived = [w for w in not_back if end is not None and w["committed_at"] > end]
+    restored_after = [w for w in after if came_back(w)]
+    missing = len(not_back) - len(not_archived)
+    return {
+        "target_at": iso(target_at),
+        "writes_before_target": len(before),
+        "writes_after_target": len(after),
+        "writes_spanning_target": len(writes) - len(before) - len(after),
+        "missing_before_target": missing,
+        "not_archived_before_target": len(not_archived),
+        "restored_after_target": len(restored_after),
+        "exact_at_target": missing == 0 and not restored_after,
     }
 
 
@@ -151,10 +194,27 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
     else:
         out["rpo_seconds"] = None
         out["rpo_method"] = "not measured: no failure instant or no restored commit time"
+    aimed = point_in_time(record)
+    if aimed:
+        out["rpo_seconds"] = None
+        out["rpo_method"] = (
+            f"not measured: the drill restored to {aimed} on purpose, losing what came after it; its checks say "
+            "whether it stopped there. A drill to target latest measures the RPO"
+        )
     if record.get("mode") == "live" and out["rpo_seconds"] is not None:
         # nothing was destroyed: the figure is what a failure at the drill's instant would have cost
         out["rpo_method"] += "; live mode: production kept running; this is the loss had it died at the failure instant"
     return out
+
+
+def point_in_time(record: dict[str, Any]) -> str:
+    """What a drill to a point in time aimed at ("" for target latest): the drawn instant and
+    backup (target random), or the target the operator set."""
+    drawn = ((record.get("facts") or {}).get("preflight") or {}).get("drawn")
+    if drawn:
+        return f"the drawn time {drawn['target_time']} from base backup {drawn['backup_id']} (random within window)"
+    target = str((record.get("settings") or {}).get("restore_target") or "latest").strip()
+    return "" if target in ("latest", "random") else f"target {target}"
 
 
 def _coverage(preflight: dict[str, Any], restore: dict[str, Any]) -> tuple[dt.datetime | None, dict[str, Any] | None]:
@@ -217,14 +277,16 @@ class Objective:
     label: str
     seconds: float | None
     objective_seconds: float
+    # False: this drill does not measure it (an RPO of a drill to a point in time); neither met nor missed
+    judged: bool = True
 
     @property
     def met(self) -> bool:
         return self.seconds is not None and self.seconds <= self.objective_seconds
 
     def failure(self) -> list[str]:
-        """[] when met, else the one line that says by how much (or that nothing was measured)."""
-        if self.met:
+        """[] when met or not judged, else the one line that says by how much (or that nothing was measured)."""
+        if self.met or not self.judged:
             return []
         return [f"{self.label} {human_duration(self.seconds)} > objective {human_duration(self.objective_seconds)}"]
 
@@ -261,6 +323,8 @@ class Report:
     ground_truth: dict[str, Any] | None = None
     # the archive's coverage (coverage.py): whether the RPO counted it, and why not
     coverage: dict[str, Any] | None = None
+    # target random: the base backup and the instant drawn, with the seed that repeats the draw
+    drawn: dict[str, Any] | None = None
 
     @property
     def failures(self) -> list[str]:
@@ -287,12 +351,13 @@ class Report:
         for key, objective in (("rto", self.rto), ("rpo", self.rpo)):
             out[f"{key}_seconds"] = objective.seconds
             out[f"{key}_objective_seconds"] = objective.objective_seconds
-            out[f"{key}_met"] = objective.met
+            out[f"{key}_met"] = objective.met if objective.judged else None
         for name in ("rpo_method", "rpo_stream_seconds", "clock_warnings", "lost_events", "archive_method",
                      "archive_lag_seconds", "rto_phase_seconds", "rto_forecast", "phases", "checks", "restore",
                      "event_log", "replay", "disaster", "app_stack", "report_written_at"):  # fmt: skip
             out[name] = getattr(self, name)
         out["coverage"] = self.coverage
+        out["drawn"] = self.drawn
         if self.ground_truth is not None:
             out["ground_truth"] = self.ground_truth
         return {**out, "passed": self.passed, "failures": self.failures}
@@ -314,7 +379,9 @@ def build_report(record: dict[str, Any]) -> Report:
         ended_at=m["ended_at"],
         restored_to=m["restored_to"],
         rto=Objective("RTO", m["rto_seconds"], rto_objective),
-        rpo=Objective("RPO", m["rpo_seconds"], float(record["rpo_objective_seconds"])),
+        rpo=Objective(
+            "RPO", m["rpo_seconds"], float(record["rpo_objective_seconds"]), judged=not point_in_time(record)
+        ),
         rpo_method=m["rpo_method"],
         rpo_stream_seconds=m.get("rpo_stream_seconds"),
         coverage=m.get("coverage"),
@@ -339,6 +406,7 @@ def build_report(record: dict[str, Any]) -> Report:
         app_stack=facts.get("app_stack") or None,
         report_written_at=iso(now()),
         ground_truth=facts.get("ground_truth"),
+        drawn=(facts.get("preflight") or {}).get("drawn"),
     )
 
 

@@ -27,6 +27,8 @@ def runbook_table(report: Report) -> str:
 
     def met(objective: Objective) -> str:
         measured, wanted = human_duration(objective.seconds), human_duration(objective.objective_seconds)
+        if not objective.judged:
+            return f"— (nicht gemessen: Wiederherstellung auf einen Zeitpunkt / Ziel {wanted})"
         return f"{_yes(objective.met)} ({measured} / Ziel {wanted})"
 
     start, end = report.failure_at or report.started_at, report.ended_at or "—"
@@ -37,6 +39,18 @@ def runbook_table(report: Report) -> str:
             f"| {start} | {end} | {met(report.rto)} | {met(report.rpo)} |",
         ]
     )
+
+
+def drawn_line(drawn: dict[str, Any] | None) -> list[str]:
+    """Target random: what was drawn, from what, and how to draw it again."""
+    if not drawn:
+        return []
+    return [
+        f"- Drawn (random within window): base backup {drawn['backup_id']} (ended {drawn['backup_stop_time']}, "
+        f"one of {len(drawn['candidates'])} in the last {drawn['window_hours']:g} h) and target time "
+        f"{drawn['target_time']} (the archive ends {drawn['archive_end']}); the same draw again: "
+        f"drill_restore_draw_seed={drawn['seed']}"
+    ]
 
 
 def forecast_line(forecast: dict[str, Any] | None) -> str:
@@ -164,6 +178,7 @@ def markdown(report: Report, history: list[dict[str, Any]]) -> str:
         f"- RTO: {human_duration(report.rto.seconds)} "
         f"(sum of the recovery phases {human_duration(report.rto_phase_seconds)})",
         f"- Restored to: {report.restored_to}",
+        *drawn_line(report.drawn),
         f"- RPO: {human_duration(report.rpo.seconds)} — {report.rpo_method}",
         *(f"- **Warning**, {warning}" for warning in report.clock_warnings),
         *coverage_line(report.coverage),
@@ -179,7 +194,14 @@ def markdown(report: Report, history: list[dict[str, Any]]) -> str:
     ]
     forecast = report.rto_forecast
     lines += [f"- {forecast_line(forecast)}"] + [f"  - {b}" for b in (forecast or {}).get("basis", [])]
-    if truth:
+    if truth and "target_at" in truth:
+        lines += [
+            f"- Ground truth (sandbox) at the target {truth['target_at']}: "
+            f"{truth['writes_before_target'] - truth['missing_before_target']} of {truth['writes_before_target']} "
+            f"writes committed before it came back, {truth['restored_after_target']} of {truth['writes_after_target']} "
+            f"begun after it; {truth['lost_events']} events published before it lost",
+        ]
+    elif truth:
         lines += [
             f"- Ground truth (sandbox): last commit before the failure {truth['last_commit_at']}, "
             f"{truth['lost_writes']} writes / {truth['lost_events']} events lost, "
@@ -290,6 +312,8 @@ def junit(report: Report) -> str:
             f"(objective {human_duration(objective.objective_seconds)})"
         )
         body = "" if objective.met else f'<failure message="{escape(message)}"/>'
+        if not objective.judged:
+            body = f'<skipped message="{escape(message)}: not measured by a drill to a point in time"/>'
         cases.append(_testcase("drill.objectives", objective.label, 0, body))
     for p in report.phases:
         body = "" if p["status"] == "passed" else f'<failure message="phase {escape(p["name"])} {p["status"]}"/>'

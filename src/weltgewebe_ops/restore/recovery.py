@@ -138,7 +138,12 @@ def recover(
         pg.run([str(bindir / "pg_ctl"), "start", "-D", str(req.data_dir), "-l", str(log_file), "-W"], os_user)
         try:
             superuser = basebackup.superuser(plan.backup)
-            reached = follow_recovery(req, port, log_file, log, superuser, planned=plan.segments)
+            try:
+                reached = follow_recovery(req, port, log_file, log, superuser, planned=plan.segments)
+            except RestoreError:
+                if not no_commit_after_target(req.target, log_file):
+                    raise
+                reached = recover_to_archive_end(req, plan, port, log_file, log, superuser)
         finally:
             fetched_log = _read_fetch_log(fetch_log)
         # with another restore_command (the benchmark's baselines) there is no fetch log to read
@@ -191,12 +196,40 @@ def recover(
     }
 
 
+def no_commit_after_target(target: Target, log_file: Path) -> bool:
+    """Recovery to a time replayed all archived WAL without meeting a commit after that time:
+    PostgreSQL ends with FATAL, although the state at that time is exactly the archive's end."""
+    return target.kind == "time" and target.action == "promote" and NO_TARGET in _tail(log_file, 40)
+
+
+def recover_to_archive_end(
+    req: RestoreRequest, plan: Plan, port: int, log_file: Path, log, superuser: str
+) -> dict[str, Any]:
+    """The archive holds no commit after the target time (a quiet tail, or a time drawn there):
+    nothing after the last archived commit changes the state at that time, so recovery goes on to
+    the archive's end without a target, from where PostgreSQL stopped. The result says so, and it
+    is checked like a restore to latest: every planned segment replayed."""
+    log(
+        f"no commit after {req.target.value} in the archive (PostgreSQL: {NO_TARGET}): its state at that time "
+        "is the archive's end; recovering to the end"
+    )
+    with open(req.data_dir / "postgresql.auto.conf", "a") as fh:
+        fh.write(
+            "# weltgewebe.ops wal_restore: no commit after the target time in the archive, so its end is the "
+            "state at that time\nrecovery_target_time = ''\n"
+        )
+    pg.run([str(req.bindir / "pg_ctl"), "start", "-D", str(req.data_dir), "-l", str(log_file), "-W"], req.run_as)
+    reached = follow_recovery(req, port, log_file, log, superuser, planned=plan.segments)
+    return {**reached, "target_after_last_commit": True}
+
+
 def check_reached(plan: Plan, reached: dict[str, Any], fetched_log: list[dict] | None) -> None:
-    """A recovery to ``latest`` must have replayed every planned segment: PostgreSQL ends recovery
-    at the first file it cannot get, so ending early looks like success from its side. The reached
-    LSN must lie in the newest planned segment, and (with wal-fetch's log) every planned segment
-    must have been delivered."""
-    if plan.target.kind != "latest" or not plan.segments or reached.get("reached_lsn") is None:
+    """A recovery to ``latest`` (or on to the archive's end, ``recover_to_archive_end``) must have
+    replayed every planned segment: PostgreSQL ends recovery at the first file it cannot get, so
+    ending early looks like success from its side. The reached LSN must lie in the newest planned
+    segment, and (with wal-fetch's log) every planned segment must have been delivered."""
+    to_end = plan.target.kind == "latest" or reached.get("target_after_last_commit")
+    if not to_end or not plan.segments or reached.get("reached_lsn") is None:
         return
     last = plan.segments[-1]
     short = lsn_to_int(reached["reached_lsn"]) <= segment_number(last) * WAL_SEGMENT_SIZE
@@ -221,8 +254,9 @@ def check_reached(plan: Plan, reached: dict[str, Any], fetched_log: list[dict] |
 
 
 # What PostgreSQL's log says when recovery fails, and what it means for this restore.
+NO_TARGET = "recovery ended before configured recovery target was reached"
 POSTGRES_FAILURES = {
-    "recovery ended before configured recovery target was reached": (
+    NO_TARGET: (
         "the archive does not contain the recovery target ({target}): PostgreSQL replayed all archived WAL "
         "without reaching it. Check the transaction id or restore point name, or restore to target latest"
     ),
