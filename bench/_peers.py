@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from weltgewebe_ops import pg, procs
+from weltgewebe_ops.core import pg, procs
 
 STANZA = "bench"
 

@@ -1,7 +1,7 @@
 """Benchmark: the projector vs a raw read of the same stream, one run.
 
     (a) raw:       nats-py pull consumer reading every message of the stream, no database
-    (b) projector: weltgewebe_ops.projector rebuild of faden_view (handlers, consumed ids and the
+    (b) projector: weltgewebe_ops.events.projector rebuild of faden_view (handlers, consumed ids and the
                    checkpoint in one transaction per batch)
 
 Usage: .venv/bin/python bench/projector.py [--events 200000]
@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from _events import print_table, sandbox_with_events, say
 
-from weltgewebe_ops import natsio
-from weltgewebe_ops.projection import Projection
-from weltgewebe_ops.projector import Projector, ProjectorConfig
-from weltgewebe_ops.relay import Relay, RelayConfig
+from weltgewebe_ops.events import natsio
+from weltgewebe_ops.events.projections import Projection
+from weltgewebe_ops.events.projector import Projector, ProjectorConfig
+from weltgewebe_ops.events.relay import Relay, RelayConfig
 
 
 async def raw_read(box, expected: int, batch: int = 2000) -> float:  # the projector fetches 2000 too

@@ -1,7 +1,7 @@
 """Benchmark: the outbox relay vs a raw nats-py async publish of the same messages, one run.
 
     (a) raw:   nats-py publish_async of the N messages (with Nats-Msg-Id) into a stream, no database
-    (b) relay: weltgewebe_ops.relay drain (claim FOR UPDATE SKIP LOCKED, publish, mark after the ack)
+    (b) relay: weltgewebe_ops.events.relay drain (claim FOR UPDATE SKIP LOCKED, publish, mark after the ack)
     (c) the same relay with the payload column as the body instead of Weltgewebe's envelope (what it
         published before #11), into a stream of its own: the envelope's cost is (b) against (c)
 
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from _events import print_row, print_table, sandbox_with_events, say
 from psycopg import sql
 
-from weltgewebe_ops import natsio
-from weltgewebe_ops.relay import CLAIM, Relay, RelayConfig
+from weltgewebe_ops.events import natsio
+from weltgewebe_ops.events.relay import CLAIM, Relay, RelayConfig
 
 
 async def raw_publish(box, rows, in_flight: int = 1024) -> float:

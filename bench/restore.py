@@ -39,9 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from _peers import PEERS
 
-from weltgewebe_ops import basebackup, pg, restore
-from weltgewebe_ops import s3 as s3mod
+from weltgewebe_ops import restore
 from weltgewebe_ops import sandbox as sb
+from weltgewebe_ops.archive import basebackup
+from weltgewebe_ops.core import pg
+from weltgewebe_ops.core import s3 as s3mod
 
 PORTS = dict.fromkeys(("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "postgres", "nats", "api"), 0)
 FLOOR = "floor: local tar -x + cp"

@@ -27,8 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from restore import PG15, PORTS, Dataset, Runner, build_archive, local_copy, say  # bench/restore.py
 
-from weltgewebe_ops import pg, restore
+from weltgewebe_ops import restore
 from weltgewebe_ops import sandbox as sb
+from weltgewebe_ops.core import pg
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 # one restore in a process of its own, so its peak RSS is its own (and the helpers it waited for)
@@ -37,7 +38,7 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from weltgewebe_ops import restore
-from weltgewebe_ops.settings import S3Location
+from weltgewebe_ops.core.settings import S3Location
 spec = json.loads(sys.argv[2])
 req = restore.RestoreRequest(loc=S3Location(**spec["loc"]), data_dir=Path(spec["data_dir"]),
                              pg_bindir=spec["pg_bindir"], target=restore.Target.parse("latest"))

@@ -34,7 +34,7 @@ def machine_slowness() -> float:
 
 def pids_running(*fragments: str) -> list[int]:
     """The processes whose command line holds every one of ``fragments``."""
-    from weltgewebe_ops import procs
+    from weltgewebe_ops.core import procs
 
     return [
         int(entry)
@@ -109,7 +109,7 @@ def copy_archive(box, prefix: str, skip=lambda key: False, bucket: str | None = 
     (a test that tampers with an archive works on such a copy). ``reencrypt``: download and upload
     each object instead of a server-side copy, so it gets data keys of its own (SeaweedFS keeps
     decrypted data keys, and a server-side copy keeps the source's)."""
-    from weltgewebe_ops import s3 as s3mod
+    from weltgewebe_ops.core import s3 as s3mod
 
     client = box.s3()
     loc = box.settings.s3_location()
@@ -187,7 +187,7 @@ def migrated_sandbox():
 @pytest.fixture()
 def restore_dir():
     """A directory for restores; PostgreSQL servers left running in it are stopped afterwards."""
-    from weltgewebe_ops import pg
+    from weltgewebe_ops.core import pg
 
     path = new_state_dir("wgops-test-restore-")
     yield path

@@ -40,7 +40,7 @@ class ActionModule(ActionBase):
     def follow(self, task_vars, args: dict, progress_file: str, label: str) -> dict:
         """Poll the job on the host it runs on until it ends; display each new progress line as
         ``<label>: <progress>``."""
-        from weltgewebe_ops import progress
+        from weltgewebe_ops.core import progress
 
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         deadline = time.monotonic() + args["timeout_seconds"]

@@ -16,7 +16,7 @@ class ActionModule(JobWait):
         _, args = self.validate_argument_spec(
             argument_spec={**SPEC, "data_dir": {"type": "path", "required": True}, "work_dir": {"type": "path"}}
         )
-        from weltgewebe_ops import progress
+        from weltgewebe_ops.core import progress
 
         progress_file = str(progress.restore_work_dir(args["data_dir"], args["work_dir"]) / progress.PROGRESS_FILE)
         return {**result, **self.follow(task_vars, args, progress_file, f"restore of {args['data_dir']}")}

@@ -55,7 +55,7 @@ def s3_argument_spec() -> dict:
 
 
 def s3_location(params: dict, kms_key_id: str = ""):
-    from weltgewebe_ops.settings import S3Location
+    from weltgewebe_ops.core.settings import S3Location
 
     return S3Location(
         endpoint_url=params["s3_endpoint_url"],
@@ -100,7 +100,7 @@ def progress_file(module):
     """The ProgressFile O(progress_file) names (its directory made), or None."""
     from pathlib import Path
 
-    from weltgewebe_ops.progress import ProgressFile
+    from weltgewebe_ops.core.progress import ProgressFile
 
     if not module.params["progress_file"]:
         return None
@@ -111,7 +111,7 @@ def progress_file(module):
 
 def contract_names(module):
     """ContractNames from O(names) (defaults for what it leaves out); an unknown name fails the module."""
-    from weltgewebe_ops.settings import ContractNames, SettingsError, settings_part
+    from weltgewebe_ops.core.settings import ContractNames, SettingsError, settings_part
 
     try:
         return settings_part(ContractNames, module.params["names"] or {}, "names")

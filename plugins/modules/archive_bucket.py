@@ -97,7 +97,8 @@ def main():
     ensure_library(module)
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from weltgewebe_ops import bucket, s3
+    from weltgewebe_ops.archive import bucket
+    from weltgewebe_ops.core import s3
 
     p = module.params
     loc = s3_location(p, p["kms_key_id"])

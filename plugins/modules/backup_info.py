@@ -250,8 +250,8 @@ def main():
         supports_check_mode=True,
     )
     ensure_library(module)
-    from weltgewebe_ops import archive
-    from weltgewebe_ops import s3 as s3mod
+    from weltgewebe_ops.archive import preflight as archive
+    from weltgewebe_ops.core import s3 as s3mod
     from weltgewebe_ops.drill.draw import draw_target
 
     p = module.params

@@ -176,7 +176,8 @@ def main():
         ],
     )
     ensure_library(module)
-    from weltgewebe_ops import drill, drill_lock
+    from weltgewebe_ops import drill
+    from weltgewebe_ops.drill import lock as drill_lock
 
     p = module.params
     result = {}

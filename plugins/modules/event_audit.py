@@ -133,8 +133,8 @@ def main():
 
     import psycopg
 
-    from weltgewebe_ops import audit
-    from weltgewebe_ops.schema import missing_object
+    from weltgewebe_ops.events import audit
+    from weltgewebe_ops.sandbox.contract import missing_object
 
     p = module.params
     names = contract_names(module)

@@ -163,9 +163,9 @@ def main():
 
     import psycopg
 
-    from weltgewebe_ops import relay as relaymod
-    from weltgewebe_ops.relay import Relay, RelayConfig
-    from weltgewebe_ops.schema import missing_object
+    from weltgewebe_ops.events import relay as relaymod
+    from weltgewebe_ops.events.relay import Relay, RelayConfig
+    from weltgewebe_ops.sandbox.contract import missing_object
 
     p = module.params
     names = contract_names(module)

@@ -160,9 +160,9 @@ def main():
 
     import psycopg
 
-    from weltgewebe_ops.natsio import stream_state
-    from weltgewebe_ops.projection import projections
-    from weltgewebe_ops.projector import ContractError, Projector, ProjectorConfig
+    from weltgewebe_ops.events.natsio import stream_state
+    from weltgewebe_ops.events.projections import projections
+    from weltgewebe_ops.events.projector import ContractError, Projector, ProjectorConfig
 
     p = module.params
     names = contract_names(module)

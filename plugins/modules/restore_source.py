@@ -326,7 +326,7 @@ def main():
         supports_check_mode=True,
     )
     ensure_library(module)
-    from weltgewebe_ops import pg
+    from weltgewebe_ops.core import pg
 
     p = module.params
     try:
@@ -372,7 +372,7 @@ def _restore(module, data_dir, run, what: str) -> dict:
 def _pg_dump(module, bindir, recovery_major: int) -> None:
     from pathlib import Path
 
-    from weltgewebe_ops import pg
+    from weltgewebe_ops.core import pg
     from weltgewebe_ops.restore import pgdump
     from weltgewebe_ops.restore.markers import check_empty_dir
     from weltgewebe_ops.restore.target import RestoreError
@@ -420,7 +420,7 @@ def _physical(module, recovery_major: int) -> None:
     from pathlib import Path
 
     from weltgewebe_ops import restore
-    from weltgewebe_ops import s3 as s3mod
+    from weltgewebe_ops.core import s3 as s3mod
     from weltgewebe_ops.restore import barmancloud, pgbackrest
     from weltgewebe_ops.restore.target import RestoreError
 

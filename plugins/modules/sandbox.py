@@ -170,7 +170,7 @@ def main():
     )
     ensure_library(module)
     from weltgewebe_ops import sandbox as sb
-    from weltgewebe_ops.settings import SettingsError
+    from weltgewebe_ops.core.settings import SettingsError
 
     params = module.params
     requested = {**params["settings"], "state_dir": params["state_dir"]}

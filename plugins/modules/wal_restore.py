@@ -324,7 +324,7 @@ def main():
     from pathlib import Path
 
     from weltgewebe_ops import restore
-    from weltgewebe_ops import s3 as s3mod
+    from weltgewebe_ops.core import s3 as s3mod
 
     p = module.params
     loc = s3_location(p)

@@ -25,7 +25,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, services
+from . import __version__
+from .sandbox import services
 
 DEFAULT_STATE_DIR = ".sandbox"
 
@@ -35,8 +36,8 @@ def _stderr(msg: str) -> None:
 
 
 def cmd_wal_push(args) -> int:
-    from .settings import S3Location
-    from .wal import ArchiveConflictError, WalPushError, wal_push
+    from .archive.push import ArchiveConflictError, WalPushError, wal_push
+    from .core.settings import S3Location
 
     loc = S3Location(**json.loads(Path(args.config).read_text()))
     try:
@@ -56,7 +57,7 @@ def cmd_wal_push(args) -> int:
 
 
 def cmd_wal_fetch(args) -> int:
-    from .walfetch import main as wal_fetch_main
+    from .archive.fetch import main as wal_fetch_main
 
     return wal_fetch_main(["--config", args.config, args.name, args.dest])
 
@@ -81,8 +82,8 @@ def cmd_sandbox(args) -> int:
 
 
 def _archive_args(args):
-    from .archiver import Server
-    from .settings import S3Location
+    from .archive.archiver import Server
+    from .core.settings import S3Location
 
     loc = S3Location(**json.loads(Path(args.config).read_text()))
     server = Server(host=args.pg_host, port=args.pg_port, user=args.pg_user, bindir=args.bindir,
@@ -91,10 +92,12 @@ def _archive_args(args):
 
 
 def cmd_base_backup(args) -> int:
-    from . import basebackup, pg, sandbox
+    from . import sandbox
+    from .archive import basebackup
+    from .core import pg
 
     if args.config:
-        from .archiver import base_backup
+        from .archive.archiver import base_backup
 
         loc, server = _archive_args(args)
         print(json.dumps(base_backup(loc, server, if_none=args.if_none, log=_stderr)))
@@ -121,7 +124,8 @@ def cmd_pg_dump(args) -> int:
 
 
 def cmd_archive_metrics(args) -> int:
-    from . import archiver, coverage, files
+    from .archive import archiver, coverage
+    from .core import files
 
     loc, server = _archive_args(args)
     try:
@@ -155,8 +159,9 @@ def cmd_drill_nightly(args) -> int:
 
 
 def cmd_archive_retention(args) -> int:
-    from . import archiver, files
-    from .settings import S3Location
+    from .archive import archiver
+    from .core import files
+    from .core.settings import S3Location
 
     loc = S3Location(**json.loads(Path(args.config).read_text()))
     result = archiver.retention(loc, args.keep, apply=args.apply)
@@ -169,7 +174,8 @@ def cmd_archive_retention(args) -> int:
 
 
 def cmd_workload(args) -> int:
-    from . import sandbox, workload
+    from . import sandbox
+    from .sandbox import workload
 
     box = sandbox.load(args.state_dir)
     result = workload.run(
@@ -188,8 +194,8 @@ def cmd_workload(args) -> int:
 
 
 def cmd_relay_config(args) -> int:
-    from . import procs
-    from .relay import Relay, config_from_file
+    from .core import procs
+    from .events.relay import Relay, config_from_file
 
     config = config_from_file(Path(args.config))
     print(f"relay: {config.names.outbox_table} -> {config.nats_url} stream {config.names.stream}", flush=True)
@@ -200,8 +206,8 @@ def cmd_projector_replay(args) -> int:
     import asyncio
 
     from . import sandbox
-    from .projection import projections
-    from .projector import Projector, ProjectorConfig
+    from .events.projections import projections
+    from .events.projector import Projector, ProjectorConfig
 
     box = sandbox.load(args.state_dir)
     for projection in projections(args.projection or box.settings.projections, box.settings.names):
@@ -217,7 +223,8 @@ def cmd_projector_replay(args) -> int:
 
 
 def cmd_wal_stream(args) -> int:
-    from . import pg, walstream
+    from .archive import stream as walstream
+    from .core import pg
 
     loc, server = _archive_args(args)
     bindir = pg.resolve_bindir(server.bindir)

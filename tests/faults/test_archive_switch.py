@@ -16,9 +16,10 @@ import psycopg
 import pytest
 
 from tests.faults.conftest import own_sandbox, wait_archived, wait_for
-from weltgewebe_ops import pg, walstream
-from weltgewebe_ops import s3 as s3mod
-from weltgewebe_ops.wal import ArchiveConflictError
+from weltgewebe_ops.archive import stream as walstream
+from weltgewebe_ops.archive.push import ArchiveConflictError
+from weltgewebe_ops.core import pg
+from weltgewebe_ops.core import s3 as s3mod
 
 pytestmark = pytest.mark.integration
 

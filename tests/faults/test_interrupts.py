@@ -14,8 +14,9 @@ import pytest
 from tests.conftest import REPO, ansible_env, ansible_module, new_state_dir, pids_running
 from tests.faults.conftest import request, wait_for
 from tests.integration.test_pitr_playbook import pitr_vars, report
-from weltgewebe_ops import drill, pg, procs, restore
+from weltgewebe_ops import drill, restore
 from weltgewebe_ops import sandbox as sb
+from weltgewebe_ops.core import pg, procs
 from weltgewebe_ops.restore import INCOMPLETE_MARKER, RestoreError
 
 pytestmark = pytest.mark.integration

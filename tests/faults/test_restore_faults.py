@@ -25,8 +25,10 @@ from tests.faults.conftest import (
     source_rows,
     wait_for,
 )
-from weltgewebe_ops import archive, pg, restore
-from weltgewebe_ops import s3 as s3mod
+from weltgewebe_ops import restore
+from weltgewebe_ops.archive import preflight as archive
+from weltgewebe_ops.core import pg
+from weltgewebe_ops.core import s3 as s3mod
 from weltgewebe_ops.restore import INCOMPLETE_MARKER, RestoreError, Target
 
 pytestmark = pytest.mark.integration

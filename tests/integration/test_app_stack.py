@@ -201,7 +201,8 @@ def test_removal_keeps_the_volumes_of_a_project_that_is_not_the_recoverys(app_co
 def test_the_stack_of_an_interrupted_drill_is_removed_by_the_next(app_copy):
     """A drill that died after starting the application stack (a killed CI job) left containers;
     the next drill's start finds them through the interrupted drill's record and removes them."""
-    from weltgewebe_ops import drill, drill_lock
+    from weltgewebe_ops import drill
+    from weltgewebe_ops.drill import lock as drill_lock
 
     project = f"wgops-recovery-test-{uuid.uuid4().hex[:8]}"
     with front_door_only(app_copy, project):

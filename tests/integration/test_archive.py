@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from weltgewebe_ops import s3 as s3mod
-from weltgewebe_ops import walnames
+from weltgewebe_ops.archive import names as walnames
+from weltgewebe_ops.core import s3 as s3mod
 
 pytestmark = pytest.mark.integration
 

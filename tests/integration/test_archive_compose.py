@@ -23,9 +23,11 @@ import psycopg
 import pytest
 
 from tests.conftest import REPO, ansible_env, new_state_dir
-from weltgewebe_ops import appstack, archiver, procs, restore
+from weltgewebe_ops import appstack, restore
+from weltgewebe_ops.archive import archiver
+from weltgewebe_ops.core import procs
+from weltgewebe_ops.core.settings import S3Location
 from weltgewebe_ops.restore import RestoreRequest, Target
-from weltgewebe_ops.settings import S3Location
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from tests.conftest import running_sandbox
-from weltgewebe_ops import archiver, s3
+from weltgewebe_ops.archive import archiver
+from weltgewebe_ops.core import s3
 
 pytestmark = pytest.mark.integration
 

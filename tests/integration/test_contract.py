@@ -13,10 +13,11 @@ import psycopg
 import pytest
 
 from tests.conftest import MIGRATIONS_FIXTURE, ansible_module
-from weltgewebe_ops import schema, workload
-from weltgewebe_ops.projection import Projection
-from weltgewebe_ops.projector import Projector, ProjectorConfig
-from weltgewebe_ops.settings import ContractNames
+from weltgewebe_ops.core.settings import ContractNames
+from weltgewebe_ops.events.projections import Projection
+from weltgewebe_ops.events.projector import Projector, ProjectorConfig
+from weltgewebe_ops.sandbox import contract as schema
+from weltgewebe_ops.sandbox import workload
 
 pytestmark = pytest.mark.integration
 

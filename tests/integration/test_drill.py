@@ -19,8 +19,11 @@ from botocore.exceptions import ClientError
 from tests.conftest import FREE_PORTS, MIGRATIONS_FIXTURE, REPO, ansible_env, new_state_dir, run_owning_its_group
 from tests.integration.test_event_audit import wait_published
 from tests.integration.test_pitr import archive_now
-from weltgewebe_ops import envelope, natsio, progress, sandbox, workload
+from weltgewebe_ops import sandbox
+from weltgewebe_ops.core import progress
 from weltgewebe_ops.drill.metrics import parse_text
+from weltgewebe_ops.events import envelope, natsio
+from weltgewebe_ops.sandbox import workload
 
 pytestmark = pytest.mark.integration
 

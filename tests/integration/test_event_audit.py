@@ -13,10 +13,13 @@ import pytest
 
 from tests.conftest import new_state_dir
 from tests.integration.test_pitr import archive_now, commit
-from weltgewebe_ops import audit, domain, drill, pg, restore, workload
-from weltgewebe_ops.projection import Projection
-from weltgewebe_ops.projector import Projector, ProjectorConfig
-from weltgewebe_ops.relay import Relay, RelayConfig
+from weltgewebe_ops import drill, restore
+from weltgewebe_ops.core import pg
+from weltgewebe_ops.events import audit
+from weltgewebe_ops.events.projections import Projection
+from weltgewebe_ops.events.projector import Projector, ProjectorConfig
+from weltgewebe_ops.events.relay import Relay, RelayConfig
+from weltgewebe_ops.sandbox import domain, workload
 
 pytestmark = pytest.mark.integration
 
@@ -125,8 +128,8 @@ def test_audit_of_a_stream_written_by_another_publisher(sandbox):
 
     import nats
 
-    from weltgewebe_ops import natsio
-    from weltgewebe_ops.settings import ContractNames
+    from weltgewebe_ops.core.settings import ContractNames
+    from weltgewebe_ops.events import natsio
 
     box = sandbox
     names = ContractNames(stream="WGOPS_AUDIT_TEST", subject_prefix="wgopsaudittest")

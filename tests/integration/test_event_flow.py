@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from weltgewebe_ops import domain, natsio
+from weltgewebe_ops.events import natsio
+from weltgewebe_ops.sandbox import domain
 
 pytestmark = pytest.mark.integration
 

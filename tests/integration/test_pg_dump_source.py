@@ -20,10 +20,11 @@ from tests.conftest import REPO, ansible_module, running_sandbox
 from tests.faults.conftest import wait_for
 from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401
 from tests.unit.test_pgdump import write_set
-from weltgewebe_ops import pg, workload
+from weltgewebe_ops.core import pg
 from weltgewebe_ops.restore import pgdump
 from weltgewebe_ops.restore.markers import INCOMPLETE_MARKER
 from weltgewebe_ops.restore.target import RestoreError
+from weltgewebe_ops.sandbox import workload
 from weltgewebe_ops.sandbox.dumps import write_dump
 
 pytestmark = pytest.mark.integration

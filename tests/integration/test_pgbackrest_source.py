@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ansible_module, running_sandbox, s3_options
 from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars  # noqa: F401
 from tests.integration.test_pitr import three_commits_archived
-from weltgewebe_ops import pg
+from weltgewebe_ops.core import pg
 from weltgewebe_ops.restore.markers import INCOMPLETE_MARKER
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,10 @@ import psycopg
 import pytest
 
 from tests.conftest import copy_archive, new_state_dir
-from weltgewebe_ops import archive, pg, restore
-from weltgewebe_ops import s3 as s3mod
+from weltgewebe_ops import restore
+from weltgewebe_ops.archive import preflight as archive
+from weltgewebe_ops.core import pg
+from weltgewebe_ops.core import s3 as s3mod
 from weltgewebe_ops.restore import RestoreError, RestoreRequest, Target
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, ansible_env, new_state_dir
-from weltgewebe_ops import pg
+from weltgewebe_ops.core import pg
 
 pytestmark = pytest.mark.integration
 

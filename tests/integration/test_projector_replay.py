@@ -11,11 +11,12 @@ import time
 import psycopg
 import pytest
 
-from weltgewebe_ops import progress, workload
-from weltgewebe_ops.progress import ProgressFile
-from weltgewebe_ops.projection import Projection
-from weltgewebe_ops.projector import Projector, ProjectorConfig
-from weltgewebe_ops.relay import Relay, RelayConfig
+from weltgewebe_ops.core import progress
+from weltgewebe_ops.core.progress import ProgressFile
+from weltgewebe_ops.events.projections import Projection
+from weltgewebe_ops.events.projector import Projector, ProjectorConfig
+from weltgewebe_ops.events.relay import Relay, RelayConfig
+from weltgewebe_ops.sandbox import workload
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import FREE_PORTS
 from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars, why_failed  # noqa: F401 - fixture
-from weltgewebe_ops import coverage, sandbox
+from weltgewebe_ops import sandbox
+from weltgewebe_ops.archive import coverage
 
 pytestmark = pytest.mark.integration
 

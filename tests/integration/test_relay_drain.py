@@ -11,9 +11,10 @@ import psycopg
 import pytest
 
 from tests.conftest import machine_slowness
-from weltgewebe_ops import progress, workload
-from weltgewebe_ops.progress import ProgressFile
-from weltgewebe_ops.relay import Relay, RelayConfig
+from weltgewebe_ops.core import progress
+from weltgewebe_ops.core.progress import ProgressFile
+from weltgewebe_ops.events.relay import Relay, RelayConfig
+from weltgewebe_ops.sandbox import workload
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ def stray_relays(box) -> list[int]:
     one, started twice within a second; its cause is not found yet): they would publish too."""
     import os
 
-    from weltgewebe_ops.procs import cmdline
+    from weltgewebe_ops.core.procs import cmdline
 
     wanted = f"service relay --state-dir {box.settings.root}"
     tracked = box.services["relay"].pid()
@@ -64,7 +65,7 @@ def write_faeden(box, count: int) -> None:
 
 async def stream_msg_ids(box, first_seq: int) -> list[str]:
     """Nats-Msg-Id of every stream message from ``first_seq`` on."""
-    from weltgewebe_ops import natsio
+    from weltgewebe_ops.events import natsio
 
     nc = await natsio.connect(box.settings.nats_url)
     try:
@@ -80,7 +81,7 @@ async def stream_msg_ids(box, first_seq: int) -> list[str]:
 
 
 async def last_seq(box) -> int:
-    from weltgewebe_ops import natsio
+    from weltgewebe_ops.events import natsio
 
     return (await natsio.stream_state(box.settings.nats_url, box.settings.names))["last_seq"]
 
@@ -125,7 +126,7 @@ def test_messages_are_weltgewebes_envelope(relay_paused):
     UTC; subject weltgewebe.<event_type>."""
     import datetime as dt
 
-    from weltgewebe_ops import envelope, natsio
+    from weltgewebe_ops.events import envelope, natsio
 
     box = relay_paused
     write_faeden(box, 3)
@@ -388,7 +389,7 @@ def test_outbox_relay_service_started_status_stopped(relay_paused, tmp_path):
         assert stopped["changed"] and not stopped["running"]
         assert not module("status")["running"] and not module("stopped")["changed"]
     finally:
-        from weltgewebe_ops.relay import stop_service
+        from weltgewebe_ops.events.relay import stop_service
 
         stop_service(service_dir)
 
@@ -397,7 +398,7 @@ def lease_relay(box, stop: threading.Event, counts: dict) -> None:
     """Another relay on the same outbox, claiming the way Weltgewebe's API does (docs: up to 32 due
     rows, FOR UPDATE SKIP LOCKED, a 30 s lease that moves available_at forward, publish and wait
     for the ack, then mark published). Written here from those facts, for the test only."""
-    from weltgewebe_ops import envelope, natsio
+    from weltgewebe_ops.events import envelope, natsio
 
     async def run() -> None:
         nc = await natsio.connect(box.settings.nats_url)

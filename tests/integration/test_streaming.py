@@ -8,7 +8,10 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.test_drill import ansible_playbook, drill_dirs, latest_report, sandbox_vars, why_failed  # noqa: F401 - fixture
-from weltgewebe_ops import s3, sandbox, walfetch, walstream
+from weltgewebe_ops import sandbox
+from weltgewebe_ops.archive import fetch as walfetch
+from weltgewebe_ops.archive import stream as walstream
+from weltgewebe_ops.core import s3
 
 pytestmark = pytest.mark.integration
 

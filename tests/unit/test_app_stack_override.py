@@ -9,8 +9,8 @@ import yaml
 
 from weltgewebe_ops import appstack
 from weltgewebe_ops.appstack.override import Dumper
+from weltgewebe_ops.core.files import write_private
 from weltgewebe_ops.drill.render import app_stack_lines
-from weltgewebe_ops.files import write_private
 
 MODEL = {
     "services": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from weltgewebe_ops.coverage import judge, reached
+from weltgewebe_ops.archive.coverage import judge, reached
 from weltgewebe_ops.drill.objectives import measure
 
 SEG = 16 * 1024 * 1024

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
+from weltgewebe_ops.core.settings import ContractNames
 from weltgewebe_ops.drill.checks import Recovered, VerifyOptions, planned_checks
 from weltgewebe_ops.drill.objectives import build_report
 from weltgewebe_ops.drill.record import CHAIN_SECONDS, RTO_PHASES, Record, iso, now, parse_iso
-from weltgewebe_ops.settings import ContractNames
 
 FAILURE = "2026-11-28T03:00:00+00:00"
 MINUTE = 60.0

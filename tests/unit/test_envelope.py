@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from weltgewebe_ops import envelope
+from weltgewebe_ops.events import envelope
 
 GOOD = {
     "schema_version": 1,

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 HEAVY = ("boto3", "botocore", "psycopg")
 
 
-@pytest.mark.parametrize("module", ["weltgewebe_ops.walfetch", "weltgewebe_ops.cli", "weltgewebe_ops.procs"])
+@pytest.mark.parametrize("module", ["weltgewebe_ops.archive.fetch", "weltgewebe_ops.cli", "weltgewebe_ops.core.procs"])
 def test_importing_the_hot_path_loads_no_heavy_library(module):
     probe = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
     # -S as the restore_command's wrapper runs wal-fetch: the site packages are not even on the path

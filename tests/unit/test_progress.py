@@ -1,4 +1,4 @@
-"""Progress lines of long work (weltgewebe_ops.progress): what the operator reads while a restore runs."""
+"""Progress lines of long work (weltgewebe_ops.core.progress): what the operator reads while a restore runs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from weltgewebe_ops import progress
+from weltgewebe_ops.core import progress
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from weltgewebe_ops.projection import DECLARED, Projection
-from weltgewebe_ops.settings import ContractNames
+from weltgewebe_ops.core.settings import ContractNames
+from weltgewebe_ops.events.projections import DECLARED, Projection
 
 
 def test_the_declared_projections_take_the_contracts_names():

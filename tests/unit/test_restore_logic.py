@@ -1,6 +1,7 @@
 import pytest
 
-from weltgewebe_ops import archive, compliance
+from weltgewebe_ops.archive import compliance
+from weltgewebe_ops.archive import preflight as archive
 from weltgewebe_ops.restore import RestoreError, Target, choose_backup
 
 LABELS = [
@@ -46,8 +47,8 @@ def test_bad_targets_are_refused_with_the_fix(kind, value, message):
 
 @pytest.mark.parametrize("bad", [{"spool_segments": -1}, {"prefetch_workers": 0}, {"fetch_deadline_seconds": 0}])
 def test_numbers_a_restore_cannot_run_with_are_refused_by_name(tmp_path, bad):
+    from weltgewebe_ops.core.settings import S3Location
     from weltgewebe_ops.restore import RestoreRequest
-    from weltgewebe_ops.settings import S3Location
 
     loc = S3Location(endpoint_url="http://127.0.0.1:1", bucket="b", access_key="a", secret_key="s")
     with pytest.raises(RestoreError, match=f"{next(iter(bad))}={next(iter(bad.values()))}"):
@@ -56,7 +57,7 @@ def test_numbers_a_restore_cannot_run_with_are_refused_by_name(tmp_path, bad):
 
 
 def test_a_setting_is_quoted_for_postgresql_conf_and_a_line_break_refused():
-    from weltgewebe_ops import pg
+    from weltgewebe_ops.core import pg
 
     assert pg.conf_value("it's a\\b") == "'it''s a\\\\b'" and pg.conf_value(7) == "7"
     with pytest.raises(ValueError, match="line break"):

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from weltgewebe_ops import procs
+from weltgewebe_ops.core import procs
 
 # a child that says it is ready after a moment, or exits before it does
 SAYS_READY = (
-    "import sys, time; from pathlib import Path; from weltgewebe_ops.procs import Service; "
+    "import sys, time; from pathlib import Path; from weltgewebe_ops.core.procs import Service; "
     "time.sleep(0.5); Service('svc', Path(sys.argv[1]), Path(sys.argv[1])).say_ready(); time.sleep(60)"
 )
 DIES_FIRST = "import sys; print('cannot reach the database'); sys.exit(3)"

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from weltgewebe_ops import kms
-from weltgewebe_ops.relay import backoff_seconds
-from weltgewebe_ops.settings import SandboxSettings, SettingsError
+from weltgewebe_ops.core.settings import SandboxSettings, SettingsError
+from weltgewebe_ops.events.relay import backoff_seconds
+from weltgewebe_ops.sandbox import kms
 
 
 def test_unknown_setting_is_named(tmp_path):
@@ -77,7 +77,7 @@ def test_a_sandbox_of_the_old_schema_is_named_with_what_to_do(tmp_path):
 
 
 def test_free_ports_are_chosen_below_the_ephemeral_range(monkeypatch, tmp_path):
-    from weltgewebe_ops import procs
+    from weltgewebe_ops.core import procs
 
     ranges = tmp_path / "ip_local_port_range"
     ranges.write_text("32768\t60999\n")

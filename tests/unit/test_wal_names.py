@@ -1,6 +1,7 @@
 import pytest
 
-from weltgewebe_ops import wal, walnames
+from weltgewebe_ops.archive import names as walnames
+from weltgewebe_ops.archive import push as wal
 
 
 @pytest.mark.parametrize(

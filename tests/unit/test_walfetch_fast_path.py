@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from weltgewebe_ops import pg, procs, walfetch
+from weltgewebe_ops.archive import fetch as walfetch
+from weltgewebe_ops.core import pg, procs
 from weltgewebe_ops.restore import INCOMPLETE_MARKER, RestoreError, check_empty_dir, guard
 from weltgewebe_ops.restore.markers import write_marker_file
 

@@ -4,8 +4,8 @@ when two copies of a segment hold the same WAL although their bytes differ."""
 
 from __future__ import annotations
 
-from weltgewebe_ops.walnames import WAL_SEGMENT_SIZE
-from weltgewebe_ops.walstream import (
+from weltgewebe_ops.archive.names import WAL_SEGMENT_SIZE
+from weltgewebe_ops.archive.stream import (
     PAGE,
     assemble,
     chunk_name,

@@ -9,8 +9,8 @@ from typing import Any
 
 import yaml
 
-from ..files import write_private
-from ..procs import free_port
+from ..core.files import write_private
+from ..core.procs import free_port
 from .caddy import listen_problems
 from .stack import AppStack, AppStackError
 

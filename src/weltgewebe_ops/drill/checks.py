@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..settings import ContractNames
+from ..core.settings import ContractNames
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -164,7 +164,7 @@ def sql_smoke(r: Recovered):
 
 
 def migrations_applied(r: Recovered):
-    from ..schema import read_migrations
+    from ..sandbox.contract import read_migrations
 
     table, migrations_dir = r.names.migrations_table, r.options.migrations_dir
     with r.connect() as conn:
@@ -244,7 +244,7 @@ def app_reads(r: Recovered):
 
 
 def no_quarantined_events(r: Recovered):
-    from ..quarantine import quarantined_events
+    from ..events.quarantine import quarantined_events
 
     with r.connect() as conn:
         quarantined = quarantined_events(conn, r.names)
@@ -316,7 +316,8 @@ def receipts_complete(r: Recovered):
 
 
 def stream_matches_outbox(r: Recovered):
-    from .. import audit, toolschema
+    from ..events import audit
+    from ..events import bookkeeping as toolschema
 
     report = asyncio.run(audit.audit(r.dsn, r.nats_url, r.names))
     outbox = sql.Identifier(r.names.outbox_table)

@@ -8,7 +8,7 @@ import signal
 import time
 from typing import Any
 
-from .. import pg, procs
+from ..core import pg, procs
 from .record import DrillError, iso, now
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..settings import ContractNames
+from ..core.settings import ContractNames
 from .forecast import rto_forecast
 from .record import RTO_PHASES, iso, now, parse_iso
 
@@ -46,7 +46,7 @@ def ground_truth(
 
     A drill to a point in time (``target_at``) instead checks that exactly the writes before it came
     back (``_at_target``); it loses the writes after it on purpose, so it has no RPO."""
-    from ..domain import GroundTruth
+    from ..sandbox.domain import GroundTruth
 
     truth = GroundTruth(truth_dir)
     cutoff = failure_at.timestamp()
@@ -220,7 +220,7 @@ def point_in_time(record: dict[str, Any]) -> str:
 def _coverage(preflight: dict[str, Any], restore: dict[str, Any]) -> tuple[dt.datetime | None, dict[str, Any] | None]:
     """The archive's coverage instant the restore reached, in this host's clock at the latest
     (None when it does not count), and what the report says about it."""
-    from ..coverage import covered_at, reached
+    from ..archive.coverage import covered_at, reached
 
     coverage = preflight.get("coverage")
     if preflight.get("source", "wgops") != "wgops":  # other tools' archives record none

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from ..files import write_textfile
+from ..core.files import write_textfile
 from .forecast import GB
 from .history import history_entry
 from .history import page as history_page

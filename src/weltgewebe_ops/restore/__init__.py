@@ -15,9 +15,9 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from .. import pg
-from .. import s3 as s3mod
-from ..progress import PROGRESS_FILE, ProgressFile
+from ..core import pg
+from ..core import s3 as s3mod
+from ..core.progress import PROGRESS_FILE, ProgressFile
 from .download import fetch_base_backup, fetch_manifest, pg_owner, start_prefetcher
 from .markers import INCOMPLETE_MARKER, check_empty_dir, staging_dir, stop_restore, write_restore_pid
 from .plan import Plan, check_free_space, make_plan

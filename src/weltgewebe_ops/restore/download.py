@@ -13,11 +13,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import s3 as s3mod
-from ..diskspace import disk_full
-from ..files import write_textfile
-from ..progress import ProgressFile
-from ..settings import S3Location
+from ..core import s3 as s3mod
+from ..core.diskspace import disk_full
+from ..core.files import write_textfile
+from ..core.progress import ProgressFile
+from ..core.settings import S3Location
 from . import untar
 from .readers import ParallelRangeReader, StreamReader
 from .target import RestoreError

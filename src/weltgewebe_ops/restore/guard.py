@@ -60,7 +60,7 @@ def killed_reason(owner: dict) -> str:
 def start(data_dir: Path, bindir: Path, os_user: str | None, secrets: list[Path], log_file: Path) -> subprocess.Popen:
     """Start the guard of the restore running in this process, for ``data_dir`` (which carries the
     marker by now); ``secrets`` are removed if the restore dies."""
-    from .. import procs
+    from ..core import procs
 
     config = {
         "owner": procs.process_identity(),
@@ -91,8 +91,8 @@ def reap(watcher: subprocess.Popen, timeout: float = 10.0) -> None:
 def watch(config: dict, poll: float = POLL_SECONDS) -> str:
     """Wait until the restore has finished, has cleaned up itself, or is gone; act in the last case.
     Returns what happened (one line, for the guard's log)."""
-    from .. import pg
-    from ..procs import identity_alive
+    from ..core import pg
+    from ..core.procs import identity_alive
     from .markers import INCOMPLETE_MARKER, stop_postgres
 
     owner, data_dir = config["owner"], Path(config["data_dir"])

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import pg
-from ..procs import identity_alive, process_identity
-from ..progress import restore_work_dir
+from ..core import pg
+from ..core.procs import identity_alive, process_identity
+from ..core.progress import restore_work_dir
 from .target import RestoreError
 
 if TYPE_CHECKING:

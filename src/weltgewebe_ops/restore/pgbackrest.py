@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import archive, pg
-from .. import s3 as s3mod
-from ..compliance import bucket_facts
-from ..files import write_private
-from ..procs import as_user
-from ..settings import S3Location
-from ..walnames import segment_number
+from ..archive import preflight as archive
+from ..archive.compliance import bucket_facts
+from ..archive.names import segment_number
+from ..core import pg
+from ..core import s3 as s3mod
+from ..core.files import write_private
+from ..core.procs import as_user
+from ..core.settings import S3Location
 from . import sources
 from .plan import Plan, plan_from_inventory
 from .request import RestoreRequest

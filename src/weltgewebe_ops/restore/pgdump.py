@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import pg
+from ..core import pg
 from . import guard
 from .markers import INCOMPLETE_MARKER, check_empty_dir, stop_postgres, write_marker_file
 from .target import RestoreError

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import archive, basebackup
-from .. import s3 as s3mod
-from ..settings import S3Location
-from ..walnames import WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int, segment_number
+from ..archive import basebackup
+from ..archive import preflight as archive
+from ..archive.names import WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int, segment_number
+from ..core import s3 as s3mod
+from ..core.settings import S3Location
 from .target import RestoreError, Target, choose_backup
 
 

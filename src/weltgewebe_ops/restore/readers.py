@@ -10,7 +10,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .. import s3 as s3mod
+from ..core import s3 as s3mod
 
 
 class ParallelRangeReader:

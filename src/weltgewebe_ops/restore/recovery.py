@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from .. import basebackup, pg
-from ..files import write_private
-from ..procs import free_port, process_identity
-from ..progress import PROGRESS_FILE, ProgressFile
-from ..walfetch import write_restore_command
-from ..walnames import WAL_SEGMENT_SIZE, lsn_to_int, segment_number
+from ..archive import basebackup
+from ..archive.fetch import write_restore_command
+from ..archive.names import WAL_SEGMENT_SIZE, lsn_to_int, segment_number
+from ..core import pg
+from ..core.files import write_private
+from ..core.procs import free_port, process_identity
+from ..core.progress import PROGRESS_FILE, ProgressFile
 from . import guard
 from .download import Prefetcher
 from .markers import INCOMPLETE_MARKER, RESTORE_PID_FILE, signals_held, stop_postgres, write_marker

@@ -6,9 +6,9 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import pg
-from ..progress import restore_work_dir
-from ..settings import S3Location
+from ..core import pg
+from ..core.progress import restore_work_dir
+from ..core.settings import S3Location
 from .target import RestoreError, Target
 
 

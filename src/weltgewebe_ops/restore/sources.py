@@ -19,8 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import archive, pg
-from ..settings import S3Location
+from ..archive import preflight as archive
+from ..core import pg
+from ..core.settings import S3Location
 from .markers import check_empty_dir, staging_dir, write_restore_pid
 from .plan import Plan
 from .recovery import recover

@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from ..walnames import lsn_to_int
+from ..archive.names import lsn_to_int
 
 TARGET_KINDS = ("latest", "time", "lsn", "xid", "name", "immediate")
 

@@ -19,11 +19,29 @@ removes state only when asked (``purge``).
 
 Layout: ``box`` (the ``Sandbox``: which component, in which order, start and stop, status),
 ``storage`` (S3, PostgreSQL, schema, base backup, WAL stream), ``events`` (NATS and the
-services), ``seaweed`` (SeaweedFS's configuration), ``result`` (what each step returns).
+services), ``seaweed`` (SeaweedFS's configuration), ``result`` (what each step returns); what
+runs in it: ``services`` (each service in the foreground), ``api`` (the stand-in for Weltgewebe's
+API), ``workload`` and ``domain`` (writes, recorded as ground truth), ``contract`` (the schema:
+Weltgewebe's data contract or a team's migrations), ``kms`` (a small KMS for SSE-KMS).
+
+The names below load on first use: ``wgops`` imports ``sandbox.services`` for every command, and
+the rest of the sandbox (boto3, psycopg) only when a command needs it.
 """
 
-from .box import COMPONENTS, Sandbox, drifted_settings, load, prepare
-from .result import Result, SandboxError
-from .storage import STREAM_SLOT
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "COMPONENTS": "box", "Sandbox": "box", "drifted_settings": "box", "load": "box", "prepare": "box",
+    "Result": "result", "SandboxError": "result", "STREAM_SLOT": "storage",
+}  # fmt: skip
 
 __all__ = ["COMPONENTS", "STREAM_SLOT", "Result", "Sandbox", "SandboxError", "drifted_settings", "load", "prepare"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

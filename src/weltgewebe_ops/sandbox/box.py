@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import pg, procs
-from .. import s3 as s3mod
-from ..settings import Ports, SandboxSettings, SettingsError
+from ..core import pg, procs
+from ..core import s3 as s3mod
+from ..core.settings import Ports, SandboxSettings, SettingsError
 from . import events, storage
 from .result import Result, SandboxError
 
@@ -131,7 +131,7 @@ class Sandbox:
 
     def kms_key_arn(self) -> str:
         """The ARN objects report for the sandbox's KMS key alias ("" before the KMS first ran)."""
-        from .. import kms
+        from . import kms
 
         key_file = self.settings.root / "kms" / "keys.json"
         if not key_file.exists():

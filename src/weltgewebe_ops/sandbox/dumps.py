@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import pg
-from ..files import write_private
+from ..core import pg
+from ..core.files import write_private
+from ..core.settings import SandboxSettings
 from ..restore import pgdump
-from ..settings import SandboxSettings
 
 # the tables production's weekly restore proof looks for (those the sandbox has go in the manifest)
 RESTORE_PROOF_TABLES = (

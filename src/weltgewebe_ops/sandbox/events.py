@@ -9,8 +9,9 @@ import json
 import urllib.request
 from typing import TYPE_CHECKING
 
-from .. import audit, natsio, procs
-from ..settings import SandboxSettings
+from ..core import procs
+from ..core.settings import SandboxSettings
+from ..events import audit, natsio
 
 if TYPE_CHECKING:
     from .box import Sandbox

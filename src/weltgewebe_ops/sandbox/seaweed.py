@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..settings import SandboxSettings
+from ..core.settings import SandboxSettings
 
 
 def config(settings: SandboxSettings) -> dict[str, Any]:

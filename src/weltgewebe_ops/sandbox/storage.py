@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from .. import basebackup, bucket, pg, procs, toolschema
-from .. import schema as schemamod
-from ..files import write_private
-from ..procs import as_user
+from ..archive import basebackup, bucket
+from ..core import pg, procs
+from ..core.files import write_private
+from ..core.procs import as_user
+from ..events import bookkeeping as toolschema
 from ..restore import barmancloud, pgbackrest
 from ..restore.target import RestoreError
+from . import contract as schemamod
 from . import seaweed
 from .events import reconcile_outbox_with_stream
 from .result import SandboxError
@@ -276,7 +278,7 @@ def up_walstream(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
     if settings.archive_method != "streaming":
         return False, "classic archiving (archive_command): no stream"
     if not box.services["walstream"].running() and not check_mode:
-        from ..walstream import create_slot
+        from ..archive.stream import create_slot
 
         env = {**os.environ, "PGPASSWORD": settings.pg_password}
         bindir = pg.resolve_bindir(settings.pg_bindir)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .s3 import error_code
+from ..core.s3 import error_code
 
 
 @dataclass(frozen=True)

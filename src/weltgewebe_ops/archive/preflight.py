@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core import s3 as s3mod
+from ..core.settings import S3Location
 from . import basebackup
 from . import coverage as coveragemod
-from . import s3 as s3mod
 from .compliance import Problem, bucket_facts, object_compliance, resolve_kms_key
-from .settings import S3Location
-from .walnames import SEGMENT_RE, lsn_to_int, segment_name, segment_number, segment_of_lsn
-from .walstream import contiguous, parse_chunk
+from .names import SEGMENT_RE, lsn_to_int, segment_name, segment_number, segment_of_lsn
+from .stream import contiguous, parse_chunk
 
 
 @dataclass

@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import AsyncConnection, sql
 
-from . import toolschema
+from ..core.progress import ProgressFile
+from ..core.settings import ContractNames
+from ..sandbox.contract import missing_object
+from . import bookkeeping as toolschema
 from .audit import read_exclusions
 from .handlers import BatchApplier
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
-from .progress import ProgressFile
-from .projection import Projection
+from .projections import Projection
 from .quarantine import is_poison, read_quarantine
-from .schema import missing_object
-from .settings import ContractNames
 
 
 class ContractError(RuntimeError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from psycopg import sql
 
-from .settings import ContractNames
+from ..core.settings import ContractNames
 
 # Handlers are set-based: each takes %(batch)s, a JSON array of {"ord", "event_id", "envelope"}
 # (the message body, Weltgewebe's envelope) for a run of events with the same handler, in stream

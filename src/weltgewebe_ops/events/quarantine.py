@@ -7,8 +7,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from . import toolschema
-from .settings import ContractNames
+from ..core.settings import ContractNames
+from . import bookkeeping as toolschema
 
 
 def is_poison(exc: BaseException) -> bool:

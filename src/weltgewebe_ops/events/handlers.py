@@ -9,10 +9,10 @@ from __future__ import annotations
 import psycopg
 from psycopg import AsyncConnection, sql
 
-from . import toolschema
-from .projection import Projection
+from ..core.settings import ContractNames
+from . import bookkeeping as toolschema
+from .projections import Projection
 from .quarantine import is_poison, record
-from .settings import ContractNames
 
 
 class BatchApplier:

@@ -35,7 +35,7 @@ class PortTakenError(ServiceError):
 
 
 # the library's source directory: a child started with library_env() imports this very copy
-LIBRARY_DIR = Path(__file__).resolve().parent.parent
+LIBRARY_DIR = Path(__file__).resolve().parents[2]  # src/, above weltgewebe_ops/core/
 
 
 def library_env() -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from .settings import ContractNames
+from ..core.settings import ContractNames
 
 # A Faden is a domain_edges row between two domain_nodes; the ids are text (as Weltgewebe's).
 # The timestamps are set here, as Weltgewebe's API sets them: its schema has no default for them.

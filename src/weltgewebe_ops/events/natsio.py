@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sys
 
-from .settings import ContractNames
+from ..core.settings import ContractNames
 
 
 async def _say_error(exc: Exception) -> None:

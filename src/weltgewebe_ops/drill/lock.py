@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .procs import cmdline, process_start
-from .progress import restore_work_dir
+from ..core.procs import cmdline, process_start
+from ..core.progress import restore_work_dir
 
 LOCK_NAME = ".drill.lock"
 
@@ -81,7 +81,7 @@ class DrillLock:
     def acquire(self, drill_id: str) -> Holder | None:
         """Take the lock for ``drill_id``; returns the holder of a stale lock taken over (None when
         it was free or is ours). Raises DrillLockError when a live drill holds it."""
-        from .drill import iso, now
+        from . import iso, now
 
         pid = controller_pid()
         me = Holder(drill_id, pid, process_start(pid), socket.gethostname(), cmdline(pid), iso(now()))
@@ -122,8 +122,8 @@ class DrillLock:
 def stop_recovery(recovery: dict[str, Any]) -> list[str]:
     """Stop what a drill's recovery environment runs, as its record describes it; one line per
     thing stopped, and one per thing that could NOT be stopped (with what to do)."""
-    from . import sandbox
-    from .restore import stop_restore
+    from .. import sandbox
+    from ..restore import stop_restore
 
     done: list[str] = []
     kind, where = recovery.get("kind"), Path(recovery.get("dir", ""))
@@ -157,7 +157,7 @@ def stop_recovery(recovery: dict[str, Any]) -> list[str]:
 
 def stop_app_stack(project: str) -> list[str]:
     """Remove the application stack a drill's recovery started (role app_stack), if it still runs."""
-    from . import appstack
+    from .. import appstack
 
     try:
         if not appstack.containers(project):
@@ -172,7 +172,7 @@ def reclaim(reports_dir: str | os.PathLike[str], current_drill_id: str = "") -> 
     """Stop what earlier drills that never reached their report left running, by their records,
     and record that they were interrupted. A recovery kept on purpose (its report was written
     with drill_keep_recovery) is left alone."""
-    from .drill import Record, iso, now
+    from . import Record, iso, now
 
     lines: list[str] = []
     held = DrillLock(reports_dir).holder()

@@ -21,9 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import psycopg
 from psycopg import sql
 
+from ..core.settings import ContractNames
+from ..events.quarantine import quarantined_events
 from . import domain
-from .quarantine import quarantined_events
-from .settings import ContractNames
 
 FADEN_PATH = re.compile(r"^/faeden/([0-9a-fA-F-]{36})$")
 

@@ -141,7 +141,7 @@ def write_hook_wrapper(bin_dir: Path, os_user: str | None) -> Path:
         f"export PYTHONPATH='{src_dir}'\n"
         "# wal-fetch runs once per WAL file during recovery: skip site initialisation (it adds it only\n"
         "# when it must download from S3), the rest goes through the full CLI.\n"
-        f'if [ "$1" = wal-fetch ]; then shift; exec \'{sys.executable}\' -S -m weltgewebe_ops.walfetch "$@"; fi\n'
+        f'if [ "$1" = wal-fetch ]; then shift; exec \'{sys.executable}\' -S -m weltgewebe_ops.archive.fetch "$@"; fi\n'
         f"exec '{sys.executable}' -m weltgewebe_ops.cli \"$@\"\n"
     )
     if not wrapper.exists() or wrapper.read_text() != text:

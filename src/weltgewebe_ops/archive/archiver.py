@@ -16,11 +16,11 @@ from typing import Any
 
 import psycopg
 
+from ..core import s3 as s3mod
+from ..core.pg import conninfo
+from ..core.settings import S3Location
 from . import basebackup
-from . import s3 as s3mod
-from .pg import conninfo
-from .settings import S3Location
-from .walnames import SEGMENT_RE, WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int, segment_name, segment_number, segment_parts
+from .names import SEGMENT_RE, WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int, segment_name, segment_number, segment_parts
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def system_identifier(server: Server) -> str:
 def base_backup(loc: S3Location, server: Server, *, if_none: bool = False, log=lambda _m: None) -> dict[str, Any]:
     """A base backup into the archive; with ``if_none`` only when the archive has none of this
     cluster yet (the role's first backup: running it again changes nothing)."""
-    from .pg import resolve_bindir
+    from ..core.pg import resolve_bindir
 
     if if_none:
         system_id = system_identifier(server)  # once, not per label
@@ -189,7 +189,7 @@ def _stream_health(
     """Streaming: how long the WAL written beyond what the archive holds has waited (an upper
     bound: since the newest object of the segment being written or the one before, else since the
     newest base backup, else since the server started)."""
-    from .walstream import contiguous, parse_chunk
+    from .stream import contiguous, parse_chunk
 
     current, offset = position["current"], position["offset"]
     previous = _previous_segment(current)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from .settings import ContractNames
+from ..core.settings import ContractNames
 
 
 class MigrationError(RuntimeError):

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import psycopg
 
-from . import s3 as s3mod
-from .pg import conninfo
-from .settings import S3Location
-from .walnames import segment_of_lsn
+from ..core import s3 as s3mod
+from ..core.pg import conninfo
+from ..core.settings import S3Location
+from .names import segment_of_lsn
 
 WANTED = ("backup_label", "backup_manifest")
 

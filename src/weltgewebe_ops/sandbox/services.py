@@ -10,9 +10,10 @@ import sys
 
 
 def relay(state_dir: str) -> int:
-    from . import procs, sandbox
+    from .. import sandbox
+    from ..core import procs
+    from ..events.relay import Relay, RelayConfig
     from .domain import GroundTruth
-    from .relay import Relay, RelayConfig
 
     box = sandbox.load(state_dir)
     truth = GroundTruth(box.settings.ground_truth_dir)
@@ -32,9 +33,10 @@ def relay(state_dir: str) -> int:
 
 
 def projector(state_dir: str) -> int:
-    from . import procs, sandbox
-    from .projection import projections
-    from .projector import ProjectorConfig, follow
+    from .. import sandbox
+    from ..core import procs
+    from ..events.projections import projections
+    from ..events.projector import ProjectorConfig, follow
 
     box = sandbox.load(state_dir)
     configs = [
@@ -49,7 +51,8 @@ def projector(state_dir: str) -> int:
 
 
 def kms(state_dir: str) -> int:
-    from . import kms, sandbox
+    from .. import sandbox
+    from . import kms
 
     box = sandbox.load(state_dir)
     kms.serve(
@@ -63,7 +66,8 @@ def kms(state_dir: str) -> int:
 
 
 def api(state_dir: str) -> int:
-    from . import api, sandbox
+    from .. import sandbox
+    from . import api
 
     box = sandbox.load(state_dir)
     api.serve(
@@ -79,8 +83,9 @@ def api(state_dir: str) -> int:
 
 
 def walstream(state_dir: str) -> int:
-    from . import pg, sandbox
-    from . import walstream as stream
+    from .. import sandbox
+    from ..archive import stream as stream
+    from ..core import pg
 
     settings = sandbox.load(state_dir).settings
     os.environ["PGPASSWORD"] = settings.pg_password  # pg_receivewal's, over loopback
@@ -93,9 +98,10 @@ def walstream(state_dir: str) -> int:
 
 
 def coverage(state_dir: str) -> int:
-    from . import coverage as cov
-    from . import procs, sandbox
-    from .archiver import Server
+    from .. import sandbox
+    from ..archive import coverage as cov
+    from ..archive.archiver import Server
+    from ..core import procs
 
     settings = sandbox.load(state_dir).settings
     server = Server("127.0.0.1", settings.ports.postgres, settings.pg_user, settings.pg_password)

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from psycopg import AsyncConnection, sql
 
-from . import envelope, procs
-from .files import write_private
+from ..core import procs
+from ..core.files import write_private
+from ..core.progress import ProgressFile
+from ..core.settings import ContractNames
+from . import envelope
 from .natsio import connect as connect_nats
 from .natsio import sleep_or_stop
-from .progress import ProgressFile
-from .settings import ContractNames
 
 
 @dataclass(frozen=True)

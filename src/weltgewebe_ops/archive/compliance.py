@@ -12,8 +12,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from . import s3 as s3mod
-from .settings import S3Location
+from ..core import s3 as s3mod
+from ..core.settings import S3Location
 
 
 @dataclass

@@ -29,9 +29,10 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
-from . import envelope, toolschema
+from ..core.settings import ContractNames
+from . import bookkeeping as toolschema
+from . import envelope
 from .natsio import connect
-from .settings import ContractNames
 
 
 async def read_exclusions(conn: AsyncConnection, names: ContractNames) -> set[int]:

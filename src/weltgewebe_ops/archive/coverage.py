@@ -35,9 +35,9 @@ import datetime as dt
 import json
 from typing import Any
 
-from . import s3 as s3mod
-from .settings import S3Location
-from .walnames import WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int
+from ..core import s3 as s3mod
+from ..core.settings import S3Location
+from .names import WAL_SEGMENT_SIZE, int_to_lsn, lsn_to_int
 
 COVERAGE_FILE = "coverage.json"
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from ..core.settings import ContractNames
 from . import domain
-from .settings import ContractNames
 
 
 @dataclass(frozen=True)

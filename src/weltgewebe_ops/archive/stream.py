@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import s3 as s3mod
-from .settings import S3Location
-from .walnames import SEGMENT_RE, WAL_SEGMENT_SIZE
+from ..core import s3 as s3mod
+from ..core.settings import S3Location
+from .names import SEGMENT_RE, WAL_SEGMENT_SIZE
 
 PAGE = 8192
 CHUNK_RE = re.compile(r"^([0-9A-F]{24})\.partial\.([0-9A-F]{8})-([0-9A-F]{8})$")
@@ -114,7 +114,7 @@ class StreamArchiver:
         then remove it locally. A segment already archived with other bytes that hold the same WAL
         (``same_wal_up_to_switch``) counts as archived; any other difference is refused, naming the
         first differing byte."""
-        from .wal import ArchiveConflictError, wal_push
+        from .push import ArchiveConflictError, wal_push
 
         done = []
         for path in sorted(self.spool.iterdir()):
@@ -129,7 +129,7 @@ class StreamArchiver:
         return done
 
     def _accept_same_wal(self, path: Path, conflict: Exception) -> None:
-        from .wal import ArchiveConflictError
+        from .push import ArchiveConflictError
 
         streamed = path.read_bytes()
         archived = s3mod.get_verified(self.client, self.loc.bucket, s3mod.wal_key(self.loc, path.name))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from .settings import ContractNames
+from ..core.settings import ContractNames
 
 TABLES = {
     "projection_checkpoints": """

@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from .diskspace import full_reason
-from .walnames import SEGMENT_RE, segment_number
+from ..core.diskspace import full_reason
+from .names import SEGMENT_RE, segment_number
 
 ABORT_EXIT_CODE = 126
 WAIT_FOR_PREFETCH_SECONDS = 5.0
@@ -144,7 +144,7 @@ def wal_fetch(config_file: str | os.PathLike[str], name: str, dest: str | os.Pat
         return 0
     owner = fetch.config.get("owner")
     if owner:
-        from .procs import identity_alive
+        from ..core.procs import identity_alive
 
         if not identity_alive(owner):  # killed: its guard stops PostgreSQL, unless it was killed too
             Path(config_file).unlink(missing_ok=True)  # it holds the S3 secret
@@ -182,8 +182,8 @@ def _fetch_from_s3(fetch: Fetch, deadline_seconds: float) -> int | None:
         import site
 
         site.main()
-    from . import s3 as s3mod
-    from .settings import S3Location
+    from ..core import s3 as s3mod
+    from ..core.settings import S3Location
 
     def retried(message: str) -> None:
         fetch.retries += 1
@@ -220,9 +220,9 @@ def _fetch_partial(fetch: Fetch, partial: dict) -> int:
         import site
 
         site.main()
-    from . import s3 as s3mod
-    from .settings import S3Location
-    from .walstream import assemble
+    from ..core import s3 as s3mod
+    from ..core.settings import S3Location
+    from .stream import assemble
 
     loc = S3Location(**fetch.config["location"])
     deadline = fetch.config.get("fetch_deadline_seconds", 300)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import s3 as s3mod
-from .settings import S3Location
-from .walnames import WAL_FILE_RE
+from ..core import s3 as s3mod
+from ..core.settings import S3Location
+from .names import WAL_FILE_RE
 
 
 class WalPushError(RuntimeError):
