@@ -70,16 +70,9 @@ def s3_location(params: dict, kms_key_id: str = ""):
 
 def s3_error_message(exc) -> str:
     """One line for an S3 failure, with the fix for the usual ones (never the credentials)."""
-    response = getattr(exc, "response", None)
-    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
-    hints = {
-        "InvalidAccessKeyId": "the access key is unknown to this S3: check s3_access_key",
-        "SignatureDoesNotMatch": "the secret key does not match the access key: check s3_secret_key",
-        "AccessDenied": "these credentials may not read this bucket/prefix",
-        "NoSuchBucket": "the bucket does not exist at this endpoint: check s3_bucket and s3_endpoint_url",
-    }
-    hint = hints.get(code, "")
-    return f"{type(exc).__name__}: {exc}" + (f" ({hint})" if hint else "")
+    from weltgewebe_ops.core.s3 import error_message
+
+    return error_message(exc)
 
 
 def events_argument_spec() -> dict:

@@ -344,3 +344,17 @@ def list_versions(s3, bucket: str, prefix: str) -> dict[str, KeyHistory]:
         listed.sort(key=lambda item: (item[1].last_modified, item[1].is_latest, -item[0]))
         histories[key] = KeyHistory(key, [version for _, version in listed])
     return histories
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for an S3 failure, with the fix for the usual ones (never the credentials)."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code", "") if isinstance(response, dict) else ""
+    hints = {
+        "InvalidAccessKeyId": "the access key is unknown to this S3: check s3_access_key",
+        "SignatureDoesNotMatch": "the secret key does not match the access key: check s3_secret_key",
+        "AccessDenied": "these credentials may not read this bucket/prefix",
+        "NoSuchBucket": "the bucket does not exist at this endpoint: check s3_bucket and s3_endpoint_url",
+    }
+    hint = hints.get(code, "")
+    return f"{type(exc).__name__}: {exc}" + (f" ({hint})" if hint else "")
