@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: app_stack
 short_description: Bring the application's own Compose stack back against a restored database
-version_added: "0.3.0"
+version_added: "0.2.0"
 description:
   - The runbook's steps 2 and 4 - start the application from its repository's Compose files
     (default Weltgewebe's production file, services C(api) and C(caddy)), pointed at the restored

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: archive_bucket
 short_description: Make sure the WAL archive's bucket protects what it holds (versioning, Object Lock, SSE-KMS)
-version_added: "0.3.0"
+version_added: "0.2.0"
 description:
   - Before PostgreSQL archives into a bucket, the bucket must keep every version (versioning), hold
     each object under a COMPLIANCE default retention (Object Lock), and encrypt with a KMS key by

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: job_wait
 short_description: Wait for long work running as an async job, and say how far it is
-version_added: "0.3.0"
+version_added: "0.2.0"
 description:
   - Follows an async job on the host it runs on (a delegated host's own status file and Python,
     which Ansible's built-in poll of a delegated task does not use), until it finishes or

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: restore_source
 short_description: Check and restore the backups a team already has (pg_dump, Barman Cloud, pgBackRest)
-version_added: "0.3.0"
+version_added: "0.2.0"
 description:
   - The drill's restore source for backups this collection did not write; O(action=preflight) is
     read-only, O(action=restore) restores into a new O(data_dir).

@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 ---
 module: restore_wait
 short_description: Wait for a restore running in the background, and say how far it is
-version_added: "0.3.0"
+version_added: "0.2.0"
 description:
   - Follows an async job of M(weltgewebe.ops.wal_restore) on the host it runs on, until it
     finishes or O(timeout_seconds) pass.

@@ -15,4 +15,4 @@ One package per runbook step:
 ``core``      what they share: settings, S3, PostgreSQL processes, services, progress, files
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
