@@ -21,6 +21,7 @@ description:
 extends_documentation_fragment:
   - weltgewebe.ops.s3
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - weltgewebe.ops.attributes
 options:
   state:
@@ -37,6 +38,9 @@ options:
     type: int
     default: 30
 attributes:
+  action_group:
+    support: full
+    membership: [weltgewebe.ops.s3]
   check_mode:
     support: full
   diff_mode:
@@ -75,7 +79,7 @@ detail:
 import dataclasses
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
     ensure_library,
     s3_argument_spec,
     s3_error_message,

@@ -27,6 +27,7 @@ description:
 extends_documentation_fragment:
   - weltgewebe.ops.s3
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - weltgewebe.ops.attributes
 options:
   expected_kms_key_id:
@@ -73,6 +74,9 @@ options:
     type: bool
     default: true
 attributes:
+  action_group:
+    support: full
+    membership: [weltgewebe.ops.s3]
   check_mode:
     support: full
   diff_mode:
@@ -220,7 +224,7 @@ problems:
 """
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
     ensure_library,
     s3_argument_spec,
     s3_error_message,

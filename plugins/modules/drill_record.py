@@ -140,7 +140,7 @@ took_over_lock_of:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import ensure_library
 
 
 def _warn_unstopped(module, reclaimed: list[str]) -> None:

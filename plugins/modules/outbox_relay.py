@@ -132,7 +132,7 @@ events_per_second:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
     contract_names,
     ensure_library,
     events_argument_spec,

@@ -45,6 +45,7 @@ description:
     O(data_dir), with the reason; a non-empty O(data_dir) is refused and nothing is changed.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - weltgewebe.ops.attributes
 options:
   source:
@@ -177,6 +178,9 @@ options:
     type: int
     default: 14400
 attributes:
+  action_group:
+    support: full
+    membership: [weltgewebe.ops.s3]
   check_mode:
     support: full
     details: A preflight runs as always (it is read-only); a restore checks its inputs and says what it would load.
@@ -267,7 +271,7 @@ load_seconds:
 import datetime as dt
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
     RestoreInterrupted,
     ensure_library,
     interrupted_message,

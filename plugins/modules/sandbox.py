@@ -131,7 +131,7 @@ drifted_settings:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import ensure_library
 
 COMPONENT_CHOICES = [
     "s3",

@@ -34,6 +34,7 @@ description:
 extends_documentation_fragment:
   - weltgewebe.ops.s3
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - weltgewebe.ops.attributes
 options:
   data_dir:
@@ -63,6 +64,7 @@ options:
   target_value:
     description:
       - The time (ISO 8601 with a timezone; a naive time is refused), LSN, transaction id or restore point name.
+      - Required with O(target=time), O(target=lsn), O(target=xid) and O(target=name).
     type: str
   inclusive:
     description: Whether the target time/LSN/xid itself is included.
@@ -118,6 +120,9 @@ options:
     type: bool
     default: true
 attributes:
+  action_group:
+    support: full
+    membership: [weltgewebe.ops.s3]
   check_mode:
     support: full
     details: Plans only (which backup, how many WAL segments and bytes); nothing is touched.
@@ -280,7 +285,7 @@ base_backup_sha256_ok:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils.wgops import (
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
     RestoreInterrupted,
     ensure_library,
     interrupted_message,
@@ -318,6 +323,7 @@ def main():
             "fetch_deadline_seconds": {"type": "int", "default": 300},
             "check_free_space": {"type": "bool", "default": True},
         },
+        required_if=[("target", kind, ["target_value"]) for kind in ("time", "lsn", "xid", "name")],
         supports_check_mode=True,
     )
     ensure_library(module)
