@@ -18,20 +18,59 @@ options:
     required: true
   names:
     description:
-      - Names of the data contract where they differ from Weltgewebe's (the defaults), as a mapping.
-      - C(accounts_table) (domain_accounts), C(nodes_table) (domain_nodes), C(edges_table)
-        (domain_edges), C(conversations_table) (domain_conversations) and C(messages_table)
-        (domain_messages) (the sandbox's schema writes their events), C(outbox_table) (domain_outbox),
-        C(consumptions_table) (domain_event_consumptions, the receipts), C(projection_state_table)
-        (domain_projection_state), C(migrations_table) (_sqlx_migrations), C(receipts_consumer)
-        (weltgewebe-api-domain-receipts-v1), C(faden_view) (faden_view), C(tool_schema) (wgops,
-        this tool's bookkeeping on the recovery database - checkpoints, quarantine, excluded ids),
-        C(stream) (WELTGEWEBE_DOMAIN), C(subject_prefix) (weltgewebe; events go to
-        C(<subject_prefix>.<event_type>)), C(msg_id_prefix) (domain-outbox-; C(Nats-Msg-Id) is it
-        plus the outbox id), C(duplicate_window_seconds) (120).
-      - An unknown name fails the module and lists the known ones.
+      - Names of the data contract where they differ from Weltgewebe's; each left out keeps Weltgewebe's (its
+        default below). An unknown name fails the module.
     type: dict
     default: {}
+    suboptions:
+      accounts_table:
+        description: The accounts table. Default C(domain_accounts).
+        type: str
+      nodes_table:
+        description: The Knoten table. Default C(domain_nodes).
+        type: str
+      edges_table:
+        description: The Fäden table. Default C(domain_edges).
+        type: str
+      conversations_table:
+        description: A Knoten's conversations (the sandbox writes their events). Default C(domain_conversations).
+        type: str
+      messages_table:
+        description: The conversations' messages (the sandbox's schema writes their events). Default C(domain_messages).
+        type: str
+      outbox_table:
+        description: The outbox. Default C(domain_outbox).
+        type: str
+      consumptions_table:
+        description: The receipts. Default C(domain_event_consumptions).
+        type: str
+      projection_state_table:
+        description: The API's cache version. Default C(domain_projection_state).
+        type: str
+      migrations_table:
+        description: sqlx's record of applied migrations. Default C(_sqlx_migrations).
+        type: str
+      receipts_consumer:
+        description: The durable consumer that writes the receipts. Default C(weltgewebe-api-domain-receipts-v1).
+        type: str
+      faden_view:
+        description: The runbook's example read model. Default C(faden_view).
+        type: str
+      tool_schema:
+        description: This tool's own schema on the recovery database (checkpoints, quarantine). Default C(wgops).
+        type: str
+      stream:
+        description: The JetStream stream. Default C(WELTGEWEBE_DOMAIN).
+        type: str
+      subject_prefix:
+        description: Events go to C(<subject_prefix>.<event_type>). Default C(weltgewebe).
+        type: str
+      msg_id_prefix:
+        description: C(Nats-Msg-Id) is it plus the outbox id. Default C(domain-outbox-).
+        type: str
+      duplicate_window_seconds:
+        description: The stream's duplicate window. Default C(120).
+        type: int
 requirements:
   - the weltgewebe_ops library of this collection (C(make venv)) with psycopg and nats-py on the managed host
 """

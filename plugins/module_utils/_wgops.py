@@ -75,12 +75,24 @@ def s3_error_message(exc) -> str:
     return error_message(exc)
 
 
+# ContractNames' fields (the library's settings; a unit test keeps the two the same): declared, so
+# ansible-doc lists them and Ansible refuses an unknown one by name; None = Weltgewebe's default
+CONTRACT_NAME_OPTIONS = {
+    name: {"type": "int" if name == "duplicate_window_seconds" else "str"}
+    for name in (
+        "accounts_table", "nodes_table", "edges_table", "conversations_table", "messages_table", "outbox_table",
+        "consumptions_table", "projection_state_table", "migrations_table", "receipts_consumer", "faden_view",
+        "tool_schema", "stream", "subject_prefix", "msg_id_prefix", "duplicate_window_seconds",
+    )
+}  # fmt: skip
+
+
 def events_argument_spec() -> dict:
     """dsn (secret), nats_url and the contract's names, as documented by the fragment weltgewebe.ops.events."""
     return {
         "dsn": {"type": "str", "required": True, "no_log": True},
         "nats_url": {"type": "str", "required": True},
-        "names": {"type": "dict", "default": {}},
+        "names": {"type": "dict", "default": {}, "options": CONTRACT_NAME_OPTIONS},
     }
 
 
@@ -107,7 +119,8 @@ def contract_names(module):
     from weltgewebe_ops.core.settings import ContractNames, SettingsError, settings_part
 
     try:
-        return settings_part(ContractNames, module.params["names"] or {}, "names")
+        given = {name: value for name, value in (module.params["names"] or {}).items() if value is not None}
+        return settings_part(ContractNames, given, "names")
     except (SettingsError, TypeError) as exc:
         module.fail_json(msg=f"{exc} (known names: {', '.join(ContractNames.__dataclass_fields__)})")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 
 import pytest
 import yaml
@@ -129,3 +130,38 @@ def test_action_groups_are_what_the_modules_say_and_take_the_defaults_set_for_th
                 for member in groups[group]:
                     missing = set(options) - set(documented(member))
                     assert not missing, f"{path}: {member} does not take {missing} (module_defaults of {key})"
+
+
+def test_the_contract_names_modules_accept_are_the_librarys():
+    """names' suboptions (module_utils) are exactly ContractNames' fields (the library's settings)."""
+    sys.path.insert(0, str(REPO / "collections"))
+    try:
+        from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import CONTRACT_NAME_OPTIONS
+    finally:
+        sys.path.pop(0)
+    from weltgewebe_ops.core.settings import ContractNames
+
+    fields = ContractNames.__dataclass_fields__
+    assert set(CONTRACT_NAME_OPTIONS) == set(fields)
+    for name, option in CONTRACT_NAME_OPTIONS.items():
+        assert option["type"] == ("int" if fields[name].type in ("int", int) else "str"), name
+    documented_names = _doc(REPO / "plugins" / "doc_fragments" / "events.py")["options"]["names"]["suboptions"]
+    assert set(documented_names) == set(fields)
+
+
+def test_a_name_left_out_keeps_weltgewebes():
+    """Ansible hands every suboption, None where the play set none: those keep the defaults."""
+    sys.path.insert(0, str(REPO / "collections"))
+    try:
+        from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
+            CONTRACT_NAME_OPTIONS,
+            contract_names,
+        )
+    finally:
+        sys.path.pop(0)
+
+    given = {**dict.fromkeys(CONTRACT_NAME_OPTIONS), "outbox_table": "my_outbox"}
+    module = types.SimpleNamespace(params={"names": given})
+    names = contract_names(module)
+    assert names.outbox_table == "my_outbox" and names.stream == "WELTGEWEBE_DOMAIN"
+    assert names.duplicate_window_seconds == 120
