@@ -118,7 +118,9 @@ attributes:
   check_mode:
     support: full
   diff_mode:
-    support: none
+    support: partial
+    details: V(prepared) shows the Compose override it wrote against the one before (never the env file, which holds
+      the database's password); check mode shows no diff (the override is built from the repository when written).
   idempotent:
     support: full
     details: The same override is written again, running healthy containers are left as they are.
@@ -250,7 +252,11 @@ def main():
                 p["build"],
                 p["timeout_seconds"],
             )
-            module.exit_json(changed=stack.override_file.read_text() != before, front_door_url=front_door, **result)
+            after = stack.override_file.read_text()
+            # the override only: the env file beside it holds the database's password
+            diff = {"before": before or "", "after": after, "before_header": str(stack.override_file),
+                    "after_header": str(stack.override_file)}  # fmt: skip
+            module.exit_json(changed=after != before, front_door_url=front_door, diff=diff, **result)
         if stack is None:
             if p["state"] == "absent" and p["project"]:
                 stack = appstack.AppStack(state_dir=p["state_dir"], project=p["project"])

@@ -44,7 +44,8 @@ attributes:
   check_mode:
     support: full
   diff_mode:
-    support: none
+    support: full
+    details: The bucket's protection (versioning, Object Lock default retention, default encryption) before and after.
   idempotent:
     support: full
     details: A protected bucket is left as it is.
@@ -109,15 +110,23 @@ def main():
     try:
         client = s3.client(loc)
         detail, changed = "", False
+        before = bucket.bucket_protection(client, loc.bucket)
         if p["state"] == "bootstrapped":
             changed, detail = bucket.ensure_bucket_protection(client, loc.bucket, p["kms_key_id"], p["lock_days"],
                                                               module.check_mode)  # fmt: skip
         state = bucket.bucket_protection(client, loc.bucket)
+        # check mode: what bootstrapping would set
+        after = (
+            bucket.wanted_protection(before, p["kms_key_id"], p["lock_days"])
+            if module.check_mode and changed
+            else state
+        )
     except (ClientError, BotoCoreError) as exc:
         module.fail_json(msg=f"cannot {'set up' if p['state'] == 'bootstrapped' else 'read'} bucket {loc.bucket}: "
                          f"{s3_error_message(exc)}")  # fmt: skip
     problems = [] if module.check_mode and changed else state.problems(p["kms_key_id"])
-    result = {"changed": changed, "protection": dataclasses.asdict(state), "problems": problems, "detail": detail}
+    result = {"changed": changed, "protection": dataclasses.asdict(state), "problems": problems, "detail": detail,
+              "diff": {"before": dataclasses.asdict(before), "after": dataclasses.asdict(after)}}  # fmt: skip
     if problems:
         module.fail_json(
             msg=f"bucket {loc.bucket} does not protect the archive: {'; '.join(problems)}. Set this up in your S3 "

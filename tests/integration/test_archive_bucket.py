@@ -35,6 +35,17 @@ def test_an_unprotected_bucket_is_refused_then_bootstrapped(sandbox):
     assert client.get_bucket_versioning(Bucket=bucket).get("Status") is None, "checking changed nothing"
 
     key = sandbox.kms_key_arn()
+    # --check --diff: what bootstrapping would set, and nothing set
+    code, planned, _ = ansible_module(
+        "weltgewebe.ops.archive_bucket", args(sandbox, bucket, state="bootstrapped", kms_key_id=key, lock_days=3),
+        "--check", "--diff",
+    )  # fmt: skip
+    assert code == 0 and planned["changed"], planned
+    assert planned["diff"]["before"]["versioning"] == "" and planned["diff"]["after"] == {
+        "exists": True, "versioning": "Enabled", "lock_mode": "COMPLIANCE", "lock_days": 3,
+        "sse_algorithm": "aws:kms", "kms_key_id": key,
+    }  # fmt: skip
+    assert client.get_bucket_versioning(Bucket=bucket).get("Status") is None, "check mode changed nothing"
     new = f"wgops-test-new-{uuid.uuid4().hex[:8]}"
     code, result, _ = ansible_module(
         "weltgewebe.ops.archive_bucket", args(sandbox, new, state="bootstrapped", kms_key_id=key, lock_days=3)

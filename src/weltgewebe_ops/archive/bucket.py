@@ -94,7 +94,7 @@ def ensure_bucket_protection(s3, bucket: str, kms_key_id: str, lock_days: int, c
             s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         done.append("versioning enabled")
     if state.lock_mode != "COMPLIANCE" or state.lock_days < lock_days:
-        days = max(lock_days, state.lock_days if state.lock_mode == "COMPLIANCE" else 0)
+        days = wanted_protection(state, kms_key_id, lock_days).lock_days
         if not check_mode:
             s3.put_object_lock_configuration(
                 Bucket=bucket,
@@ -113,3 +113,10 @@ def ensure_bucket_protection(s3, bucket: str, kms_key_id: str, lock_days: int, c
             )
         done.append("default SSE-KMS")
     return bool(done), ", ".join(done)
+
+
+def wanted_protection(state: BucketProtection, kms_key_id: str, lock_days: int) -> BucketProtection:
+    """What ``ensure_bucket_protection`` leaves: versioning, COMPLIANCE retention never shortened
+    below what the bucket has, default SSE-KMS with ``kms_key_id``."""
+    kept = state.lock_days if state.lock_mode == "COMPLIANCE" else 0
+    return BucketProtection(True, "Enabled", "COMPLIANCE", max(lock_days, kept), "aws:kms", kms_key_id)
