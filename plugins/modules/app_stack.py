@@ -158,22 +158,27 @@ ports:
   description: The loopback ports chosen for the C({port:NAME}) placeholders, by NAME.
   returned: always
   type: dict
+  sample: {api: 20611, caddy_https: 20612}
 front_door_url:
   description: O(front_door_url) with its ports filled in.
   returned: always
   type: str
+  sample: "https://127.0.0.1:20612"
 override_file:
   description: The override file (values are in the 0600 env file next to it).
   returned: state=prepared
   type: str
+  sample: "/var/lib/wgops-recovery/20261203T030000Z/app-stack/compose.recovery.yml"
 build_seconds:
   description: Seconds the image build took.
   returned: state=prepared
   type: float
+  sample: 41.3
 seconds:
   description: Seconds from C(up) until every service was healthy (or gave up).
   returned: state=started
   type: float
+  sample: 12.6
 containers:
   description: >-
     The project's containers - service, name, image, state, health, started_at,
@@ -181,11 +186,21 @@ containers:
   returned: state=started or state=absent
   type: list
   elements: dict
+  sample:
+    - service: api
+      name: wgops-recovery-20261203t030000z-api-1
+      image: weltgewebe-api:recovery
+      state: running
+      health: healthy
+      started_at: '2026-12-03T03:02:11Z'
+      healthy_after_seconds: 6.1
+      restarts: 0
 removed:
   description: Names of the containers removed.
   returned: state=absent
   type: list
   elements: str
+  sample: [wgops-recovery-20261203t030000z-api-1, wgops-recovery-20261203t030000z-caddy-1]
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -66,15 +66,24 @@ protection:
   description: What the bucket has (exists, versioning, lock_mode, lock_days, sse_algorithm, kms_key_id) after the call.
   returned: always
   type: dict
+  sample:
+    exists: true
+    versioning: Enabled
+    lock_mode: COMPLIANCE
+    lock_days: 30
+    sse_algorithm: aws:kms
+    kms_key_id: arn:aws:kms:eu-central-1:111122223333:key/weltgewebe-wal
 problems:
   description: What it lacks, one sentence each (empty when protected).
   returned: always
   type: list
   elements: str
+  sample: []
 detail:
   description: What bootstrapping did.
   returned: state=bootstrapped
   type: str
+  sample: "versioning enabled, Object Lock COMPLIANCE 30 d, default SSE-KMS"
 """
 
 import dataclasses

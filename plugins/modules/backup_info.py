@@ -126,22 +126,43 @@ base_backups:
   returned: always
   type: list
   elements: dict
+  sample:
+    - backup_id: 20261203T020000Z
+      start_lsn: 0/2000028
+      stop_lsn: 0/2000138
+      stop_time: '2026-12-03T02:00:09+00:00'
+      timeline: 1
+      server_version_num: 160004
+      size: 31714816
+      continuity:
+        segments: 12
+        missing: []
+        last_segment: 00000001000000000000000D
 chosen_backup:
   description: The base backup whose objects were checked.
   returned: always
   type: str
+  sample: "20261203T020000Z"
 timelines:
   description: WAL segments per timeline (count, first, last, whether a .history file exists).
   returned: always
   type: dict
+  sample:
+    '1':
+      segments: 12
+      first: '000000010000000000000002'
+      last: 00000001000000000000000D
+      history: false
 newest_segment:
   description: The newest archived WAL segment.
   returned: always
   type: str
+  sample: "00000001000000000000000D"
 rpo_exposure_seconds:
   description: Seconds since the newest segment was archived, the data at risk if the primary died now.
   returned: always
   type: float
+  sample: 8.4
 compliance:
   description: Counts of objects checked, encrypted with SSE-KMS (right key) and locked long enough.
   returned: always
@@ -151,25 +172,30 @@ expected_kms_key:
   description: The key objects were checked against (an alias resolved to its ARN).
   returned: always
   type: str
+  sample: "arn:aws:kms:eu-central-1:111122223333:key/weltgewebe-wal"
 rewritten_files:
   description: Archive keys with versions or delete markers written after archiving (each also a problem).
   returned: always
   type: list
   elements: str
+  sample: []
 chosen_backup_server_version_num:
   description: The chosen base backup's PostgreSQL version number (e.g. 150010); a restore needs that major version.
   returned: always
   type: int
+  sample: 160004
 chosen_backup_superuser:
   description: >-
     The chosen base backup's bootstrap superuser (the official postgres image names it after
     POSTGRES_USER); the restore and the drill log in as it. C(postgres) for a backup that does not record it.
   returned: always
   type: str
+  sample: "postgres"
 chosen_backup_system_identifier:
   description: The PostgreSQL system identifier of the chosen base backup's cluster.
   returned: always
   type: str
+  sample: "7444491820163510292"
 coverage:
   description:
     - When the archive last held all the WAL its source had written, as recorded by C(wgops
@@ -184,16 +210,19 @@ coverage_unread:
   description: Why the coverage could not be read ("" when it could); the RPO then does not use it.
   returned: always
   type: str
+  sample: ""
 archive_method:
   description: How the archive is written - C(streaming) (streamed chunks present), C(classic), or null (no WAL).
   returned: always
   type: str
+  sample: "classic"
 streamed_segment:
   description: >-
     Streaming archiving - the segment after the newest complete one as far as its streamed chunks
     hold it from the start (name, bytes, chunks, archived_at), or null (classic archiving).
   returned: always
   type: dict
+  sample: {name: 00000001000000000000000E, bytes: 524288, chunks: 3, archived_at: '2026-12-03T02:59:52+00:00'}
 drawn:
   description:
     - With O(draw_window_hours), what was drawn (null otherwise), the seed that repeats it, the candidates it was
@@ -215,6 +244,9 @@ not_checked:
   returned: always
   type: list
   elements: str
+  sample:
+    - these credentials may not read the bucket's object_lock; the per-object checks of encryption and lock
+      decide
 problems:
   description: What makes the archive untrustworthy, each with a code and a message naming the object or gap.
   returned: always

@@ -52,24 +52,29 @@ failure_at:
   description: The failure instant (UTC, ISO 8601), taken right before PostgreSQL was killed.
   returned: always
   type: str
+  sample: "2026-12-03T03:00:15.004+00:00"
 failure_monotonic:
   description: The failure instant on this machine's monotonic clock (RTO is measured with it).
   returned: always
   type: float
+  sample: 81234.512
 killed:
   description: What was killed.
   returned: always
   type: list
   elements: str
+  sample: [api (pid 4811), projector (pid 4809), relay (pid 4808), postgres (pid 4790)]
 wiped:
   description: Directories removed.
   returned: always
   type: list
   elements: str
+  sample: [/var/tmp/wgops/.sandbox/pg]
 archive:
   description: Where the lost primary archived (bucket, prefix, endpoint_url).
   returned: always
   type: dict
+  sample: {bucket: weltgewebe-wal, prefix: weltgewebe/pg-primary, endpoint_url: 'http://127.0.0.1:8333'}
 """
 
 from ansible.module_utils.basic import AnsibleModule

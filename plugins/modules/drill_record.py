@@ -116,27 +116,39 @@ drill_id:
   description: The drill's id (resolved when V(latest) was given).
   returned: always
   type: str
+  sample: "20261203T030000Z"
 directory:
   description: The drill's directory.
   returned: always
   type: str
+  sample: "/var/lib/wgops/drills/20261203T030000Z"
 phase:
   description: With V(phase), the phase's entry (name, started_at, ended_at, seconds, status, detail).
   returned: when action is phase
   type: dict
+  sample:
+    name: restore
+    started_at: '2026-12-03T03:00:41.220+00:00'
+    ended_at: '2026-12-03T03:01:02.905+00:00'
+    seconds: 21.685
+    status: passed
+    detail: ''
 record:
   description: The whole record after the update.
   returned: always
   type: dict
+  sample: {drill_id: 20261203T030000Z, mode: live, phases: [], facts: {}}
 reclaimed:
   description: Per interrupted earlier drill, what was stopped.
   returned: with V(begin) of a new drill, and V(reclaim)
   type: list
   elements: str
+  sample: ['drill 20261202T030000Z: stopped PostgreSQL of /var/lib/wgops-recovery/20261202T030000Z/pg']
 took_over_lock_of:
   description: The holder of a stale drill lock this drill took over.
   returned: when it happened
   type: str
+  sample: "drill 20261202T030000Z (pid 40112, no longer running)"
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -145,16 +145,25 @@ checks:
   returned: always
   type: list
   elements: dict
+  sample: [{name: sql_smoke, status: passed, detail: SELECT 1 answered, seconds: 0.012}]
 failed:
   description: Whether a check failed (only with O(fail_on_failed_checks)).
   returned: always
   type: bool
+  sample: false
 ground_truth:
   description: >-
     Sandbox mode: writes before the failure, lost writes, last commit before the failure, last
     surviving commit, lost events (published before the failure, absent after the restore), RPO.
   returned: when ground_truth_dir is given
   type: dict
+  sample:
+    writes_before_failure: 300
+    lost_writes: 2
+    last_commit_at: '2026-12-03T03:00:14.880+00:00'
+    last_surviving_commit_at: '2026-12-03T03:00:08.410+00:00'
+    lost_events: 2
+    rpo_seconds: 6.47
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -59,57 +59,69 @@ lost_events:
   description: Events in the stream whose outbox rows the restored database does not have (the data loss).
   returned: always
   type: int
+  sample: 38
 lost_ids:
   description: Their outbox ids as ranges.
   returned: always
   type: list
   elements: str
+  sample: [1963-2000]
 lost_first_time:
   description: Stream time of the first lost event.
   returned: always
   type: str
+  sample: "2026-12-03T02:59:43.118+00:00"
 lost_last_time:
   description: Stream time of the last lost event.
   returned: always
   type: str
+  sample: "2026-12-03T02:59:48.902+00:00"
 reused_ids:
   description: Outbox ids whose stream message has a different event (reused after the sequence rewound).
   returned: always
   type: list
   elements: int
+  sample: []
 foreign_count:
   description: Messages that are not Weltgewebe's envelope (or whose event_id differs from their message id).
   returned: always
   type: int
+  sample: 0
 foreign_ids:
   description: Their outbox ids (from C(Nats-Msg-Id)), as ranges.
   returned: always
   type: list
   elements: str
+  sample: []
 foreign_examples:
   description: Up to five of them, each with what is wrong.
   returned: always
   type: list
   elements: str
+  sample: ["1203: not Weltgewebe's envelope (no event_type)"]
 unstreamed_events:
   description: >-
     Outbox rows marked published that the stream does not have (the stream was lost, or the
     recovery site has its own); the remedy marks them pending so the relay publishes them again.
   returned: always
   type: int
+  sample: 0
 unstreamed_ids:
   description: Their ids, as ranges.
   returned: always
   type: list
   elements: str
+  sample: []
 stream_max_id:
   description: The highest outbox id the stream has seen.
   returned: always
   type: int
+  sample: 2000
 remedy:
   description: What the remedy did (sequence moved to, events excluded).
   returned: when remedy is true and not check mode
   type: dict
+  sample: {sequence_moved_to: 2001, sequence_moved: true, excluded_events: 38, republished_events: 0}
 """
 
 from ansible.module_utils.basic import AnsibleModule

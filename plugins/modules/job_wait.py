@@ -61,4 +61,5 @@ finished:
   description: Always true on success (the job finished).
   returned: success
   type: bool
+  sample: true
 """

@@ -91,44 +91,54 @@ pending:
   description: Rows pending when the module started.
   returned: always
   type: int
+  sample: 412
 published:
   description: Rows JetStream acknowledged as new messages.
   returned: state=drained and not check mode
   type: int
+  sample: 410
 duplicates:
   description: Rows JetStream acknowledged as duplicates of messages it already had (counted as published).
   returned: state=drained and not check mode
   type: int
+  sample: 2
 failed_attempts:
   description: >-
     Publish tries that failed and were retried after their backoff (a NATS outage during the
     drain shows here; the outcome is RV(remaining)).
   returned: state=drained and not check mode
   type: int
+  sample: 0
 quarantined:
   description: Rows quarantined after max_attempts failures.
   returned: state=drained and not check mode
   type: int
+  sample: 0
 remaining:
   description: Rows still pending at the end.
   returned: always
   type: int
+  sample: 0
 seconds:
   description: Duration of the drain.
   returned: state=drained and not check mode
   type: float
+  sample: 0.84
 running:
   description: Whether the relay service of O(service_dir) runs (V(started), V(stopped), V(status)).
   returned: when service_dir is given or state is started/stopped
   type: bool
+  sample: true
 service:
   description: What V(started)/V(stopped) did (started with pid, running, stopped, not running).
   returned: when state is started or stopped
   type: str
+  sample: "started with pid 48213"
 events_per_second:
   description: Published and duplicate rows per second.
   returned: state=drained and not check mode
   type: float
+  sample: 490.5
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -79,6 +79,12 @@ compose:
     (why C(docker compose config) could not be used, if so).
   returned: always
   type: dict
+  sample:
+    file: infra/compose/compose.core.yml
+    project_name: weltgewebe
+    project_name_source: name key
+    project_dir: /home/dev/weltgewebe/infra/compose
+    env_file_read: true
 up_command:
   description:
     - The lines C(just up) (else C(make up)) runs, as a shell runs them (the file's variables
@@ -86,6 +92,7 @@ up_command:
   returned: always
   type: list
   elements: str
+  sample: [docker compose -f infra/compose/compose.core.yml --profile dev up -d --remove-orphans]
 """
 
 import json

@@ -116,20 +116,31 @@ projections:
   returned: success and not check mode
   type: list
   elements: dict
+  sample:
+    - name: faden_view
+      applied: 1962
+      skipped: 0
+      ignored: 38
+      excluded: 38
+      quarantined: 0
+      seconds: 1.42
 applied:
   description: Events applied over all projections.
   returned: success and not check mode
   type: int
+  sample: 1962
 quarantined:
   description:
     - Events in quarantine over all projections (each also a warning, and listed in its projection's
       C(quarantined_events)); they are missing from the read models and fail the drill's checks.
   returned: success and not check mode
   type: int
+  sample: 0
 checkpoints:
   description: In check mode, each projection's checkpoint and the stream's last sequence.
   returned: check mode
   type: dict
+  sample: {faden_view: {checkpoint: 1200, stream_last_seq: 2000}}
 """
 
 from ansible.module_utils.basic import AnsibleModule

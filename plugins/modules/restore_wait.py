@@ -56,4 +56,5 @@ finished:
   description: Always true on success (the restore finished).
   returned: success
   type: bool
+  sample: true
 """

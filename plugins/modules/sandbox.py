@@ -123,11 +123,15 @@ summary:
   returned: always
   type: list
   elements: str
+  sample:
+    - s3          changed    1.00s  started SeaweedFS on 127.0.0.1:8333
+    - postgres    changed    1.23s  PostgreSQL 18 on 127.0.0.1:5433 as OS user wgsandbox
 drifted_settings:
   description: Requested settings that differ from those the existing sandbox was created with.
   returned: always
   type: list
   elements: str
+  sample: ['archive_timeout_seconds: asked 10, the sandbox has 60 (purge it to change)']
 """
 
 from ansible.module_utils.basic import AnsibleModule

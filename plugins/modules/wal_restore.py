@@ -155,30 +155,37 @@ base_backup:
   description: The base backup restored from.
   returned: always
   type: str
+  sample: "20261203T024023844278Z"
 wal_segments:
   description: WAL segments a restore to the newest archived segment reads (the plan).
   returned: always
   type: int
+  sample: 12
 wal_bytes:
   description: Their size in bytes.
   returned: always
   type: int
+  sample: 201326592
 reached_lsn:
   description: The last replayed LSN.
   returned: success and not check mode
   type: str
+  sample: "0/E0000A0"
 last_replayed_commit_time:
   description: Commit time of the last replayed transaction (ISO 8601); the restored point in time.
   returned: success and not check mode
   type: str
+  sample: "2026-12-03T02:59:41.512883+00:00"
 timeline:
   description: The timeline the server is on after recovery (a new one after promotion).
   returned: success and not check mode
   type: int
+  sample: 2
 recovery_state:
   description: V(promoted), V(paused) or V(shut down).
   returned: success and not check mode
   type: str
+  sample: "promoted"
 target_after_last_commit:
   description:
     - O(target=time) only, V(true) when the archive holds no commit after the target time (a quiet tail), so the state
@@ -186,102 +193,125 @@ target_after_last_commit:
       reached" there, and the restore recovers on to the end and checks it like a restore to V(latest).
   returned: when true
   type: bool
+  sample: true
 port:
   description: The restored server's port on 127.0.0.1.
   returned: success and not check mode
   type: int
+  sample: 20904
 wal_segments_fetched:
   description: WAL files PostgreSQL took through restore_command.
   returned: success and not check mode
   type: int
+  sample: 13
 wal_bytes_fetched:
   description: Their size in bytes.
   returned: success and not check mode
   type: int
+  sample: 218103808
 base_backup_download_extract_seconds:
   description: Seconds to stream and extract the base backup.
   returned: success and not check mode
   type: float
+  sample: 0.807
 replay_seconds:
   description: Seconds from starting PostgreSQL to the end of recovery.
   returned: success and not check mode
   type: float
+  sample: 1.932
 base_backup_bytes:
   description: Size of the base backup's tar.
   returned: always
   type: int
+  sample: 31714816
 base_backup_stop_time:
   description: When the base backup became consistent (ISO 8601); the earliest reachable target.
   returned: always
   type: str
+  sample: "2026-12-03T02:40:34.040554+00:00"
 superuser:
   description: >-
     The restored cluster's bootstrap superuser, as the base backup recorded it (C(postgres) when it
     does not); the restore logs in as it through its socket.
   returned: always
   type: str
+  sample: "postgres"
 target:
   description: The target as understood (kind, value, inclusive, action, timeline).
   returned: always
   type: dict
+  sample: {kind: time, value: '2026-12-03T02:55:00+00:00', inclusive: true, action: promote, timeline: latest}
 first_segment:
   description: The first WAL segment of the plan.
   returned: always
   type: str
+  sample: "000000010000000000000002"
 last_segment:
   description: The newest WAL segment of the plan; a restore to V(latest) fails unless it was replayed.
   returned: always
   type: str
+  sample: "00000001000000000000000D"
 archive_end_time:
   description: When the newest planned segment was archived; no commit after it is in the archive.
   returned: always
   type: str
+  sample: "2026-12-03T02:59:48+00:00"
 target_checked_against_archive:
   description:
     - Whether the plan proved the target reachable. V(false) for O(target=xid) and O(target=name),
       which only replay can find (a run that does not find them fails).
   returned: always
   type: bool
+  sample: true
 rewritten_files:
   description:
     - Archive keys with versions or delete markers written after archiving; the restore read the archived versions.
   returned: always
   type: list
   elements: str
+  sample: []
 data_dir:
   description: The restored data directory.
   returned: success and not check mode
   type: str
+  sample: "/var/lib/wgops-recovery/data"
 wal_segments_prefetched:
   description: WAL segments the prefetcher downloaded ahead of replay.
   returned: success and not check mode
   type: int
+  sample: 12
 wal_fetch_direct:
   description: WAL files wal-fetch had to download itself (the spool did not have them in time).
   returned: success and not check mode
   type: int
+  sample: 0
 wal_fetch_retries:
   description: Failed WAL download attempts that were retried (S3 or its KMS not answering for a while).
   returned: success and not check mode
   type: int
+  sample: 0
 wal_download_seconds:
   description: Seconds from the first to the last prefetched segment.
   returned: success and not check mode
   type: float
+  sample: 0.583
 wal_prefetch_error:
   description: Failures of the prefetcher that wal-fetch then overcame by downloading itself (empty when none).
   returned: success and not check mode
   type: str
+  sample: ""
 verify:
   description:
     - V(ok) when every file of the base backup matched its C(backup_manifest) (size and checksum,
       none missing, none unlisted).
   returned: success and not check mode
   type: str
+  sample: "ok"
 base_backup_sha256_ok:
   description: Whether the downloaded tar matched the SHA-256 in its label.
   returned: success and not check mode
   type: bool
+  sample: true
 """
 
 from ansible.module_utils.basic import AnsibleModule

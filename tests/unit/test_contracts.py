@@ -165,3 +165,11 @@ def test_a_name_left_out_keeps_weltgewebes():
     names = contract_names(module)
     assert names.outbox_table == "my_outbox" and names.stream == "WELTGEWEBE_DOMAIN"
     assert names.duplicate_window_seconds == 120
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py")))
+def test_every_return_value_has_a_sample(name):
+    """ansible-doc shows what a module returns by example: every RETURN value has one."""
+    source = (REPO / "plugins" / "modules" / f"{name}.py").read_text()
+    returned = yaml.safe_load(source.split('RETURN = r"""', 1)[1].split('"""', 1)[0]) or {}
+    assert not [key for key, doc in returned.items() if "sample" not in doc], f"{name}: RETURN values without sample"
