@@ -63,6 +63,10 @@ def _archive_location(args):
     return sandbox.load(args.state_dir).settings.s3_location(readonly=True)
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def _size(n: int | None) -> str:
     return "-" if n is None else (f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB")
 
@@ -109,7 +113,7 @@ def info_lines(info: dict) -> list[str]:
         chain = (
             f"MISSING {', '.join(cont['missing'][:3])}{' ...' if len(cont['missing']) > 3 else ''}"
             if cont["missing"]
-            else f"complete: {cont['segments']} segments ({_size(cont['bytes'])}) to {cont['last_segment']}"
+            else f"complete: {_count(cont['segments'], 'segment')} ({_size(cont['bytes'])}) to {cont['last_segment']}"
         )
         mark = "* " if b["backup_id"] == info.get("chosen_backup") else "  "
         lines.append(
@@ -159,7 +163,7 @@ def plan_lines(plan: dict) -> list[str]:
     lines = [
         f"base backup  {plan['base_backup']} ({_size(plan['base_backup_bytes'])}; consistent from "
         f"{plan['base_backup_stop_time']}; restored as its superuser {plan['superuser']})",
-        f"WAL          {plan['wal_segments']} segments ({_size(plan['wal_bytes'])})"
+        f"WAL          {_count(plan['wal_segments'], 'segment')} ({_size(plan['wal_bytes'])})"
         + (f": {plan['first_segment']} .. {plan['last_segment']}" if plan["wal_segments"] else "")
         + (
             f", and {plan['partial_segment_bytes']} streamed bytes of {plan['partial_segment']}"
