@@ -7,13 +7,22 @@ from __future__ import annotations
 
 import traceback
 
-from ansible.module_utils.basic import env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 LIBRARY_IMPORT_ERROR = None
 try:
     import weltgewebe_ops  # noqa: F401 - availability check
 except ImportError:
     LIBRARY_IMPORT_ERROR = traceback.format_exc()
+
+
+class WgopsModule(AnsibleModule):
+    """AnsibleModule for this collection's modules: fails with the install hint, before anything else
+    runs, when the weltgewebe_ops library is missing on the managed host."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        ensure_library(self)
 
 
 def ensure_library(module) -> None:

@@ -203,8 +203,7 @@ removed:
   sample: [wgops-recovery-20261203t030000z-api-1, wgops-recovery-20261203t030000z-caddy-1]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import WgopsModule
 
 
 def _strings(value: dict) -> dict:
@@ -212,7 +211,7 @@ def _strings(value: dict) -> dict:
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             "state": {"type": "str", "choices": ["prepared", "started", "absent"], "default": "started"},
             "state_dir": {"type": "path", "required": True},
@@ -234,7 +233,6 @@ def main():
         supports_check_mode=True,
         required_if=[("state", "prepared", ["project", "project_dir"])],
     )
-    ensure_library(module)
     from weltgewebe_ops import appstack
 
     p = module.params

@@ -88,9 +88,8 @@ detail:
 
 import dataclasses
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
-    ensure_library,
+    WgopsModule,
     s3_argument_spec,
     s3_error_message,
     s3_location,
@@ -98,7 +97,7 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             **s3_argument_spec(),
             "state": {"type": "str", "choices": ["checked", "bootstrapped"], "default": "checked"},
@@ -108,7 +107,6 @@ def main():
         supports_check_mode=True,
         required_if=[("state", "bootstrapped", ["kms_key_id"])],
     )
-    ensure_library(module)
     from botocore.exceptions import BotoCoreError, ClientError
 
     from weltgewebe_ops.archive import bucket

@@ -255,9 +255,9 @@ problems:
   sample: [{code: wal_gap, message: "WAL missing between base backup ... : 000000010000000000000007"}]
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback
+from ansible.module_utils.basic import env_fallback
 from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
-    ensure_library,
+    WgopsModule,
     s3_argument_spec,
     s3_error_message,
     s3_location,
@@ -265,7 +265,7 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             **s3_argument_spec(),
             "expected_kms_key_id": {"type": "str", "default": ""},
@@ -285,7 +285,6 @@ def main():
         required_by={"draw_seed": ["draw_window_hours"]},
         supports_check_mode=True,
     )
-    ensure_library(module)
     from weltgewebe_ops.archive import preflight as archive
     from weltgewebe_ops.core import s3 as s3mod
     from weltgewebe_ops.drill.draw import draw_target

@@ -77,19 +77,17 @@ archive:
   sample: {bucket: weltgewebe-wal, prefix: weltgewebe/pg-primary, endpoint_url: 'http://127.0.0.1:8333'}
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import WgopsModule
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             "state_dir": {"type": "path", "required": True},
             "lose_jetstream": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
-    ensure_library(module)
     from weltgewebe_ops import drill, sandbox
 
     p = module.params

@@ -151,8 +151,7 @@ took_over_lock_of:
   sample: "drill 20261202T030000Z (pid 40112, no longer running)"
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import WgopsModule
 
 
 def _warn_unstopped(module, reclaimed: list[str]) -> None:
@@ -163,7 +162,7 @@ def _warn_unstopped(module, reclaimed: list[str]) -> None:
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             "reports_dir": {"type": "path", "required": True},
             "drill_id": {"type": "str", "default": ""},
@@ -187,7 +186,6 @@ def main():
             ("action", "finish", ["drill_id"]),
         ],
     )
-    ensure_library(module)
     from weltgewebe_ops import drill
     from weltgewebe_ops.drill import lock as drill_lock
 

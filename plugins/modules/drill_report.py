@@ -91,19 +91,17 @@ report:
       metrics: reports/drills/wgops_drill.prom
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import WgopsModule
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             "reports_dir": {"type": "path", "required": True},
             "drill_id": {"type": "str", "default": "latest"},
             "metrics_textfile": {"type": "path", "default": ""},
         },
     )
-    ensure_library(module)
     from weltgewebe_ops import drill
 
     p = module.params

@@ -166,16 +166,15 @@ ground_truth:
     rpo_seconds: 6.47
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
+    WgopsModule,
     contract_names,
-    ensure_library,
     events_argument_spec,
 )
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             **events_argument_spec(),
             "api_url": {"type": "str", "required": True},
@@ -203,7 +202,6 @@ def main():
         },
         required_by={"ground_truth_dir": ["failure_at"]},
     )
-    ensure_library(module)
     from pathlib import Path
 
     from weltgewebe_ops import drill

@@ -124,23 +124,21 @@ remedy:
   sample: {sequence_moved_to: 2001, sequence_moved: true, excluded_events: 38, republished_events: 0}
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
+    WgopsModule,
     contract_names,
-    ensure_library,
     events_argument_spec,
 )
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             **events_argument_spec(),
             "remedy": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
     )
-    ensure_library(module)
     import asyncio
 
     import psycopg

@@ -141,10 +141,9 @@ events_per_second:
   sample: 490.5
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
+    WgopsModule,
     contract_names,
-    ensure_library,
     events_argument_spec,
     progress_argument_spec,
     progress_file,
@@ -152,7 +151,7 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             **events_argument_spec(),
             "state": {"type": "str", "choices": ["drained", "started", "stopped", "status"], "default": "drained"},
@@ -167,7 +166,6 @@ def main():
         supports_check_mode=True,
         required_if=[("state", "started", ["service_dir"]), ("state", "stopped", ["service_dir"])],
     )
-    ensure_library(module)
     import asyncio
     from pathlib import Path
 

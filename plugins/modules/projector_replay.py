@@ -143,10 +143,9 @@ checkpoints:
   sample: {faden_view: {checkpoint: 1200, stream_last_seq: 2000}}
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
+    WgopsModule,
     contract_names,
-    ensure_library,
     events_argument_spec,
     progress_argument_spec,
     progress_file,
@@ -154,7 +153,7 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             **events_argument_spec(),
             "projections": {"type": "list", "elements": "str", "default": ["receipts", "projection_state"]},
@@ -166,7 +165,6 @@ def main():
         },
         supports_check_mode=True,
     )
-    ensure_library(module)
     import asyncio
 
     import psycopg

@@ -270,10 +270,9 @@ load_seconds:
 
 import datetime as dt
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
     RestoreInterrupted,
-    ensure_library,
+    WgopsModule,
     interrupted_message,
     raise_on_sigterm,
     s3_argument_spec,
@@ -319,7 +318,7 @@ def _argument_spec() -> dict:
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec=_argument_spec(),
         required_if=[
             ("source", "pg_dump", ("dump_dir",)),
@@ -329,7 +328,6 @@ def main():
         ],
         supports_check_mode=True,
     )
-    ensure_library(module)
     from weltgewebe_ops.core import pg
 
     p = module.params

@@ -134,8 +134,7 @@ drifted_settings:
   sample: ['archive_timeout_seconds: asked 10, the sandbox has 60 (purge it to change)']
 """
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import ensure_library
+from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import WgopsModule
 
 COMPONENT_CHOICES = [
     "s3",
@@ -152,7 +151,7 @@ COMPONENT_CHOICES = [
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             "state": {"type": "str", "choices": ["prepared", "started", "stopped", "absent"], "default": "started"},
             "component": {
@@ -172,7 +171,6 @@ def main():
         },
         supports_check_mode=True,
     )
-    ensure_library(module)
     from weltgewebe_ops import sandbox as sb
     from weltgewebe_ops.core.settings import SettingsError
 

@@ -314,10 +314,9 @@ base_backup_sha256_ok:
   sample: true
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
     RestoreInterrupted,
-    ensure_library,
+    WgopsModule,
     interrupted_message,
     raise_on_sigterm,
     s3_argument_spec,
@@ -327,7 +326,7 @@ from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (
 
 
 def main():
-    module = AnsibleModule(
+    module = WgopsModule(
         argument_spec={
             **s3_argument_spec(),
             "data_dir": {"type": "path", "required": True},
@@ -356,7 +355,6 @@ def main():
         required_if=[("target", kind, ["target_value"]) for kind in ("time", "lsn", "xid", "name")],
         supports_check_mode=True,
     )
-    ensure_library(module)
     from pathlib import Path
 
     from weltgewebe_ops import restore

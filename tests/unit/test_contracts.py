@@ -38,14 +38,17 @@ def argument_spec(name: str) -> dict:
         captured.update(argument_spec)
         raise _CapturedError
 
-    original = module.AnsibleModule.__init__
-    module.AnsibleModule.__init__ = capture
+    # the modules build an AnsibleModule (WgopsModule is one): stop at its constructor
+    from ansible.module_utils.basic import AnsibleModule
+
+    original = AnsibleModule.__init__
+    AnsibleModule.__init__ = capture
     try:
         module.main()
     except _CapturedError:
         pass
     finally:
-        module.AnsibleModule.__init__ = original
+        AnsibleModule.__init__ = original
     return captured
 
 
