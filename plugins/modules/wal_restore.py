@@ -148,6 +148,36 @@ EXAMPLES = r"""
   async: 14400
   poll: 10
   register: restored
+
+- name: Restore everything the archive holds (target latest), credentials from the environment
+  # WGOPS_S3_ENDPOINT_URL, WGOPS_S3_BUCKET, WGOPS_S3_ACCESS_KEY_ID and WGOPS_S3_SECRET_ACCESS_KEY (or AWS_*)
+  # are read when the options are not given: the keys never appear on a command line or in the play
+  weltgewebe.ops.wal_restore:
+    data_dir: /srv/recovery/pgdata
+    os_user: postgres
+  register: restored
+
+- name: Plan only - which base backup and WAL a restore to a time would use, touching nothing
+  weltgewebe.ops.wal_restore:
+    data_dir: /srv/recovery/pgdata
+    target: time
+    target_value: "2026-11-27T08:15:00+00:00"
+  check_mode: true
+  register: plan
+
+- name: Set the archive's S3 options once for every module of the s3 group
+  module_defaults:
+    group/weltgewebe.ops.s3:
+      s3_endpoint_url: "{{ s3_endpoint }}"
+      s3_bucket: weltgewebe-wal
+      s3_access_key: "{{ s3_readonly_access_key }}"
+      s3_secret_key: "{{ s3_readonly_secret_key }}"
+  block:
+    - name: Preflight
+      weltgewebe.ops.backup_info:
+    - name: Restore
+      weltgewebe.ops.wal_restore:
+        data_dir: /srv/recovery/pgdata
 """
 
 RETURN = r"""
