@@ -73,3 +73,5 @@ def test_a_quiet_spell_before_the_disaster_is_not_counted_as_loss(drill_dirs, me
     # the bound: how often coverage is recorded, plus an archive_timeout after a checkpoint, plus slack
     assert truth["rpo_seconds"] <= report["rpo_seconds"] <= COVERAGE_EVERY + 10 + 10, (report["rpo_seconds"], report)
     assert report["rpo_met"]
+    print(json.dumps({"method": method, "rpo_seconds": report["rpo_seconds"], "truth_rpo_seconds": truth["rpo_seconds"],
+                      "lost_writes": truth["lost_writes"], "rpo_method": report["rpo_method"]}))  # fmt: skip
