@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -44,19 +45,32 @@ def pids_running(*fragments: str) -> list[int]:
 
 
 def run_owning_its_group(
-    argv: list[str], *, timeout: float, cleanup: list[list[str]] = (), **kwargs
+    argv: list[str], *, timeout: float, cleanup: list[list[str]] = (), slice_seconds: float = 10.0, **kwargs
 ) -> subprocess.CompletedProcess:
     """``subprocess.run(argv, capture_output=True, text=True)`` in a process group of its own.
     When it outlives ``timeout`` or the test is interrupted (pytest-timeout, Ctrl-C), the whole
     group is stopped (SIGTERM, then SIGKILL), not only its first process, and the ``cleanup``
-    commands run (e.g. ``molecule destroy``), so what it started does not load the rest of the run."""
+    commands run (e.g. ``molecule destroy``), so what it started does not load the rest of the run.
+
+    ``timeout`` is in idle-machine seconds: checked every ``slice_seconds``, a second passed while
+    the machine is loaded counts 1 / ``machine_slowness()`` (a busy spell that starts after the
+    command stretches its time; the load at its start alone would not)."""
     import signal
 
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
     )
     try:
-        out, err = proc.communicate(timeout=timeout)
+        used = 0.0
+        while True:
+            started = time.monotonic()
+            try:
+                out, err = proc.communicate(timeout=min(slice_seconds, max(0.1, timeout - used)))
+                break
+            except subprocess.TimeoutExpired:
+                used += (time.monotonic() - started) / machine_slowness()
+                if used >= timeout:
+                    raise
     except BaseException:
         for sig, grace in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
             with contextlib.suppress(ProcessLookupError):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, machine_slowness, run_owning_its_group
+from tests.conftest import REPO, run_owning_its_group
 
 pytestmark = pytest.mark.docker
 
@@ -23,7 +23,7 @@ def test_molecule_scenario(scenario):
     # (the sandbox, the compose stacks) and its containers, by molecule destroy
     proc = run_owning_its_group(
         ["molecule", "test", "-s", scenario],
-        timeout=1000 * machine_slowness(),
+        timeout=1000,  # idle-machine seconds: stretched while the machine is loaded
         cleanup=[["molecule", "destroy", "-s", scenario]],
         cwd=REPO,
         env=env,

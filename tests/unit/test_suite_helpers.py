@@ -26,3 +26,14 @@ def test_a_timed_out_command_is_stopped_with_its_children_and_cleaned_up(tmp_pat
     done = run_owning_its_group(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=30)
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
     assert 1.0 <= machine_slowness() <= 2.5
+
+
+def test_the_timeout_counts_idle_machine_seconds(monkeypatch):
+    """On a machine loaded 2.5 times over, a 1 s budget lasts 2.5 s: a second there counts 0.4."""
+    import tests.conftest as suite
+
+    monkeypatch.setattr(suite, "machine_slowness", lambda: 2.5)
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        suite.run_owning_its_group(["sleep", "30"], timeout=1, slice_seconds=0.25)
+    assert 2.3 <= time.monotonic() - started < 10
