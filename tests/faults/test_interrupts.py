@@ -9,9 +9,10 @@ import signal
 import socket
 import subprocess
 
+import psycopg
 import pytest
 
-from tests.conftest import REPO, ansible_env, ansible_module, new_state_dir, pids_running
+from tests.conftest import FREE_PORTS, REPO, ansible_env, ansible_module, new_state_dir, pids_running
 from tests.faults.conftest import request, wait_for
 from tests.integration.test_pitr_playbook import pitr_vars, report
 from weltgewebe_ops import drill, restore
@@ -192,6 +193,42 @@ def test_a_port_held_by_another_process_stops_the_sandbox_and_names_the_holder(t
     finally:
         listener.close()
         sb.Sandbox(sb.prepare({"state_dir": str(state)})).down(purge=True)
+
+
+def test_a_port_the_sandbox_picked_itself_moves_when_taken_between_two_starts():
+    """#28 item 9: two `make drill PORTS=auto` loops beside `make test`. Between two drills a
+    test's NATS took the port of one loop's API (the disaster had stopped it), and every later
+    drill of that loop failed on it. A port the sandbox picked itself moves to a free one, saved
+    before the component starts; a port the user set still stops the sandbox, named (above)."""
+    state = new_state_dir("wgops-test-port-moves-")
+    box = sb.Sandbox(sb.prepare({"state_dir": str(state), "ports": FREE_PORTS}))
+    listeners = []
+    try:
+        for result in box.up_all():
+            print(result.line)
+        old = {"api": box.settings.ports.api, "postgres": box.settings.ports.postgres}
+        box.services["api"].stop()
+        pg.stop(pg.resolve_bindir(box.settings.pg_bindir), box.settings.pg_data_dir, box.pg_user(), "fast")
+        for port in old.values():  # another program takes both while they are down
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the stopped one's connections linger
+            listener.bind(("127.0.0.1", port))
+            listener.listen()
+            listeners.append(listener)
+        again = sb.load(state)
+        lines = {r.component: r for r in again.up_all()}
+        print("\n".join(lines[name].line for name in old))
+        saved = sb.load(state).settings.ports
+        for name, port in old.items():
+            assert getattr(saved, name) != port, f"{name} kept its taken port {port}"
+            assert f"port {port} was taken since" in lines[name].detail, lines[name].detail
+        with psycopg.connect(sb.load(state).settings.dsn(), autocommit=True) as conn:
+            assert conn.execute("SELECT current_setting('port')::int").fetchone()[0] == saved.postgres
+        assert procs.port_open(saved.api), "the API answers on its new port"
+    finally:
+        for listener in listeners:
+            listener.close()
+        sb.load(state).down(purge=True)
 
 
 def test_make_takes_json_extra_vars_whole(tmp_path):

@@ -134,6 +134,9 @@ class SandboxSettings:
     migrations_dir: str = ""
     # What the projector service keeps up to date (receipts, projection_state, faden_view).
     projections: tuple[str, ...] = ("receipts", "projection_state", "faden_view")
+    # the ports picked free when the sandbox was made (asked for as 0, e.g. PORTS=auto): the sandbox
+    # may move one of them when another program holds it by the next start (Sandbox.claim_port)
+    auto_ports: tuple[str, ...] = ()
     # Generated on first start, kept in the state file (mode 0600), never printed by Ansible.
     s3_access_key: str = ""
     s3_secret_key: str = ""
@@ -310,6 +313,7 @@ class SandboxSettings:
         data["names"] = settings_part(ContractNames, data.get("names") or {}, "names")
         if "projections" in data:
             data["projections"] = tuple(data["projections"] or ())
+        data["auto_ports"] = tuple(data.get("auto_ports") or ())
         return cls(**data)
 
     def save(self) -> None:

@@ -45,6 +45,7 @@ def prepare(requested: dict[str, Any]) -> SandboxSettings:
     return dataclasses.replace(
         wanted,
         ports=Ports(**ports),
+        auto_ports=tuple(f.name for f in dataclasses.fields(Ports) if not getattr(wanted.ports, f.name)),
         s3_access_key=wanted.s3_access_key or "wgadmin" + secrets.token_hex(4),
         s3_secret_key=wanted.s3_secret_key or secrets.token_urlsafe(24),
         s3_readonly_access_key=wanted.s3_readonly_access_key or "wgreader" + secrets.token_hex(4),
@@ -59,13 +60,18 @@ def drifted_settings(requested: dict[str, Any], saved: SandboxSettings) -> list[
     have = saved.to_dict()
     out = []
     for key, value in wanted.items():
-        if key.startswith(("s3_", "pg_password")) or value in ("", 0, None):
+        if key.startswith(("s3_", "pg_password", "auto_ports")) or value in ("", 0, None):
             continue
         if isinstance(value, dict):
             out += [f"{key}.{k}" for k, v in value.items() if v not in ("", 0) and have[key].get(k) != v]
         elif have.get(key) != value:
             out.append(key)
     return out
+
+
+# Components whose port nothing outside the sandbox keeps: each of their processes reads
+# sandbox.json when it starts, and the primary's configuration is written at every start.
+MOVABLE_PORTS = ("api", "postgres")
 
 
 class Sandbox:
@@ -147,10 +153,23 @@ class Sandbox:
         """The OS user PostgreSQL runs as (None: the current one)."""
         return pg.run_as_user(self.settings.pg_os_user)
 
-    def claim_port(self, name: str, port: int) -> None:
+    def claim_port(self, name: str, port: int) -> str:
+        """Make sure ``port`` is free for component ``name``; "" or what was done to free one. A port
+        the sandbox picked itself (``auto_ports``) of a component nothing outside it keeps the port of
+        (``MOVABLE_PORTS``) moves to a free one when another program took it while the component
+        was down (between two drills); the new port is saved before the component starts."""
         try:
             procs.claim_port(port, name, str(self.settings.root))
+            return ""
         except procs.PortTakenError as exc:
+            if name in MOVABLE_PORTS and name in self.settings.auto_ports:
+                ports = dataclasses.asdict(self.settings.ports)
+                moved = procs.free_port(set(ports.values()))
+                self.settings = dataclasses.replace(
+                    self.settings, ports=dataclasses.replace(self.settings.ports, **{name: moved})
+                )
+                self.settings.save()
+                return f"port {port} was taken since ({exc}): moved to {moved}, saved in {self.settings.settings_file}"
             raise SandboxError(
                 f"{exc}: another checkout's sandbox or another program. The sandbox in {self.settings.root} stops "
                 f"here; its later parts were not started. Choose other ports: `make sandbox-up PORTS=auto` picks "
@@ -165,11 +184,12 @@ class Sandbox:
             return False, f"running (pid {svc.pid()})"
         if check_mode:
             return True, f"would start the {name}"
+        moved = ""
         if name in ("kms", "api"):
-            self.claim_port(name, getattr(self.settings.ports, name))
+            moved = self.claim_port(name, getattr(self.settings.ports, name))
         argv = procs.cli_argv("service", name, "--state-dir", str(self.settings.root))
         pid = svc.start(argv, env=procs.library_env(), ready=ready or (lambda: True), timeout=30)
-        return True, f"started the {name} (pid {pid})"
+        return True, f"started the {name} (pid {pid})" + (f"; {moved}" if moved else "")
 
 
 def load(state_dir: str | os.PathLike[str]) -> Sandbox:

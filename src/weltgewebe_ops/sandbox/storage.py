@@ -135,13 +135,21 @@ def up_postgres(box: Sandbox, check_mode: bool) -> tuple[bool, str]:
     if created:
         settings.pg_socket_dir.mkdir(parents=True, exist_ok=True)
         pg.initdb(bindir, data, settings.pg_password, os_user)
+    if not running:  # before the configuration is written: a port taken since may move (claim_port)
+        moved = box.claim_port("postgres", settings.ports.postgres)
+        detail += [moved] if moved else []
+        settings = box.settings
     conf_changed = pg.write_config(data, settings.postgresql_conf(wrapper), os_user)
     if running and conf_changed:
         pg.stop(bindir, data, os_user, "fast")
         running = False
         detail.append("configuration changed: restarted")
+        moved = box.claim_port("postgres", settings.ports.postgres)  # taken in the moment it was free?
+        if moved:
+            detail.append(moved)
+            settings = box.settings
+            pg.write_config(data, settings.postgresql_conf(wrapper), os_user)
     if not running:
-        box.claim_port("postgres", settings.ports.postgres)
         pg.start(bindir, data, data.parent / "postgres.log", os_user)
         detail.append(
             f"PostgreSQL {pg.major_version(bindir)} on 127.0.0.1:{settings.ports.postgres}"
