@@ -219,6 +219,9 @@ def recover_to_archive_end(
             "# weltgewebe.ops wal_restore: no commit after the target time in the archive, so its end is the "
             "state at that time\nrecovery_target_time = ''\n"
         )
+    # the first run's log moves aside: should this run fail, its cause is read from its own log,
+    # not the FATAL above (which failure_reason would take for the cause)
+    log_file.replace(log_file.with_name("postgres-to-target.log"))
     pg.run([str(req.bindir / "pg_ctl"), "start", "-D", str(req.data_dir), "-l", str(log_file), "-W"], req.run_as)
     reached = follow_recovery(req, port, log_file, log, superuser, planned=plan.segments)
     return {**reached, "target_after_last_commit": True}
