@@ -4,6 +4,7 @@ NATS outage in the middle of the drain."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -19,28 +20,46 @@ from weltgewebe_ops.sandbox import workload
 pytestmark = pytest.mark.integration
 
 
-def stray_relays(box) -> list[int]:
-    """Relay processes of this sandbox that its PID file does not name (a full CI run once left
-    one, started twice within a second; its cause is not found yet): they would publish too."""
+def other_relays(box) -> dict[int, str]:
+    """Relay processes publishing from this sandbox's outbox besides the drain under test, by PID
+    with their command lines: the sandbox's own service, any left by its PID file (a full CI run
+    once had one, started twice within a second), and any process whose relay session is on this
+    database (pg_stat_activity names each relay's PID: a run under load once lost a test's 50 rows
+    to a publisher that the command-line search did not find)."""
     import os
+    import socket
 
     from weltgewebe_ops.core.procs import cmdline
+    from weltgewebe_ops.events.relay import APPLICATION_NAME
 
     wanted = f"service relay --state-dir {box.settings.root}"
-    tracked = box.services["relay"].pid()
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != tracked and wanted in cmdline(int(p))]
+    found = {int(p): cmdline(int(p)) for p in os.listdir("/proc") if p.isdigit() and wanted in cmdline(int(p))}
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
+        sessions = conn.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+            (f"{APPLICATION_NAME} pid %",),
+        ).fetchall()
+    for (name,) in sessions:
+        pid, _, host = name.removeprefix(f"{APPLICATION_NAME} pid ").partition(" on ")
+        assert host == socket.gethostname()[: len(host)], f"a relay on another host publishes from this outbox: {name}"
+        if int(pid) != os.getpid():
+            found[int(pid)] = cmdline(int(pid)) or "(gone)"
+    return found
 
 
 @pytest.fixture()
 def relay_paused(sandbox):
-    """The sandbox's own relay stopped, so the drain under test is the only publisher."""
+    """The sandbox's own relay stopped, and any other relay on its outbox, so the drain under test
+    is the only publisher; another is named in a warning."""
     import os
     import signal
+    import warnings
 
     sandbox.services["relay"].stop()
-    for pid in stray_relays(sandbox):
-        print(f"stopping a stray relay of the sandbox, pid {pid}")
-        os.kill(pid, signal.SIGKILL)
+    for pid, command in other_relays(sandbox).items():
+        warnings.warn(f"stopping another relay on the sandbox's outbox: pid {pid}: {command}", stacklevel=1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     yield sandbox
     sandbox.up("relay")
 
@@ -48,6 +67,17 @@ def relay_paused(sandbox):
 def pending_ids(box) -> list[int]:
     with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
         return [r[0] for r in conn.execute("SELECT id FROM domain_outbox WHERE published_at IS NULL ORDER BY id")]
+
+
+def row_states(box, ids: list[int]) -> list[tuple]:
+    """How many of the rows are published, quarantined, tried, with which error: what a drain that
+    relayed fewer than it should have met."""
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
+        return conn.execute(
+            "SELECT published_at IS NOT NULL, quarantined_at IS NOT NULL, attempt_count, last_error, count(*) "
+            "FROM domain_outbox WHERE id = ANY(%s) GROUP BY 1, 2, 3, 4",
+            (ids,),
+        ).fetchall()
 
 
 def write_faeden(box, count: int) -> None:
@@ -288,7 +318,8 @@ def test_replay_roles_audit_drain_and_rebuild(relay_paused):
     box.services["projector"].stop()
     try:
         write_faeden(box, 10)
-        waiting = len(pending_ids(box))
+        rows = pending_ids(box)
+        waiting = len(rows)
         extra = {
             "outbox_relay_dsn": box.settings.dsn(),
             "outbox_relay_nats_url": box.settings.nats_url,
@@ -313,7 +344,11 @@ def test_replay_roles_audit_drain_and_rebuild(relay_paused):
         assert result["lost"] + result["excluded_before"] == excluded, (
             "every event the outbox lacks is known and kept out of read models"
         )
-        assert result["remaining"] == 0 and result["relayed"] == waiting
+        assert result["remaining"] == 0 and result["relayed"] == waiting, (
+            result,
+            row_states(box, rows),
+            other_relays(box),
+        )
         assert result["applied"] > 0
     finally:
         box.up("projector")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,14 @@ class RelayConfig:
     poll_interval_seconds: float = 0.2
     publish_timeout_seconds: float = 5.0
     ground_truth_file: str = ""
+
+
+APPLICATION_NAME = "wgops relay"
+
+
+def application_name() -> str:
+    """What a relay's database sessions are called: ``wgops relay pid N on HOST``."""
+    return f"{APPLICATION_NAME} pid {os.getpid()} on {socket.gethostname()}"[:63]
 
 
 class UnpublishableError(RuntimeError):
@@ -208,7 +218,9 @@ class Relay:
                 )
 
     async def connect_db(self) -> AsyncConnection:
-        conn = await AsyncConnection.connect(self.config.dsn, autocommit=True)
+        # named in pg_stat_activity, with its process: an operator (or a test) sees which relays
+        # publish from this outbox, and where they run
+        conn = await AsyncConnection.connect(self.config.dsn, autocommit=True, application_name=application_name())
         # A mark lost in a crash only means the row is published again, which JetStream acks as a
         # duplicate (Nats-Msg-Id): the relay's own commits need not wait for the WAL flush.
         await conn.execute("SET synchronous_commit = off")
