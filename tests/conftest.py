@@ -133,9 +133,13 @@ def copy_archive(box, prefix: str, skip=lambda key: False, bucket: str | None = 
             if skip(obj["Key"]) or "/_sandbox/" in obj["Key"]:
                 continue
             key = prefix + obj["Key"][len(loc.prefix) :]
-            if reencrypt:
-                body = client.get_object(Bucket=loc.bucket, Key=obj["Key"])["Body"].read()
-                s3mod.put_bytes(client, target, key, body)
+            if reencrypt:  # the stored bytes, with the metadata that says how they are stored
+                resp = client.get_object(Bucket=loc.bucket, Key=obj["Key"])
+                body = resp["Body"].read()
+                client.put_object(
+                    Bucket=target.bucket, Key=key, Body=body, Metadata=resp.get("Metadata", {}),
+                    ChecksumSHA256=s3mod.sha256_b64(body), **s3mod.sse_args(target),
+                )  # fmt: skip
             else:
                 client.copy_object(Bucket=target.bucket, Key=key, CopySource={"Bucket": loc.bucket, "Key": obj["Key"]})
 

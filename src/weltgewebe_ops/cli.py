@@ -35,7 +35,7 @@ def cmd_wal_push(args) -> int:
     what = "already archived (identical)" if result.already_archived else "archived"
     _stderr(
         f"wal-push: {result.file_name} {what} as s3://{loc.bucket}/{result.key} version {result.version_id or '-'} "
-        f"sha256 {result.sha256_b64} in {result.seconds:.2f}s"
+        f"sha256 {result.sha256_b64}, stored {result.encoding} {result.stored_size} bytes, in {result.seconds:.2f}s"
     )
     return 0
 

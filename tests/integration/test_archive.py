@@ -57,7 +57,10 @@ def test_wal_objects_are_kms_encrypted_and_compliance_locked(sandbox, db):
     loc = sandbox.settings.s3_location()
     client = sandbox.s3()
     stored = s3mod.head(client, loc.bucket, s3mod.wal_key(loc, segment))
-    assert stored.size == 16 * 1024 * 1024
+    assert (stored.encoding, stored.raw_size) == ("zstd", 16 * 1024 * 1024), "compressed by default, its size said"
+    assert stored.size < stored.raw_size / 4
+    body = s3mod.get_verified(client, loc.bucket, stored.key)
+    assert len(body) == stored.raw_size and s3mod.sha256_b64(body) == stored.raw_sha256_b64
     assert stored.sse == "aws:kms"
     assert stored.kms_key_id, "SSE-KMS objects name their key"
     assert stored.lock_mode == "COMPLIANCE"
@@ -127,8 +130,7 @@ def test_wal_push_is_idempotent_and_refuses_different_content(sandbox, tmp_path)
     conflict = subprocess.run([*cli, str(segment)], capture_output=True, text=True)
     assert conflict.returncode == 3
     assert "REFUSING" in conflict.stderr and "Nothing was overwritten" in conflict.stderr
-    body = sandbox.s3().get_object(Bucket=loc.bucket, Key=s3mod.wal_key(loc, segment.name))["Body"].read()
-    assert body == b"a" * 1024
+    assert s3mod.get_verified(sandbox.s3(), loc.bucket, s3mod.wal_key(loc, segment.name)) == b"a" * 1024
 
 
 def test_wal_push_fails_without_acknowledging_when_credentials_are_wrong(sandbox, tmp_path):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import psycopg
 
+from ..core import codec
 from ..core import s3 as s3mod
 from ..core.pg import conninfo
 from ..core.settings import S3Location
@@ -146,8 +147,11 @@ def take_base_backup(
         env={**os.environ, **({"PGPASSWORD": password} if password else {})},
     )
     tap = TarTap(proc.stdout)
+    # stored as loc.compression says (the label records it); the tar's own size and SHA-256 are
+    # counted before compression: a restore checks what it extracted, not only what it downloaded
+    stored = codec.CompressingReader(tap, loc.compression)
     try:
-        uploaded = s3mod.upload_stream(client, loc, prefix + "base.tar", tap)
+        uploaded = s3mod.upload_stream(client, loc, prefix + "base.tar", stored, metadata=stored.metadata())
     except BaseException:
         proc.kill()
         proc.wait()
@@ -178,8 +182,12 @@ def take_base_backup(
         "server_version_num": version_num,
         "system_identifier": system_id,
         "superuser": superuser,
-        "tar_size": uploaded["size"],
-        "tar_sha256": uploaded["sha256"],
+        "tar_size": stored.raw_size,
+        "tar_sha256": stored.raw_sha256.hexdigest(),
+        # how base.tar is stored (core.codec), and the stored object's own size and SHA-256
+        "compression": loc.compression,
+        "stored_size": uploaded["size"],
+        "stored_sha256": uploaded["sha256"],
         # the restore reads exactly this (locked) version, whatever is uploaded over it later
         "tar_version_id": uploaded["version_id"],
         "manifest_sha256": s3mod.sha256_b64(members["backup_manifest"]),
@@ -187,7 +195,10 @@ def take_base_backup(
     }
     s3mod.put_bytes(client, loc, prefix + "backup_manifest", members["backup_manifest"], "application/json")
     s3mod.put_bytes(client, loc, prefix + "label.json", json.dumps(label, indent=2).encode(), "application/json")
-    log(f"base backup {backup_id}: {uploaded['size'] / 1e6:.1f} MB in {label['seconds']:.1f}s")
+    log(
+        f"base backup {backup_id}: {stored.raw_size / 1e6:.1f} MB, stored {loc.compression} "
+        f"{uploaded['size'] / 1e6:.1f} MB, in {label['seconds']:.1f}s"
+    )
     return label
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core import codec
 from ..core import s3 as s3mod
 from ..core.settings import S3Location
 from . import basebackup
@@ -58,10 +59,12 @@ class Inventory:
         return segno in self.segments.get(timeline, {})
 
     def read(self, client, loc: S3Location, key: str) -> bytes:
-        """The archived version of ``key`` (gunzipped when another tool archived it gzipped)."""
-        body = client.get_object(Bucket=loc.bucket, Key=key, **s3mod.version_arg(self.versions.get(key, "")))[
-            "Body"
-        ].read()
+        """The archived version of ``key``: decoded as its metadata says this archive stored it, or
+        gunzipped when another tool archived it gzipped."""
+        resp = client.get_object(Bucket=loc.bucket, Key=key, **s3mod.version_arg(self.versions.get(key, "")))
+        body, meta = resp["Body"].read(), resp.get("Metadata", {})
+        if meta.get(codec.META_ENCODING, codec.NONE) != codec.NONE:
+            return s3mod.decode_archived(f"s3://{loc.bucket}/{key}", body, meta)
         return gzip.decompress(body) if key.endswith(".gz") else body
 
 

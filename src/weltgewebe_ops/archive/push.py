@@ -37,6 +37,9 @@ class PushResult:
     # the archived version and content: a restore reads this version and checks this SHA-256
     version_id: str = ""
     sha256_b64: str = ""
+    # how it is stored (core.codec) and its stored size
+    encoding: str = "none"
+    stored_size: int = 0
 
 
 def validate_wal_file_name(name: str) -> None:
@@ -70,23 +73,26 @@ def wal_push(
         try:
             existing = s3mod.head(client, loc.bucket, key)
             if existing is not None:
-                if existing.sha256_b64 == digest and existing.size == len(data):
+                # the same content, however it is stored (an archive that changed its compression)
+                if existing.raw_sha256_b64 == digest and existing.raw_size == len(data):
                     return PushResult(
-                        name, key, len(data), True, attempt, time.monotonic() - started, existing.version_id, digest
-                    )
+                        name, key, len(data), True, attempt, time.monotonic() - started, existing.version_id, digest,
+                        existing.encoding, existing.size,
+                    )  # fmt: skip
                 raise ArchiveConflictError(
                     f"REFUSING to archive {name}: s3://{loc.bucket}/{key} already holds different "
-                    f"content (size {existing.size} vs {len(data)}, sha256 {existing.sha256_b64} vs "
+                    f"content (size {existing.raw_size} vs {len(data)}, sha256 {existing.raw_sha256_b64} vs "
                     f"{digest}). Two clusters may be archiving to the same prefix, or a restored "
                     f"cluster was not given a new timeline. Nothing was overwritten; point this "
                     f"cluster at its own archive prefix."
                 )
-            s3mod.put_bytes(client, loc, key, data)
+            s3mod.put_bytes(client, loc, key, data, encoding=loc.compression)
             stored = s3mod.head(client, loc.bucket, key)
-            _verify(stored, key, len(data), digest)
+            _verify(stored, key, len(data), digest, loc.compression)
             return PushResult(
-                name, key, len(data), False, attempt, time.monotonic() - started, stored.version_id, digest
-            )
+                name, key, len(data), False, attempt, time.monotonic() - started, stored.version_id, digest,
+                stored.encoding, stored.size,
+            )  # fmt: skip
         except ArchiveConflictError:
             raise
         except Exception as exc:  # transient or not, PostgreSQL retries: report and back off
@@ -103,12 +109,16 @@ def wal_push(
             backoff = min(backoff * 2, 8.0)
 
 
-def _verify(stored: s3mod.StoredObject | None, key: str, size: int, digest: str) -> None:
+def _verify(stored: s3mod.StoredObject | None, key: str, size: int, digest: str, encoding: str) -> None:
+    """The object as uploaded: the server checked the stored bytes' SHA-256 on the way in; here its
+    metadata must name this file's size, SHA-256 and encoding."""
     if stored is None:
         raise WalPushError(f"{key} is not visible after upload")
-    if stored.size != size:
-        raise WalPushError(f"{key}: stored size {stored.size} != {size}")
-    if stored.sha256_b64 != digest:
-        raise WalPushError(f"{key}: stored SHA-256 {stored.sha256_b64} != {digest}")
+    if stored.raw_size != size:
+        raise WalPushError(f"{key}: stored size {stored.raw_size} != {size}")
+    if stored.raw_sha256_b64 != digest:
+        raise WalPushError(f"{key}: stored SHA-256 {stored.raw_sha256_b64} != {digest}")
+    if stored.encoding != encoding:
+        raise WalPushError(f"{key}: stored as {stored.encoding!r}, not {encoding!r}")
     if stored.sse != "aws:kms":
         raise WalPushError(f"{key}: stored without SSE-KMS (ServerSideEncryption={stored.sse!r})")

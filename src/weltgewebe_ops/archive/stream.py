@@ -160,7 +160,7 @@ class StreamArchiver:
             return None
         start = max(0, previous - PAGE)  # the last page again: it may have been half written
         key = s3mod.wal_key(self.loc, chunk_name(segment, start, end))
-        s3mod.put_bytes(self.client, self.loc, key, data[start:end])
+        s3mod.put_bytes(self.client, self.loc, key, data[start:end], encoding=self.loc.compression)
         self.uploaded[segment] = end
         return key
 

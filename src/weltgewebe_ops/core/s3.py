@@ -6,6 +6,9 @@ Layout under ``<prefix>/``::
     basebackups/<backup_id>/base.tar
     basebackups/<backup_id>/backup_manifest
     basebackups/<backup_id>/label.json
+
+Each object's metadata says how it is stored (core.codec: zstd, lz4 or as it is) and the SHA-256
+of what was archived; a reader decodes by that and checks it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from . import codec
 from .settings import S3Location
 
 
@@ -89,18 +93,28 @@ class StoredObject:
     kms_key_id: str
     lock_mode: str
     retain_until: Any
+    # how it is stored (core.codec), and the size and SHA-256 of what was archived before that
+    encoding: str = codec.NONE
+    raw_size: int = -1
+    raw_sha256_b64: str = ""
 
     @classmethod
     def from_head(cls, key: str, head: dict[str, Any]) -> StoredObject:
+        meta = head.get("Metadata", {})
+        size = int(head.get("ContentLength", -1))
+        sha256 = head.get("ChecksumSHA256") or meta.get("sha256-b64", "")
         return cls(
             key=key,
-            size=int(head.get("ContentLength", -1)),
-            sha256_b64=head.get("ChecksumSHA256") or head.get("Metadata", {}).get("sha256-b64", ""),
+            size=size,
+            sha256_b64=sha256,
             version_id=head.get("VersionId", ""),
             sse=head.get("ServerSideEncryption", ""),
             kms_key_id=head.get("SSEKMSKeyId", ""),
             lock_mode=head.get("ObjectLockMode", ""),
             retain_until=head.get("ObjectLockRetainUntilDate"),
+            encoding=meta.get(codec.META_ENCODING, codec.NONE),
+            raw_size=int(meta.get(codec.META_RAW_SIZE, size)),
+            raw_sha256_b64=meta.get(codec.META_RAW_SHA256, sha256),
         )
 
 
@@ -121,29 +135,46 @@ def head(s3, bucket: str, key: str, version_id: str = "") -> StoredObject | None
     return StoredObject.from_head(key, resp)
 
 
-def put_bytes(s3, loc: S3Location, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
-    """Upload ``data`` with SSE-KMS and a SHA-256 the server checks; returns the checksum."""
-    digest = sha256_b64(data)
+def put_bytes(
+    s3,
+    loc: S3Location,
+    key: str,
+    data: bytes,
+    content_type: str = "application/octet-stream",
+    encoding: str = codec.NONE,
+) -> str:
+    """Upload ``data`` with SSE-KMS, stored with ``encoding`` (core.codec: the object's metadata
+    says which, with the original's size and SHA-256) and a SHA-256 of the stored bytes that the
+    server checks; returns the original's SHA-256."""
+    stored, meta = codec.encode(data, encoding)
+    digest = sha256_b64(stored)
     s3.put_object(
         Bucket=loc.bucket,
         Key=key,
-        Body=data,
+        Body=stored,
         ContentType=content_type,
         ChecksumSHA256=digest,
-        Metadata={"sha256-b64": digest},
+        Metadata={"sha256-b64": digest, **meta},
         **sse_args(loc),
     )
-    return digest
+    return meta.get(codec.META_RAW_SHA256, digest)
 
 
-def upload_stream(s3, loc: S3Location, key: str, stream: BinaryIO, part_size: int = 64 * 1024 * 1024) -> dict[str, Any]:
+def upload_stream(
+    s3,
+    loc: S3Location,
+    key: str,
+    stream: BinaryIO,
+    part_size: int = 64 * 1024 * 1024,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Multipart-upload a stream of unknown length with SSE-KMS; returns size and SHA-256.
 
     The whole-stream SHA-256 is computed on the way and written into the label next to the
     object, so a later restore can check what it downloaded end to end.
     """
     hasher = hashlib.sha256()
-    upload = s3.create_multipart_upload(Bucket=loc.bucket, Key=key, **sse_args(loc))
+    upload = s3.create_multipart_upload(Bucket=loc.bucket, Key=key, Metadata=metadata or {}, **sse_args(loc))
     upload_id = upload["UploadId"]
     parts: list[dict[str, Any]] = []
     size = 0
@@ -199,7 +230,8 @@ class FetchError(RuntimeError):
 
 
 def get_verified(s3, bucket: str, key: str, version_id: str = "") -> bytes:
-    """The object's bytes (the given version), checked against the SHA-256 stored with it."""
+    """The archived bytes of an object (the given version): decoded as its metadata says it was
+    stored (core.codec), checked against the SHA-256 recorded for them."""
     from botocore.exceptions import FlexibleChecksumError
 
     which = f"s3://{bucket}/{key}" + (f" (version {version_id})" if version_id else "")
@@ -209,7 +241,15 @@ def get_verified(s3, bucket: str, key: str, version_id: str = "") -> bytes:
     # restore spends per segment).
     resp = s3.get_object(Bucket=bucket, Key=key, **version_arg(version_id))
     body = resp["Body"].read()
-    expected = resp.get("Metadata", {}).get("sha256-b64", "")
+    meta = resp.get("Metadata", {})
+    if meta.get(codec.META_ENCODING, codec.NONE) != codec.NONE:
+        return decode_archived(which, body, meta)
+    if framed := codec.frame_of(body):
+        raise IntegrityError(
+            f"{which} holds a {framed} frame but its metadata does not say it is stored compressed (was it copied "
+            f"without its metadata?): a restore does not guess. Copy it again with its metadata (x-amz-meta-*)"
+        )
+    expected = meta.get("sha256-b64", "")
     if not expected:
         try:
             resp = s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED", **version_arg(version_id))
@@ -227,6 +267,24 @@ def get_verified(s3, bucket: str, key: str, version_id: str = "") -> bytes:
         raise IntegrityError(
             f"{which} has SHA-256 {actual} but was archived with {expected}: its content is not what was "
             f"archived. It is not handed to PostgreSQL"
+        )
+    return body
+
+
+def decode_archived(which: str, stored: bytes, meta: dict[str, str]) -> bytes:
+    """A compressed object's original bytes, checked against the original's SHA-256 (one hash, of
+    what PostgreSQL gets: a damaged stored byte fails the codec's frame checksum or this)."""
+    try:
+        encoding = codec.encoding_of(meta)
+        size = meta.get(codec.META_RAW_SIZE)
+        body = codec.decompress(stored, encoding, int(size) if size else None)
+    except (codec.CodecError, ValueError) as exc:
+        raise IntegrityError(f"{which} {exc}: its content is not what was archived. It is not handed on") from exc
+    expected, actual = meta.get(codec.META_RAW_SHA256, ""), sha256_b64(body)
+    if actual != expected:
+        raise IntegrityError(
+            f"{which} decodes ({encoding}) to SHA-256 {actual} but was archived with {expected or 'none recorded'}: "
+            f"its content is not what was archived. It is not handed on"
         )
     return body
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import codec
 from .files import write_private
 
 ARCHIVE_METHODS = ("classic", "streaming", "barman_cloud", "pgbackrest")
@@ -34,6 +35,16 @@ class S3Location:
     region: str = "us-east-1"
     prefix: str = "weltgewebe/pg-primary"
     kms_key_id: str = ""
+    # how WAL files, streamed chunks and base backups are stored from now on (core.codec: zstd, lz4,
+    # none); each object records its own, so an archive written with another (or before there was
+    # compression) restores as it is
+    compression: str = codec.DEFAULT
+
+    def __post_init__(self) -> None:
+        try:
+            codec.check(self.compression)
+        except codec.CodecError as exc:
+            raise SettingsError(f"the archive's compression: {exc}") from exc
 
     def redacted(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -105,6 +116,8 @@ class SandboxSettings:
     archive_prefix: str = "weltgewebe/pg-primary"
     region: str = "us-east-1"
     kms_key_id: str = "alias/weltgewebe-wal"
+    # how the archive stores what it writes (core.codec): zstd, lz4 or none
+    compression: str = codec.DEFAULT
     object_lock_days: int = 7
     archive_timeout_seconds: int = 60
     # classic: archive_command (wgops wal-push) with archive_timeout | streaming: pg_receivewal on a
@@ -211,6 +224,7 @@ class SandboxSettings:
             region=self.region,
             prefix=self.archive_prefix,
             kms_key_id=self.kms_key_id,
+            compression=self.compression,
         )
 
     def barman_location(self, readonly: bool = False) -> S3Location:

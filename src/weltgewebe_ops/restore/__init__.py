@@ -67,8 +67,10 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
             manifest=manifest, owner=pg_owner(os_user),
         )  # fmt: skip
         timings["base_backup_download_extract_seconds"] = fetched["seconds"]
+        tar = f" ({fetched['compression']}; {fetched['tar_bytes'] / 1e6:.0f} MB of tar)"
         log(
-            f"base backup: {fetched['bytes'] / 1e6:.0f} MB downloaded and extracted in {fetched['seconds']:.1f}s, "
+            f"base backup: {fetched['bytes'] / 1e6:.0f} MB{tar if fetched['compression'] != 'none' else ''} "
+            f"downloaded and extracted in {fetched['seconds']:.1f}s, "
             f"{fetched['files']} files {'checked against backup_manifest' if manifest else 'not checked (verify off)'}"
         )
         # the spool fills while PostgreSQL starts: replay begins with WAL at hand

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import pwd
 import threading
@@ -13,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core import codec
 from ..core import s3 as s3mod
 from ..core.diskspace import disk_full
 from ..core.files import write_textfile
@@ -209,11 +211,22 @@ def fetch_base_backup(
     else:
         reader = StreamReader(client, loc.bucket, key, version_id=version_id)
     started = time.monotonic()
+    # as the label says it was stored (labels written before compression: as it is)
+    encoding = codec.check(backup.get("compression") or codec.NONE)
+    tar = Tally()
 
-    def read() -> bytes:
+    def read_stored() -> bytes:
         chunk = reader.read()
         if progress:
             progress.update("base backup", reader.bytes_read, size, "bytes", force=not chunk)
+        return chunk
+
+    decoded = codec.decoding_chunks(read_stored, encoding)
+
+    def read() -> bytes:
+        chunk = decoded()
+        if encoding != codec.NONE:  # else the reader's own SHA-256 is the tar's
+            tar.add(chunk)
         return chunk
 
     try:
@@ -225,18 +238,39 @@ def fetch_base_backup(
             f"could not write the base backup into {staging}: {exc}. Free space or fix permissions there, "
             f"then run the restore again."
         ) from exc
+    except codec.CodecError as exc:
+        raise RestoreError(
+            f"base backup {backup['backup_id']} (s3://{loc.bucket}/{key}): {exc}. Its content is not what was "
+            f"archived; use another base backup (backup_id) or investigate the archive."
+        ) from exc
     finally:
         reader.close()
-    digest = reader.sha256.hexdigest()
+    stored_digest = reader.sha256.hexdigest()
+    digest = stored_digest if encoding == codec.NONE else tar.sha256.hexdigest()
+    stored_ok = encoding == codec.NONE or stored_digest == backup.get("stored_sha256")
     return {
         "bytes": reader.bytes_read,
+        "tar_bytes": reader.bytes_read if encoding == codec.NONE else tar.size,
+        "compression": encoding,
         "files": extracted.files,
         "sha256": digest,
         "seconds": round(time.monotonic() - started, 3),
-        "sha256_ok": digest == backup.get("tar_sha256"),
+        "sha256_ok": digest == backup.get("tar_sha256") and stored_ok,
         "problems": extracted.problem_text(),
         "verify": "ok" if manifest else "skipped",
     }
+
+
+class Tally:
+    """Size and SHA-256 of a stream, as it passes."""
+
+    def __init__(self):
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def add(self, chunk) -> None:
+        self.sha256.update(chunk)
+        self.size += len(chunk)
 
 
 def pg_owner(os_user: str | None) -> tuple[int, int] | None:
