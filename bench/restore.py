@@ -5,6 +5,8 @@
     --peers:   pgBackRest and barman-cloud, archiving the same WAL stream of the same cluster to the
                same SeaweedFS (SSE-KMS, Object Lock) and restoring with their own tools (bench/_peers.py)
     --variants ours with other settings, and a naive boto3-per-segment restore_command
+    --compression zstd,lz4,none: ours archiving the same WAL (and a base backup) with each codec,
+               each into its own prefix, each restored; a second table says the bytes stored per GB
 
 Every method restores to the end of the archive and must reach the same LSN and the same table
 contents as the others; the run stops when one does not. Rounds are interleaved (round 1 of every
@@ -14,14 +16,18 @@ Base is the time to a data directory PostgreSQL can start on (download, extract,
 PostgreSQL's start to the end of recovery; total is the wall time of the whole restore.
 
 Usage: .venv/bin/python bench/restore.py [--dataset rows:420,520 | pgbench:60[,1750]] [--peers]
-                                         [--rounds 3] [--variants] [--outage 15] [--keep]
+                                         [--compression zstd,lz4,none] [--rounds 3] [--variants]
+                                         [--outage 15] [--keep]
 It starts its own sandbox (S3 + PostgreSQL) on free loopback ports in a temporary directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
+import pwd
 import shutil
 import signal
 import statistics
@@ -42,8 +48,10 @@ from _peers import PEERS
 from weltgewebe_ops import restore
 from weltgewebe_ops import sandbox as sb
 from weltgewebe_ops.archive import basebackup
-from weltgewebe_ops.core import pg
+from weltgewebe_ops.archive.names import WAL_SEGMENT_SIZE
+from weltgewebe_ops.core import codec, pg
 from weltgewebe_ops.core import s3 as s3mod
+from weltgewebe_ops.core.files import write_private
 
 PORTS = dict.fromkeys(("s3", "kms", "s3_master", "s3_volume", "s3_filer", "s3_admin", "postgres", "nats", "api"), 0)
 FLOOR = "floor: local tar -x + cp"
@@ -128,24 +136,49 @@ class Dataset:
         )
 
 
-def build_archive(box, dataset: Dataset, peers: list) -> dict:
-    """Load, back up with every tool, write WAL, wait until every tool archived all of it."""
-    if peers:
+def codec_location(box, compression: str, readonly: bool = False):
+    """Where ours archives with ``compression``: the sandbox's own archive for its own codec, else
+    a prefix of its own beside it (the same WAL, pushed once per codec)."""
+    loc = box.settings.s3_location(readonly)
+    if compression == box.settings.compression:
+        return loc
+    return dataclasses.replace(loc, prefix=f"{loc.prefix}-{compression}", compression=compression)
+
+
+def codec_archive_command(box, compression: str, ours: str) -> str:
+    """``ours`` (the sandbox's archive_command, wal-push) into ``compression``'s own archive."""
+    config = box.settings.archive_config_file.with_name(f"archive-{compression}.json")
+    write_private(config, json.dumps(dataclasses.asdict(codec_location(box, compression))))
+    if user := pg.run_as_user(box.settings.pg_os_user):  # the hook runs as PostgreSQL's user
+        entry = pwd.getpwnam(user)
+        os.chown(config, entry.pw_uid, entry.pw_gid)
+    return ours.replace(str(box.settings.archive_config_file), str(config))
+
+
+def build_archive(box, dataset: Dataset, peers: list, codecs: list[str]) -> dict[str, dict]:
+    """Load, back up with every tool (ours once per codec), write WAL, wait until every tool
+    archived all of it; ours' labels by codec."""
+    extra = [c for c in codecs if c != box.settings.compression]
+    if peers or extra:
         with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
             ours = conn.execute("SHOW archive_command").fetchone()[0]
             for peer in peers:
                 peer.prepare()
-            combined = " && ".join([ours, *(peer.archive_command() for peer in peers)])
+            pushes = [codec_archive_command(box, c, ours) for c in extra]
+            combined = " && ".join([ours, *pushes, *(peer.archive_command() for peer in peers)])
             conn.execute(psycopg.sql.SQL("ALTER SYSTEM SET archive_command = {}").format(psycopg.sql.Literal(combined)))
             conn.execute("SELECT pg_reload_conf()")
     dataset.load(box)
-    label = basebackup.take_base_backup(
-        pg.resolve_bindir(box.settings.pg_bindir),
-        box.settings.ports.postgres,
-        box.settings.pg_password,
-        box.settings.s3_location(),
-    )
-    say(f"base backup {label['backup_id']}: {label['tar_size'] / 1e6:.0f} MB")
+    labels = {}
+    for compression in codecs:
+        label = labels[compression] = basebackup.take_base_backup(
+            pg.resolve_bindir(box.settings.pg_bindir),
+            box.settings.ports.postgres,
+            box.settings.pg_password,
+            codec_location(box, compression),
+        )
+        say(f"base backup {label['backup_id']} ({compression}): {label['tar_size'] / 1e6:.0f} MB, stored "
+            f"{label['stored_size'] / 1e6:.0f} MB in {label['seconds']:.1f}s")  # fmt: skip
     for peer in peers:
         started = time.monotonic()
         peer.backup()
@@ -160,17 +193,32 @@ def build_archive(box, dataset: Dataset, peers: list) -> dict:
             if time.monotonic() > deadline:
                 raise SystemExit(f"archiving did not catch up in 1 h (last failure: {failed})")
             time.sleep(0.5)
-    return label
+    return labels
+
+
+def stored_bytes(box, compression: str, label: dict, plan) -> dict[str, float]:
+    """MB stored per GB archived, for WAL (the plan's segments) and for the base backup."""
+    client, loc = box.s3(), codec_location(box, compression)
+    wal = sum(s3mod.head(client, loc.bucket, s3mod.wal_key(loc, name)).size for name in plan.segments)
+    raw_wal = len(plan.segments) * WAL_SEGMENT_SIZE
+    return {"wal": 1000 * wal / raw_wal, "base": 1000 * label["stored_size"] / label["tar_size"]}
 
 
 def local_copy(box, plan, into: Path) -> tuple[Path, Path]:
+    """The floor's input: the archive's WAL and base.tar on local disk, decoded (as PostgreSQL and tar
+    read them): what a restore could do at best with no S3, no compression and no checks."""
     client, loc = box.s3(), box.settings.s3_location()
     wal_dir = into / "wal"
     wal_dir.mkdir(parents=True)
     for name in plan.segments:
-        client.download_file(loc.bucket, s3mod.wal_key(loc, name), str(wal_dir / name))
+        (wal_dir / name).write_bytes(s3mod.get_verified(client, loc.bucket, s3mod.wal_key(loc, name)))
     tar = into / "base.tar"
-    client.download_file(loc.bucket, s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar", str(tar))
+    key = s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar"
+    body = client.get_object(Bucket=loc.bucket, Key=key)["Body"]
+    read = codec.decoding_chunks(lambda: body.read(8 * 1024 * 1024), plan.backup.get("compression") or "none")
+    with open(tar, "wb") as fh:
+        while chunk := read():
+            fh.write(chunk)
     for path in (into, wal_dir, *wal_dir.iterdir(), tar):
         path.chmod(0o755 if path.is_dir() else 0o644)
     return wal_dir, tar
@@ -182,7 +230,7 @@ class Runner:
         self.box, self.root, self.dataset = box, root, dataset
         self.count = 0
 
-    def request(self, **options) -> restore.RestoreRequest:
+    def request(self, loc=None, **options) -> restore.RestoreRequest:
         # every method starts with no dirty pages to write back: the kernel's write-back throttling
         # made the same local `tar -x` take from 0.1 to 1 s, depending on what ran before it
         os.sync()
@@ -191,7 +239,7 @@ class Runner:
         where.mkdir()
         where.chmod(0o755)
         return restore.RestoreRequest(
-            loc=self.box.settings.s3_location(readonly=True),
+            loc=loc or self.box.settings.s3_location(readonly=True),
             data_dir=where / "data",
             pg_bindir=self.box.settings.pg_bindir,
             target=restore.Target.parse("latest"),
@@ -331,6 +379,11 @@ def main() -> int:
     parser.add_argument("--variants", action="store_true", help="also ours with other settings, and naive boto3")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
+        "--compression",
+        default="",
+        help="ours with each of these codecs (e.g. zstd,lz4,none), each archiving the same WAL into its own prefix",
+    )
+    parser.add_argument(
         "--pg-bindir",
         default="",
         help=f"PostgreSQL binaries (default: the embedded 18; with --peers {PG15}: pgBackRest 2.45 knows up to 16)",
@@ -342,7 +395,12 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="wgops-bench-", dir="/var/tmp"))
     root.chmod(0o755)
     bindir = args.pg_bindir or (PG15 if args.peers and Path(PG15).exists() else "")
-    box = sb.Sandbox(sb.prepare({"state_dir": str(root / "sandbox"), "ports": PORTS, "pg_bindir": bindir}))
+    codecs = [c for c in args.compression.split(",") if c] or [codec.DEFAULT]
+    for compression in codecs:
+        codec.check(compression)
+    box = sb.Sandbox(
+        sb.prepare({"state_dir": str(root / "sandbox"), "ports": PORTS, "pg_bindir": bindir, "compression": codecs[0]})
+    )
     peers, skipped = [], {}
     try:
         for component in ("s3", "postgres", "schema"):
@@ -355,7 +413,7 @@ def main() -> int:
                     say(f"{peer.name} skipped: {why}")
                 else:
                     peers.append(peer)
-        build_archive(box, dataset, peers)
+        labels = build_archive(box, dataset, peers, codecs)
         # the primary is gone: every method restores the same archive (no autovacuum WAL after this)
         pg.stop(
             pg.resolve_bindir(box.settings.pg_bindir),
@@ -375,6 +433,13 @@ def main() -> int:
             ),
             OURS: runner.ours,
         }
+        if len(codecs) > 1:
+            methods = {FLOOR: methods[FLOOR]}
+            for compression in codecs:
+                loc = codec_location(box, compression, readonly=True)
+                methods[f"{OURS[:-1]}, {compression})"] = lambda loc=loc, c=compression: runner.ours(
+                    loc=loc, backup_id=labels[c]["backup_id"]
+                )
         for peer in peers:
             methods[peer.name] = lambda p=peer: runner.with_command(p.restore_base, p.restore_command)
         if args.variants:
@@ -408,6 +473,11 @@ def main() -> int:
             runs,
             skipped,
         )
+        print()
+        print("Bytes stored per GB archived (ours: the objects in S3; every codec archived the same WAL)")
+        for compression in codecs:
+            stored = stored_bytes(box, compression, labels[compression], plan)
+            print(f"  ours, {compression:<6} WAL {stored['wal']:6.0f} MB/GB   base backup {stored['base']:6.0f} MB/GB")
         get, floor_base = statistics.median(gets), statistics.median(r["base"] for r in runs[FLOOR])
         print(f"one S3 GET of base.tar, read and thrown away (nothing written or checked): {get:.2f} s "
               f"({min(gets):.1f}-{max(gets):.1f}), {get / floor_base:.2f}x the floor's base")  # fmt: skip
