@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shlex
 import shutil
 import subprocess
@@ -44,12 +45,34 @@ def private_script(path: Path, text: str, owner: str) -> Path:
 
 
 class Peer:
-    name = ""
+    tool_name = ""
     install = ""
+    # the peer's own default compression (what a team that sets nothing gets)
+    default_compression = ""
 
-    def __init__(self, box, root: Path):
-        self.box, self.settings, self.root = box, box.settings, root / self.name.split()[0]
+    def __init__(self, box, root: Path, compression: str = ""):
+        self.compression = compression or self.default_compression
+        self.name = f"{self.tool_name} ({self.compression})"
+        self.slug = f"{self.tool_name.lower()}-{self.compression}"
+        self.box, self.settings, self.root = box, box.settings, root / self.slug
         self.user = self.settings.pg_os_user
+
+    def stored(self, client) -> dict[str, int]:
+        """Bytes this peer stored in S3: ``wal`` (and ``segments``, how many WAL segments) and ``base``."""
+        raise NotImplementedError
+
+    def _sum(self, client, prefix: str, wal_part: str) -> dict[str, int]:
+        totals = {"wal": 0, "segments": 0, "base": 0}
+        bucket = self.settings.bucket
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"].rsplit("/", 1)[-1]
+                if f"/{wal_part}/" in obj["Key"]:
+                    totals["wal"] += obj["Size"]
+                    totals["segments"] += bool(re.match(r"[0-9A-F]{24}($|[-.])", name))
+                else:
+                    totals["base"] += obj["Size"]
+        return totals
 
     def missing(self) -> str:
         """Why the peer cannot run here, with the install command; "" when it can."""
@@ -79,10 +102,12 @@ class Peer:
 class PgBackRest(Peer):
     """pgBackRest from Debian: S3 through a TLS endpoint (pgBackRest speaks HTTPS only), a second
     SeaweedFS S3 gateway on the same filer; process-max 2, asynchronous archive-get with a 256 MiB
-    queue; no compression (ours stores WAL and base backups uncompressed too)."""
+    queue; compress-type as given (its default gz, or lz4, zst, none), each into its own repository."""
 
-    name = "pgBackRest"
+    tool_name = "pgBackRest"
     install = "apt-get install pgbackrest"
+    default_compression = "gz"
+    compressions = ("gz", "lz4", "zst", "none")
 
     def missing(self) -> str:
         return "" if shutil.which("pgbackrest") else f"not installed: {self.install}"
@@ -101,7 +126,7 @@ class PgBackRest(Peer):
         with open(log, "w") as out:
             self.gateway = subprocess.Popen(
                 [weed, "s3", f"-filer=127.0.0.1:{self.settings.ports.s3_filer}", "-ip.bind=127.0.0.1",
-                 f"-port={self.port}", f"-port.grpc={procs.free_port()}", "-port.iceberg=0",
+                 f"-port={self.port}", f"-port.grpc={procs.free_port()}", "-port.iceberg=0", "-port.lance=0",
                  f"-config={self.settings.root / 's3' / 's3.json'}",
                  f"-cert.file={cert}", f"-key.file={key}"],
                 stdout=out, stderr=subprocess.STDOUT,
@@ -119,13 +144,13 @@ class PgBackRest(Peer):
         private_script(
             self.config,
             "\n".join([
-                "[global]", "repo1-type=s3", "repo1-path=/pgbackrest", f"repo1-s3-bucket={loc.bucket}",
+                "[global]", "repo1-type=s3", f"repo1-path=/{self.slug}", f"repo1-s3-bucket={loc.bucket}",
                 "repo1-s3-endpoint=127.0.0.1", f"repo1-storage-port={self.port}", f"repo1-s3-region={loc.region}",
                 f"repo1-s3-key={loc.access_key}", f"repo1-s3-key-secret={loc.secret_key}", "repo1-s3-uri-style=path",
                 "repo1-storage-verify-tls=n", "repo1-retention-full=99", "process-max=2", "archive-async=y",
-                "archive-get-queue-max=256MiB", "compress-type=none", "start-fast=y", "log-level-console=warn",
-                "log-level-file=off", f"spool-path={self.root / 'spool'}", f"lock-path={self.root / 'lock'}",
-                f"log-path={self.root / 'log'}", "",
+                "archive-get-queue-max=256MiB", f"compress-type={self.compression}", "start-fast=y",
+                "log-level-console=warn", "log-level-file=off", f"spool-path={self.root / 'spool'}",
+                f"lock-path={self.root / 'lock'}", f"log-path={self.root / 'log'}", "",
                 f"[{STANZA}]", f"pg1-path={self.settings.pg_data_dir}", f"pg1-port={self.settings.ports.postgres}",
                 f"pg1-socket-path={self.settings.pg_socket_dir}", "pg1-user=postgres", "",
             ]),
@@ -135,6 +160,9 @@ class PgBackRest(Peer):
 
     def _cmd(self, *args: str) -> list[str]:
         return ["pgbackrest", f"--config={self.config}", f"--stanza={STANZA}", *args]
+
+    def stored(self, client) -> dict[str, int]:
+        return self._sum(client, f"{self.slug}/", "archive")
 
     def archive_command(self) -> str:
         return shlex.join(self._cmd("archive-push")) + " %p"
@@ -157,10 +185,20 @@ class PgBackRest(Peer):
 
 class BarmanCloud(Peer):
     """barman-cloud from PyPI in a venv of its own (given with --barman-venv): barman-cloud-restore
-    for the base backup, barman-cloud-wal-restore with 8 parallel downloads into its spool."""
+    for the base backup, barman-cloud-wal-restore with 8 parallel downloads into its spool; WAL and
+    base backup compressed as given (gzip, as CloudNativePG's Barman Cloud plugin archives, or none,
+    its own default)."""
 
-    name = "barman-cloud"
+    tool_name = "barman-cloud"
     venv = Path("/opt/wgops-bench-barman")
+    default_compression = "none"
+    compressions = ("gzip", "none")
+
+    def _compress(self) -> list[str]:
+        return [] if self.compression == "none" else [f"--{self.compression}"]
+
+    def stored(self, client) -> dict[str, int]:
+        return self._sum(client, f"{self.slug}/", "wals")
 
     @property
     def install(self) -> str:
@@ -177,7 +215,7 @@ class BarmanCloud(Peer):
     def prepare(self) -> None:
         super().prepare()
         loc = self.settings.s3_location()
-        self.url = f"s3://{loc.bucket}/barman"
+        self.url = f"s3://{loc.bucket}/{self.slug}"
         (self.root / "spool").mkdir(exist_ok=True)
         shutil.chown(self.root / "spool", self.user, self.user)
         # the hooks run in PostgreSQL's environment: the credentials come with them, readable by it alone
@@ -192,11 +230,11 @@ class BarmanCloud(Peer):
         )
 
     def archive_command(self) -> str:
-        return f"{self.tool} wal-archive {self.url} {STANZA} %p"
+        return shlex.join([str(self.tool), "wal-archive", *self._compress(), self.url, STANZA]) + " %p"
 
     def backup(self) -> None:
-        run_as(self.user, [str(self.tool), "backup", "-h", "127.0.0.1", "-p", str(self.settings.ports.postgres),
-                           "-d", "postgres", self.url, STANZA])  # fmt: skip
+        run_as(self.user, [str(self.tool), "backup", *self._compress(), "-h", "127.0.0.1", "-p",
+                           str(self.settings.ports.postgres), "-d", "postgres", self.url, STANZA])  # fmt: skip
 
     def restore_base(self, staging: Path) -> None:
         shutil.chown(staging, self.user, self.user)
@@ -209,3 +247,9 @@ class BarmanCloud(Peer):
 
 
 PEERS = (PgBackRest, BarmanCloud)
+
+
+def peers_at_their_best(box, root: Path) -> list[Peer]:
+    """Every peer with each compression a team would choose: pgBackRest gz (its default), lz4, zst
+    and none; barman-cloud gzip (CloudNativePG's) and none (its default)."""
+    return [cls(box, root, compression) for cls in PEERS for compression in cls.compressions]

@@ -43,7 +43,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from _peers import PEERS
+from _peers import peers_at_their_best
 
 from weltgewebe_ops import restore
 from weltgewebe_ops import sandbox as sb
@@ -347,6 +347,40 @@ def s3_outage(box, seconds: float):
     return inject
 
 
+# ------------------------------------------------------------------------------------ a shaped link
+IN_NAMESPACE = "WGOPS_BENCH_NETNS"
+
+
+def enter_shaped_namespace(rate: str) -> None:
+    """Run this bench again inside a network namespace of its own (``unshare -n``), where everything
+    it starts talks over that namespace's loopback: shaping it shapes nothing else on the machine."""
+    if os.environ.get(IN_NAMESPACE):
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        return
+    if os.geteuid() != 0 or not shutil.which("tc") or not shutil.which("unshare"):
+        raise SystemExit(
+            f"--link-rate {rate}: needs root, tc (iproute2) and unshare (util-linux) to shape a loopback of its own; "
+            "run as root, or leave --link-rate out to measure on the machine's loopback"
+        )
+    say(f"entering a network namespace of its own, whose loopback will run at {rate}")
+    os.execvpe(  # noqa: S606 - the same bench again, its arguments as given, in the new namespace
+        "unshare",
+        ["unshare", "-n", "--", sys.executable, *sys.argv],
+        {**os.environ, IN_NAMESPACE: "1"},
+    )
+
+
+def shape_loopback(rate: str) -> None:
+    """Limit the namespace's loopback to ``rate`` (token bucket, 256 KiB burst) from now on: the
+    archive was built at full speed, the restores run over the link."""
+    subprocess.run(
+        ["tc", "qdisc", "replace", "dev", "lo", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms"],
+        check=True,
+    )
+    shown = subprocess.run(["tc", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout.strip()
+    say(f"loopback shaped: {shown}")
+
+
 # ------------------------------------------------------------------------------------ the table
 def print_table(title: str, runs: dict[str, list[dict]], skipped: dict[str, str]) -> None:
     def cell(values: list[float], floor: float) -> str:
@@ -389,8 +423,16 @@ def main() -> int:
         help=f"PostgreSQL binaries (default: the embedded 18; with --peers {PG15}: pgBackRest 2.45 knows up to 16)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--link-rate",
+        default="",
+        help="restore over a link this fast (tc rate, e.g. 250mbit, 1gbit): the bench runs in a network namespace "
+        "of its own whose loopback is shaped once the archive is built (root and tc needed)",
+    )
     parser.add_argument("--outage", type=float, default=0, help="also ours with S3 stopped this long mid-replay")
     args = parser.parse_args()
+    if args.link_rate:
+        enter_shaped_namespace(args.link_rate)
     dataset = Dataset(args.dataset)
     root = Path(tempfile.mkdtemp(prefix="wgops-bench-", dir="/var/tmp"))
     root.chmod(0o755)
@@ -406,8 +448,7 @@ def main() -> int:
         for component in ("s3", "postgres", "schema"):
             say(box.up(component).line)
         if args.peers:
-            for peer_class in PEERS:
-                peer = peer_class(box, root)
+            for peer in peers_at_their_best(box, root):
                 if why := peer.missing():
                     skipped[peer.name] = why
                     say(f"{peer.name} skipped: {why}")
@@ -451,6 +492,8 @@ def main() -> int:
             methods["ours, WAL during the base"] = lambda: runner.ours(prefetch_workers_during_base=2)
         if args.outage:
             methods[f"ours, S3 down {args.outage:.0f}s"] = lambda: runner.ours(during=s3_outage(box, args.outage))
+        if args.link_rate:
+            shape_loopback(args.link_rate)
         runs: dict[str, list[dict]] = {name: [] for name in methods}
         gets: list[float] = []
         for round_no in range(1, args.rounds + 1):
@@ -478,9 +521,20 @@ def main() -> int:
         for compression in codecs:
             stored = stored_bytes(box, compression, labels[compression], plan)
             print(f"  ours, {compression:<6} WAL {stored['wal']:6.0f} MB/GB   base backup {stored['base']:6.0f} MB/GB")
+        for peer in peers:
+            got = peer.stored(box.s3())
+            wal = 1000 * got["wal"] / max(got["segments"] * WAL_SEGMENT_SIZE, 1)
+            base = 1000 * got["base"] / labels[codecs[0]]["tar_size"]
+            print(f"  {peer.name:<20} WAL {wal:6.0f} MB/GB   base backup {base:6.0f} MB/GB (its own backup)")
         get, floor_base = statistics.median(gets), statistics.median(r["base"] for r in runs[FLOOR])
         print(f"one S3 GET of base.tar, read and thrown away (nothing written or checked): {get:.2f} s "
               f"({min(gets):.1f}-{max(gets):.1f}), {get / floor_base:.2f}x the floor's base")  # fmt: skip
+        if args.link_rate:
+            print(f"the link: loopback of the bench's own network namespace shaped to {args.link_rate} (tc tbf) while "
+                  "restoring; S3's data crosses it twice (volume server to gateway, gateway to client), so a restore "
+                  "sees about half. What tc counted:")  # fmt: skip
+            print(textwrap.indent(subprocess.run(["tc", "-s", "qdisc", "show", "dev", "lo"], capture_output=True,
+                                                 text=True).stdout, "  "))  # fmt: skip
     finally:
         for peer in peers:
             peer.close()
