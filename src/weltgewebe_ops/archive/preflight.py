@@ -20,7 +20,7 @@ from ..core.settings import S3Location
 from . import basebackup
 from . import coverage as coveragemod
 from .compliance import Problem, bucket_facts, object_compliance, resolve_kms_key
-from .names import SEGMENT_RE, lsn_to_int, segment_name, segment_number, segment_of_lsn
+from .names import SEGMENT_RE, WAL_SEGMENT_SIZE, lsn_to_int, segment_name, segment_number, segment_of_lsn
 from .stream import contiguous, parse_chunk
 
 
@@ -226,7 +226,10 @@ def continuity(client, loc: S3Location, inv: Inventory, label: dict, target_tli:
         "first_segment": label["start_wal_file"],
         "last_segment": segment_name(*needed[-1]) if needed else label["start_wal_file"],
         "segments": len(needed),
-        "bytes": sum(inv.segments[tli][n].size for tli, n in needed if inv.has(tli, n)),
+        # WAL to replay (what replay time and pg_wal grow with); stored: what a restore downloads
+        # (less when compressed: this collection's zstd, Barman's gzip, pgBackRest's gz)
+        "bytes": sum(WAL_SEGMENT_SIZE for tli, n in needed if inv.has(tli, n)),
+        "stored_bytes": sum(inv.segments[tli][n].size for tli, n in needed if inv.has(tli, n)),
         "missing": missing,
         "consistent_needs_through": segment_name(label["timeline"], stop),
         "needed": [segment_name(tli, n) for tli, n in needed],
