@@ -204,6 +204,26 @@ def stored_bytes(box, compression: str, label: dict, plan) -> dict[str, float]:
     return {"wal": 1000 * wal / raw_wal, "base": 1000 * label["stored_size"] / label["tar_size"]}
 
 
+def codec_cpu(wal_dir: Path, codecs: list[str]) -> dict[str, dict[str, float]]:
+    """Milliseconds of one core per 16 MiB WAL segment, median over the archive's segments: what
+    wal-push spends compressing (and hashing) on the database host, and a restore decoding."""
+    segments = sorted(wal_dir.iterdir())
+    figures = {}
+    for compression in codecs:
+        push, fetch = [], []
+        for path in segments:
+            data = path.read_bytes()
+            started = time.process_time()
+            stored, _meta = codec.encode(data, compression)
+            s3mod.sha256_b64(stored)
+            push.append(time.process_time() - started)
+            started = time.process_time()
+            codec.sha256_b64(codec.decompress(stored, compression, len(data)))
+            fetch.append(time.process_time() - started)
+        figures[compression] = {"push": 1000 * statistics.median(push), "fetch": 1000 * statistics.median(fetch)}
+    return figures
+
+
 def local_copy(box, plan, into: Path) -> tuple[Path, Path]:
     """The floor's input: the archive's WAL and base.tar on local disk, decoded (as PostgreSQL and tar
     read them): what a restore could do at best with no S3, no compression and no checks."""
@@ -518,9 +538,11 @@ def main() -> int:
         )
         print()
         print("Bytes stored per GB archived (ours: the objects in S3; every codec archived the same WAL)")
+        cpu = codec_cpu(wal_dir, codecs)
         for compression in codecs:
-            stored = stored_bytes(box, compression, labels[compression], plan)
-            print(f"  ours, {compression:<6} WAL {stored['wal']:6.0f} MB/GB   base backup {stored['base']:6.0f} MB/GB")
+            stored, ms = stored_bytes(box, compression, labels[compression], plan), cpu[compression]
+            print(f"  ours, {compression:<6} WAL {stored['wal']:6.0f} MB/GB   base backup {stored['base']:6.0f} MB/GB  "
+                  f"CPU per segment: push {ms['push']:4.0f} ms, fetch {ms['fetch']:4.0f} ms")  # fmt: skip
         for peer in peers:
             got = peer.stored(box.s3())
             wal = 1000 * got["wal"] / max(got["segments"] * WAL_SEGMENT_SIZE, 1)

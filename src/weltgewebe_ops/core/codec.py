@@ -100,9 +100,10 @@ def decompress(stored: bytes, encoding: str, raw_size: int | None = None) -> byt
 
 def encode(data: bytes, encoding: str) -> tuple[bytes, dict[str, str]]:
     """The bytes to store for ``data`` and the metadata that says how to read them back."""
-    stored = compress(data, encoding)
+    if check(encoding) == NONE:  # written as before compression existed: nothing more to say
+        return data, {}
     meta = {META_ENCODING: encoding, META_RAW_SHA256: sha256_b64(data), META_RAW_SIZE: str(len(data))}
-    return stored, ({} if encoding == NONE else meta)
+    return compress(data, encoding), meta
 
 
 class _Compressor:
