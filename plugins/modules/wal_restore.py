@@ -338,10 +338,20 @@ verify:
   type: str
   sample: "ok"
 base_backup_sha256_ok:
-  description: Whether the downloaded tar matched the SHA-256 in its label.
+  description: Whether the downloaded tar matched the SHA-256 in its label (and, stored compressed, the stored object too).
   returned: success and not check mode
   type: bool
   sample: true
+base_backup_stored_bytes:
+  description: Bytes of the base backup downloaded, as stored (less than the tar when compressed).
+  returned: success and not check mode
+  type: int
+  sample: 81234567
+base_backup_compression:
+  description: How the base backup was stored (C(zstd), C(lz4), C(none)), from its label.
+  returned: success and not check mode
+  type: str
+  sample: zstd
 """
 
 from ansible_collections.weltgewebe.ops.plugins.module_utils._wgops import (

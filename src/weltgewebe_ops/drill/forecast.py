@@ -47,6 +47,21 @@ def _measured(restore: dict[str, Any]) -> tuple[str, int, float, int, float, boo
     )
 
 
+def _link_line(restore: dict[str, Any], base_seconds: float) -> list[str]:
+    """What crossed the link for the base backup, and at what rate: the forecast scales this drill's
+    rate and so assumes production's link is as fast (a slower one bounds the base backup at
+    stored bytes / its rate)."""
+    stored = restore.get("base_backup_stored_bytes")
+    if not stored or not base_seconds:
+        return []
+    compression = restore.get("base_backup_compression") or "none"
+    return [
+        f"the link as fast as this drill's: {stored / 1e6:.0f} MB of base backup downloaded ({compression}) in "
+        f"{base_seconds:.1f} s, {stored / 1e6 / base_seconds:.0f} MB/s or more; a slower link bounds the base "
+        f"backup at its stored bytes / the link's rate"
+    ]
+
+
 def rto_forecast(
     restore: dict[str, Any] | None,
     rto_seconds: float | None,
@@ -96,6 +111,7 @@ def rto_forecast(
             if replays_wal
             else []
         ),
+        *_link_line(restore, base_seconds),
         "assumes each part grows linearly with its size (bench/scale.py measures how far that holds)",
     ]
     complete = predicted_replay is not None or wal == 0

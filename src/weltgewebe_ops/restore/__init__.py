@@ -91,5 +91,12 @@ def restore(req: RestoreRequest, client=None, log=lambda _m: None) -> dict[str, 
         shutil.rmtree(req.work, ignore_errors=True)
         raise
     result = recover(req, plan, staging, log, prefetcher=prefetcher)
-    result.update(verify=fetched["verify"], base_backup_sha256_ok=fetched["sha256_ok"], **timings)
+    result.update(
+        verify=fetched["verify"],
+        base_backup_sha256_ok=fetched["sha256_ok"],
+        # what crossed the link for the base backup (less than its tar when compressed)
+        base_backup_stored_bytes=fetched["bytes"],
+        base_backup_compression=fetched["compression"],
+        **timings,
+    )
     return result
