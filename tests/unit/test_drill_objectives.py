@@ -133,3 +133,15 @@ def test_a_drill_with_almost_no_wal_gives_a_lower_bound_never_a_made_up_replay_r
 def test_nothing_measured_means_no_forecast(restore, rto):
     assert rto_forecast(restore, rto, 14400) is None
     assert "none" in forecast_line(None)
+
+
+def test_the_forecast_says_the_link_rate_it_assumes():
+    # the 2 GB tar stored compressed as 200 MB, downloaded and extracted in 50 s: 4 MB/s or more
+    f = rto_forecast({**RESTORE, "base_backup_stored_bytes": 200 * 10**6, "base_backup_compression": "zstd"}, 600.0,
+                     14400)  # fmt: skip
+    link = [line for line in f["basis"] if line.startswith("the link")]
+    assert link == [
+        "the link as fast as this drill's: 200 MB of base backup downloaded (zstd) in 50.0 s, 4 MB/s or more; a "
+        "slower link bounds the base backup at its stored bytes / the link's rate"
+    ]
+    assert not any(line.startswith("the link") for line in rto_forecast(RESTORE, 600.0, 14400)["basis"])
