@@ -22,6 +22,9 @@ from pathlib import Path
 from weltgewebe_ops.core import pg, procs
 
 STANZA = "bench"
+# a WAL segment as the peers store it: pgBackRest adds -<sha1>, both add their compression's suffix
+# (not a .backup or .history file)
+SEGMENT_OBJECT = re.compile(r"^[0-9A-F]{24}(-[0-9a-f]{40})?(\.(gz|lz4|zst|bz2|snappy|xz))?$")
 
 
 def run_as(user: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> str:
@@ -69,7 +72,7 @@ class Peer:
                 name = obj["Key"].rsplit("/", 1)[-1]
                 if f"/{wal_part}/" in obj["Key"]:
                     totals["wal"] += obj["Size"]
-                    totals["segments"] += bool(re.match(r"[0-9A-F]{24}($|[-.])", name))
+                    totals["segments"] += bool(SEGMENT_OBJECT.match(name))
                 else:
                     totals["base"] += obj["Size"]
         return totals
