@@ -338,7 +338,7 @@ verify:
   type: str
   sample: "ok"
 base_backup_sha256_ok:
-  description: Whether the downloaded tar matched the SHA-256 in its label (and, stored compressed, the stored object too).
+  description: Whether the downloaded tar (and, stored compressed, the stored object) matched the SHA-256s in its label.
   returned: success and not check mode
   type: bool
   sample: true
