@@ -80,3 +80,16 @@ def test_a_frame_is_known_by_its_first_bytes(encoding):
     stored, _ = codec.encode(SAMPLE, encoding)
     assert codec.frame_of(stored) == encoding
     assert codec.frame_of(SAMPLE) == codec.frame_of(b'{"backup_id": 1}') == ""
+
+
+@pytest.mark.parametrize("encoding", [codec.ZSTD, codec.LZ4])
+def test_a_cut_stream_is_an_error_not_a_shorter_original(encoding):
+    stored = codec.CompressingReader(io.BytesIO(SAMPLE), encoding).read()
+    cut = stored[: len(stored) // 2]
+    with pytest.raises(codec.CodecError, match="does not decode"):
+        codec.decompress(cut, encoding)
+    arriving = iter([cut, b""])
+    read = codec.decoding_chunks(lambda: next(arriving), encoding, len(SAMPLE))
+    with pytest.raises(codec.CodecError, match="does not decode"):
+        while read():
+            pass

@@ -89,13 +89,20 @@ def decompress(stored: bytes, encoding: str, raw_size: int | None = None) -> byt
             import zstandard
 
             if raw_size is None:  # a streamed frame does not say its size: decoded as a stream
-                return zstandard.ZstdDecompressor().decompressobj().decompress(stored)
-            return zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_size)
-        import lz4.frame
+                stream = zstandard.ZstdDecompressor().decompressobj()
+                data = stream.decompress(stored)
+                whole = stream.eof  # a cut frame decodes quietly into less: never taken for the whole
+            else:
+                return zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_size)
+        else:
+            import lz4.frame
 
-        return lz4.frame.decompress(stored)
+            return lz4.frame.decompress(stored)
     except Exception as exc:
         raise CodecError(f"does not decode as {encoding}: {type(exc).__name__}: {exc}") from exc
+    if not whole:
+        raise CodecError(f"does not decode as {encoding}: the frame is cut short (truncated)")
+    return data
 
 
 def encode(data: bytes, encoding: str) -> tuple[bytes, dict[str, str]]:
@@ -187,10 +194,11 @@ class _ChunkFile:
         return out
 
 
-def decoding_chunks(next_chunk: Callable[[], bytes], encoding: str) -> Callable[[], bytes]:
+def decoding_chunks(next_chunk: Callable[[], bytes], encoding: str, raw_size: int | None = None) -> Callable[[], bytes]:
     """A function returning the decoded stream in bounded chunks (at most READ_SIZE each: a 64 MiB
     part of a well-compressed base backup never becomes half a gigabyte at once), from a function
-    that returns the stored stream's chunks. CodecError when the stream does not decode."""
+    that returns the stored stream's chunks. CodecError when the stream does not decode, or (with
+    ``raw_size``) ends before that many bytes: zstd's stream reader ends a cut frame quietly."""
     check(encoding)
     if encoding == NONE:
         return next_chunk
@@ -204,10 +212,18 @@ def decoding_chunks(next_chunk: Callable[[], bytes], encoding: str) -> Callable[
 
         decoded = lz4.frame.LZ4FrameFile(source, mode="rb")
 
+    done = [0]
+
     def read() -> bytes:
         try:
-            return decoded.read(READ_SIZE)
+            chunk = decoded.read(READ_SIZE)
         except Exception as exc:
             raise CodecError(f"the stream does not decode as {encoding}: {type(exc).__name__}: {exc}") from exc
+        done[0] += len(chunk)
+        if not chunk and raw_size is not None and done[0] != raw_size:
+            raise CodecError(
+                f"the stream does not decode as {encoding}: it ends after {done[0]} of {raw_size} bytes (truncated)"
+            )
+        return chunk
 
     return read

@@ -221,7 +221,7 @@ def fetch_base_backup(
             progress.update("base backup", reader.bytes_read, size, "bytes", force=not chunk)
         return chunk
 
-    decoded = codec.decoding_chunks(read_stored, encoding)
+    decoded = codec.decoding_chunks(read_stored, encoding, backup.get("tar_size"))
 
     def read() -> bytes:
         chunk = decoded()
