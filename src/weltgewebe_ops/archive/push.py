@@ -86,7 +86,7 @@ def wal_push(
                     f"cluster was not given a new timeline. Nothing was overwritten; point this "
                     f"cluster at its own archive prefix."
                 )
-            s3mod.put_bytes(client, loc, key, data, encoding=loc.compression)
+            s3mod.put_bytes(client, loc, key, data, encoding=loc.compression, raw_sha256_b64=digest)
             stored = s3mod.head(client, loc.bucket, key)
             _verify(stored, key, len(data), digest, loc.compression)
             return PushResult(

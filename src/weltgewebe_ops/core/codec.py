@@ -105,11 +105,13 @@ def decompress(stored: bytes, encoding: str, raw_size: int | None = None) -> byt
     return data
 
 
-def encode(data: bytes, encoding: str) -> tuple[bytes, dict[str, str]]:
-    """The bytes to store for ``data`` and the metadata that says how to read them back."""
+def encode(data: bytes, encoding: str, raw_sha256_b64: str = "") -> tuple[bytes, dict[str, str]]:
+    """The bytes to store for ``data`` and the metadata that says how to read them back
+    (``raw_sha256_b64``: data's SHA-256 when the caller has it already)."""
     if check(encoding) == NONE:  # written as before compression existed: nothing more to say
         return data, {}
-    meta = {META_ENCODING: encoding, META_RAW_SHA256: sha256_b64(data), META_RAW_SIZE: str(len(data))}
+    digest = raw_sha256_b64 or sha256_b64(data)
+    meta = {META_ENCODING: encoding, META_RAW_SHA256: digest, META_RAW_SIZE: str(len(data))}
     return compress(data, encoding), meta
 
 

@@ -142,11 +142,12 @@ def put_bytes(
     data: bytes,
     content_type: str = "application/octet-stream",
     encoding: str = codec.NONE,
+    raw_sha256_b64: str = "",
 ) -> str:
     """Upload ``data`` with SSE-KMS, stored with ``encoding`` (core.codec: the object's metadata
-    says which, with the original's size and SHA-256) and a SHA-256 of the stored bytes that the
-    server checks; returns the original's SHA-256."""
-    stored, meta = codec.encode(data, encoding)
+    says which, with the original's size and SHA-256, given as ``raw_sha256_b64`` when the caller
+    has it) and a SHA-256 of the stored bytes that the server checks; returns the original's SHA-256."""
+    stored, meta = codec.encode(data, encoding, raw_sha256_b64)
     digest = sha256_b64(stored)
     s3.put_object(
         Bucket=loc.bucket,
