@@ -13,12 +13,12 @@ of what was archived; a reader decodes by that and checks it.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from . import codec
+from .codec import sha256_b64
 from .settings import S3Location
 
 
@@ -116,10 +116,6 @@ class StoredObject:
             raw_size=int(meta.get(codec.META_RAW_SIZE, size)),
             raw_sha256_b64=meta.get(codec.META_RAW_SHA256, sha256),
         )
-
-
-def sha256_b64(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def head(s3, bucket: str, key: str, version_id: str = "") -> StoredObject | None:
