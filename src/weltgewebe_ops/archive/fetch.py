@@ -161,8 +161,10 @@ def wal_fetch(config_file: str | os.PathLike[str], name: str, dest: str | os.Pat
     if name in fetch.config["planned"]:
         # the prefetcher is on its way: wait a little before downloading it ourselves
         waited = min(deadline, time.monotonic() + WAIT_FOR_PREFETCH_SECONDS)
-        while not fetch.settled() and time.monotonic() < waited:
-            time.sleep(0.005)
+        from ..core.dirwatch import NAME_ARRIVES, DirectoryWatch, wait_until
+
+        with DirectoryWatch(fetch.spool, NAME_ARRIVES) as arrivals:  # the segment, or its .failed
+            wait_until(fetch.settled, arrivals, waited - time.monotonic())
     while True:
         if fetch.from_spool():
             return 0

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import codec
 from ..core import s3 as s3mod
+from ..core.dirwatch import NAME_LEAVES, DirectoryWatch
 from ..core.diskspace import disk_full
 from ..core.files import write_textfile
 from ..core.progress import ProgressFile
@@ -28,6 +29,9 @@ from .untar import Manifest
 if TYPE_CHECKING:
     from .plan import Plan
     from .request import RestoreRequest
+
+
+IDLE_WAKE_SECONDS = 1.0
 
 
 def yield_to_replay() -> None:
@@ -44,7 +48,8 @@ class Prefetcher:
     that replay has not taken. Each file is checked against its archived SHA-256 before it enters
     the spool. A transient failure (S3 or KMS away) is retried until ``deadline_seconds``; a segment
     that cannot be had leaves ``.<name>.failed`` with the reason, which makes wal-fetch abort
-    recovery instead of ending it early."""
+    recovery instead of ending it early. Between downloads it sleeps until the spool changes (a
+    segment taken by replay, one arriving) or it is told to go on, never polling the spool."""
 
     def __init__(
         self,
@@ -64,9 +69,11 @@ class Prefetcher:
         self.owner = owner  # PostgreSQL's uid/gid when we run as root: it opens restored WAL read-write
         self.workers, self.window = workers, window
         self.deadline_seconds = deadline_seconds
-        # fewer downloads at once while the base backup streams (they share CPU and network)
-        self.active_workers = workers
         self.stop = threading.Event()
+        self.spool_changes = DirectoryWatch(spool, NAME_LEAVES)  # replay taking a segment
+        # fewer downloads at once while the base backup streams (they share CPU and network)
+        self._active_workers = workers
+        self.wakeups = 0  # how often the scheduler woke to look at the spool: the proof it does not poll
         self.sizes: dict[str, int] = {}  # of each segment downloaded
         self.downloaded = 0
         self.retries = 0
@@ -79,6 +86,15 @@ class Prefetcher:
     @property
     def error(self) -> str:
         return "; ".join(self.errors)
+
+    @property
+    def active_workers(self) -> int:
+        return self._active_workers
+
+    @active_workers.setter
+    def active_workers(self, count: int) -> None:
+        self._active_workers = count
+        self.spool_changes.wake()
 
     def start(self) -> None:
         self._thread.start()
@@ -134,13 +150,18 @@ class Prefetcher:
             while not self.stop.is_set() and index < len(self.names):
                 in_flight = {f for f in in_flight if not f.done()}
                 spooled = sum(1 for p in self.spool.iterdir() if not p.name.startswith("."))
-                if len(in_flight) < self.active_workers and spooled + len(in_flight) < self.window:
+                if len(in_flight) < self._active_workers and spooled + len(in_flight) < self.window:
                     if self.first_start is None:
                         self.first_start = time.monotonic()
-                    in_flight.add(pool.submit(self._download, self.names[index]))
+                    download = pool.submit(self._download, self.names[index])
+                    download.add_done_callback(lambda _done: self.spool_changes.wake())
+                    in_flight.add(download)
                     index += 1
-                else:
-                    time.sleep(0.005)
+                    continue
+                # woken by a download's end, by replay taking a segment (a rename in the spool), by
+                # close() and by a change of active_workers; the timeout only bounds a lost event
+                self.spool_changes.wait(IDLE_WAKE_SECONDS)
+                self.wakeups += 1
 
     def seconds(self) -> float:
         if self.first_start is None or self.last_end is None:
@@ -149,7 +170,9 @@ class Prefetcher:
 
     def close(self) -> None:
         self.stop.set()
+        self.spool_changes.wake()
         self._thread.join(timeout=30)
+        self.spool_changes.close()
 
 
 def fetch_manifest(client, loc: S3Location, backup: dict) -> Manifest:
