@@ -22,7 +22,7 @@ from ..core.files import write_textfile
 from ..core.progress import ProgressFile
 from ..core.settings import S3Location
 from . import untar
-from .readers import ParallelRangeReader, StreamReader
+from .readers import ChunkPump, ParallelRangeReader, StreamReader
 from .target import RestoreError
 from .untar import Manifest
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 
 IDLE_WAKE_SECONDS = 1.0
+TAR_CHUNKS_AHEAD = 16  # decoded, of at most codec.READ_SIZE (1 MiB) each
 
 
 def yield_to_replay() -> None:
@@ -239,22 +240,24 @@ def fetch_base_backup(
     tar = Tally()
 
     def read_stored() -> bytes:
-        chunk = reader.read()
+        chunk = reader.read(codec.READ_SIZE)  # bounded: a ranged part is 64 MiB
         if progress:
             progress.update("base backup", reader.bytes_read, size, "bytes", force=not chunk)
         return chunk
 
     decoded = codec.decoding_chunks(read_stored, encoding, backup.get("tar_size"))
 
-    def read() -> bytes:
+    def next_tar_chunk() -> bytes:
         chunk = decoded()
         if encoding != codec.NONE:  # else the reader's own SHA-256 is the tar's
             tar.add(chunk)
         return chunk
 
+    # downloading, hashing and decoding on threads of their own; this one only extracts
+    tar_stream = ChunkPump(next_tar_chunk, window=TAR_CHUNKS_AHEAD)
     try:
-        extracted = untar.extract(read, staging, manifest, owner)
-        while read():  # the end-of-archive padding: the SHA-256 covers every byte
+        extracted = untar.extract(tar_stream.read, staging, manifest, owner)
+        while tar_stream.read():  # the end-of-archive padding: the SHA-256 covers every byte
             pass
     except OSError as exc:
         raise RestoreError(
@@ -267,6 +270,7 @@ def fetch_base_backup(
             f"archived; use another base backup (backup_id) or investigate the archive."
         ) from exc
     finally:
+        tar_stream.close()
         reader.close()
     stored_digest = reader.sha256.hexdigest()
     digest = stored_digest if encoding == codec.NONE else tar.sha256.hexdigest()

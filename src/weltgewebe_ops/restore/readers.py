@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..core import s3 as s3mod
@@ -71,6 +73,47 @@ class ParallelRangeReader:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+class ChunkPump:
+    """Calls ``produce()`` on a thread of its own, keeping up to ``window`` of the chunks it returns
+    ahead of ``read()`` (b"" at the end, also for every later read); an exception in ``produce``
+    is raised by the next read. So the producer's work (a download, hashing, decoding) overlaps the
+    consumer's (extracting), each on its own core where the work releases the GIL (socket reads,
+    hashlib, zstd and lz4 do)."""
+
+    def __init__(self, produce: Callable[[], bytes], *, window: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=window)
+        self._stop = threading.Event()
+        self._produce = produce
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._produce()
+                self._queue.put(chunk)
+                if not chunk:
+                    return
+        except Exception as exc:  # noqa: BLE001 - handed to the reader
+            self._queue.put(exc)
+
+    def read(self, _n: int = -1) -> bytes:
+        item = self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        if not item:
+            self._queue.put(b"")  # stay at the end for further reads
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):  # a producer blocked on a full queue goes on, and sees the stop
+            while True:
+                self._queue.get_nowait()
+        with contextlib.suppress(queue.Full):  # and a consumer blocked on an empty one sees the end
+            self._queue.put_nowait(b"")
+
+
 class StreamReader:
     """Read one S3 object with a single GET, a thread keeping up to ``window`` chunks ahead of the
     consumer (so the download and the extraction overlap), hashing it. The same interface as
@@ -81,40 +124,23 @@ class StreamReader:
     def __init__(
         self, client, bucket: str, key: str, *, version_id: str = "", chunk: int = 1024 * 1024, window: int = 64
     ):
-        import queue
-
         self.sha256 = hashlib.sha256()
         self.bytes_read = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=window)
-        self._stop = threading.Event()
-        version = s3mod.version_arg(version_id)
+        self._pieces = None
 
-        def pump() -> None:
-            try:
-                body = client.get_object(Bucket=bucket, Key=key, **version)["Body"]
-                for piece in body.iter_chunks(chunk):
-                    if self._stop.is_set():
-                        return
-                    self.sha256.update(piece)  # here, so hashing overlaps tar's writes
-                    self.bytes_read += len(piece)
-                    self._queue.put(piece)
-                self._queue.put(b"")
-            except Exception as exc:  # noqa: BLE001 - handed to the reader
-                self._queue.put(exc)
+        def next_piece() -> bytes:
+            if self._pieces is None:
+                body = client.get_object(Bucket=bucket, Key=key, **s3mod.version_arg(version_id))["Body"]
+                self._pieces = body.iter_chunks(chunk)
+            piece = next(self._pieces, b"")
+            self.sha256.update(piece)  # here, so hashing overlaps tar's writes
+            self.bytes_read += len(piece)
+            return piece
 
-        self._thread = threading.Thread(target=pump, daemon=True)
-        self._thread.start()
+        self._pump = ChunkPump(next_piece, window=window)
 
-    def read(self, n: int = -1) -> bytes:
-        item = self._queue.get()
-        if isinstance(item, Exception):
-            raise item
-        if not item:
-            self._queue.put(b"")  # stay at the end for further reads
-        return item
+    def read(self, _n: int = -1) -> bytes:
+        return self._pump.read()
 
     def close(self) -> None:
-        self._stop.set()
-        with contextlib.suppress(Exception):
-            while True:
-                self._queue.get_nowait()
+        self._pump.close()
