@@ -1,8 +1,10 @@
-"""The WAL prefetcher against the sandbox's archive (SeaweedFS, SSE-KMS, zstd): it fills its window
-of the spool, then sleeps until replay takes a segment or it is told to go on, never polling."""
+"""Getting the archive onto the recovery host, against the sandbox's S3 (SeaweedFS, SSE-KMS): the
+WAL prefetcher fills its window of the spool, then sleeps until replay takes a segment or it is
+told to go on, never polling; ranged GETs read an object whole, in order, in bounded pieces."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 
@@ -10,8 +12,10 @@ import pytest
 
 from tests.conftest import machine_slowness
 from tests.integration.test_archive import archived_names, switch_wal, wait_for
+from weltgewebe_ops.core import codec
 from weltgewebe_ops.core import s3 as s3mod
 from weltgewebe_ops.restore.download import IDLE_WAKE_SECONDS, Prefetcher
+from weltgewebe_ops.restore.readers import ParallelRangeReader, StreamReader
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +59,25 @@ def test_the_prefetcher_fills_its_window_then_sleeps_until_replay_takes_a_segmen
         assert prefetcher.errors == [] and prefetcher.downloaded == 3
     finally:
         prefetcher.close()
+
+
+@pytest.mark.parametrize("reader", ["ranged", "stream"])
+def test_an_object_is_read_whole_in_order_and_in_bounded_pieces(sandbox, reader):
+    loc = sandbox.settings.s3_location()
+    client = sandbox.s3()
+    body = os.urandom(5 * 1024 * 1024 + 12345)  # five full 1 MiB ranges and a short one
+    key = f"wgops-test-download/{reader}.bin"  # beside the archive, not in it
+    client.put_object(Bucket=loc.bucket, Key=key, Body=body)
+    if reader == "ranged":
+        source = ParallelRangeReader(client, loc.bucket, key, len(body), part_size=1024 * 1024, workers=3, window=3)
+    else:
+        source = StreamReader(client, loc.bucket, key, chunk=1024 * 1024, window=2)
+    try:
+        pieces = []
+        while piece := source.read(codec.READ_SIZE // 4):
+            pieces.append(piece)
+    finally:
+        source.close()
+    assert b"".join(pieces) == body
+    assert max(map(len, pieces)) <= (codec.READ_SIZE // 4 if reader == "ranged" else 1024 * 1024)
+    assert source.bytes_read == len(body) and source.sha256.hexdigest() == hashlib.sha256(body).hexdigest()
