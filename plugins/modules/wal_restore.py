@@ -196,6 +196,11 @@ wal_bytes:
   returned: always
   type: int
   sample: 201326592
+wal_stored_bytes:
+  description: What the archive stores of them (compressed), the bytes a restore downloads.
+  returned: always
+  type: int
+  sample: 6291456
 reached_lsn:
   description: The last replayed LSN.
   returned: success and not check mode

@@ -142,6 +142,33 @@ def test_the_forecast_says_the_link_rate_it_assumes():
     link = [line for line in f["basis"] if line.startswith("the link")]
     assert link == [
         "the link as fast as this drill's: 200 MB of base backup downloaded (zstd) in 50.0 s, 4 MB/s or more; a "
-        "slower link bounds the base backup at its stored bytes / the link's rate"
+        "slower link bounds the base backup at its stored bytes / the link's rate (drill_forecast_link_mbit)"
     ]
     assert not any(line.startswith("the link") for line in rto_forecast(RESTORE, 600.0, 14400)["basis"])
+
+
+def test_a_slower_link_bounds_each_part_at_its_stored_bytes_over_the_link():
+    # the drill: 2 GB base stored as 400 MB (zstd) in 50 s; 1 GB of WAL stored as 100 MB, replayed in 30 s
+    measured = {**RESTORE, "base_backup_stored_bytes": 400 * 10**6, "base_backup_compression": "zstd",
+                "wal_stored_bytes": 100 * 10**6}  # fmt: skip
+    # production: 200 GB (40 GB stored) and 16 GB of WAL (1.6 GB stored) over 100 Mbit/s (12.5 MB/s)
+    f = rto_forecast(measured, 600.0, 14400, database_bytes=200 * GB, wal_bytes=16 * GB, link_mbit=100)
+    base_link, wal_link = 200 * GB * 0.2 / 12.5e6, 16 * GB * 0.1 / 12.5e6  # about 3436 s and 137 s
+    assert f["link_bound_seconds"] == {"base backup": round(base_link, 1), "WAL": round(wal_link, 1)}
+    # the link allows the base backup in 3436 s, the measured rate needs 5000 s: the rate sets the pace
+    assert f["predicted_rto_seconds"] == round(520 + max(25 * 200, base_link) + max(30 * 16, wal_link), 1)
+    lines = [line for line in f["basis"] if "link" in line]
+    assert lines[0] == "the link to the backups: 100 Mbit/s (drill_forecast_link_mbit)"
+    assert "the measured rate (5000 s) sets the pace" in lines[1] and "stored as in this drill" in lines[1]
+
+    slow = rto_forecast(measured, 600.0, 14400, database_bytes=200 * GB, wal_bytes=16 * GB, link_mbit=10)
+    assert slow["predicted_rto_seconds"] == round(520 + 200 * GB * 0.2 / 1.25e6 + 16 * GB * 0.1 / 1.25e6, 1)
+    assert not slow["within_objective"]
+    assert all("the link sets the pace" in line for line in slow["basis"] if " over that link" in line)
+
+
+def test_a_source_that_did_not_say_its_stored_bytes_crosses_the_link_uncompressed():
+    f = rto_forecast(RESTORE, 600.0, 14400, link_mbit=100)  # 2 GB and 1 GB, stored sizes unknown
+    assert f["link_bound_seconds"] == {"base backup": round(2 * GB / 12.5e6, 1), "WAL": round(GB / 12.5e6, 1)}
+    assert "stored bytes not measured: taken as restored, uncompressed" in f["basis"][-3]
+    assert rto_forecast(RESTORE, 600.0, 14400)["link_mbit"] is None

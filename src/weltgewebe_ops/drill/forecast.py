@@ -47,19 +47,32 @@ def _measured(restore: dict[str, Any]) -> tuple[str, int, float, int, float, boo
     )
 
 
-def _link_line(restore: dict[str, Any], base_seconds: float) -> list[str]:
-    """What crossed the link for the base backup, and at what rate: the forecast scales this drill's
-    rate and so assumes production's link is as fast (a slower one bounds the base backup at
-    stored bytes / its rate)."""
+def _stored_share(stored: Any, size: int) -> float | None:
+    """The share of ``size`` the archive stores (compressed), when the restore said it."""
+    return stored / size if stored and size else None
+
+
+def _link_lines(restore: dict[str, Any], base_seconds: float, link_mbit: float, over_link: list[tuple]) -> list[str]:
+    """What the forecast assumes of the link to the backups. Without ``link_mbit``: as fast as this
+    drill's (the rate its base backup's stored bytes came in at). With it: each part takes at least
+    its stored bytes / the link's rate; ``over_link`` holds (part, stored bytes, seconds over the
+    link, seconds at the measured rate, whether the stored bytes were measured)."""
     stored = restore.get("base_backup_stored_bytes")
-    if not stored or not base_seconds:
-        return []
     compression = restore.get("base_backup_compression") or "none"
-    return [
-        f"the link as fast as this drill's: {stored / 1e6:.0f} MB of base backup downloaded ({compression}) in "
-        f"{base_seconds:.1f} s, {stored / 1e6 / base_seconds:.0f} MB/s or more; a slower link bounds the base "
-        f"backup at its stored bytes / the link's rate"
-    ]
+    if not link_mbit:
+        if not stored or not base_seconds:
+            return []
+        return [
+            f"the link as fast as this drill's: {stored / 1e6:.0f} MB of base backup downloaded ({compression}) in "
+            f"{base_seconds:.1f} s, {stored / 1e6 / base_seconds:.0f} MB/s or more; a slower link bounds the base "
+            f"backup at its stored bytes / the link's rate (drill_forecast_link_mbit)"
+        ]
+    lines = [f"the link to the backups: {link_mbit:g} Mbit/s (drill_forecast_link_mbit)"]
+    for part, part_stored, link_s, rate_s, measured in over_link:
+        pace = "the link sets the pace" if link_s > rate_s else f"the measured rate ({rate_s:.0f} s) sets the pace"
+        how = "stored as in this drill" if measured else "stored bytes not measured: taken as restored, uncompressed"
+        lines.append(f"{part} over that link: {part_stored / GB:.3f} GB ({how}), at least {link_s:.0f} s; {pace}")
+    return lines
 
 
 def rto_forecast(
@@ -69,8 +82,11 @@ def rto_forecast(
     *,
     database_bytes: int = 0,
     wal_bytes: int = 0,
+    link_mbit: float = 0.0,
 ) -> dict[str, Any] | None:
-    """``database_bytes``/``wal_bytes``: production's size (0: as this drill restored them).
+    """``database_bytes``/``wal_bytes``: production's size (0: as this drill restored them);
+    ``link_mbit``: the recovery site's link to the backups (0: as fast as this drill's), which
+    bounds each part below at its stored bytes (compressed as this drill's were) / the rate.
     None when the drill measured no restore or no RTO to extrapolate from."""
     if not restore or rto_seconds is None:
         return None
@@ -86,7 +102,19 @@ def rto_forecast(
     predicted_base = base_rate * database / GB
     # a drill that replayed (almost) no WAL measured no replay rate: say so rather than guess one
     predicted_replay = replay_rate * wal / GB if replay_rate is not None and wal_measured >= 16 * 2**20 else None
-    predicted = fixed + predicted_base + (predicted_replay or 0.0)
+    over_link: list[tuple] = []  # (part, stored bytes, seconds over the link, seconds at the rate, measured)
+    if link_mbit:
+        # bytes as this drill's archive stored them (compressed); a source that did not say: as restored
+        parts = [(base_name, database, predicted_base, restore.get("base_backup_stored_bytes"), base_measured)]
+        if wal:  # fetched while replay runs: the slower of the two sets the pace
+            parts.append(("WAL", wal, predicted_replay or 0.0, restore.get("wal_stored_bytes"), wal_measured))
+        for part, size, rate_s, stored, measured in parts:
+            share = _stored_share(stored, measured)
+            part_stored = size * (share or 1.0)
+            over_link.append((part, part_stored, part_stored / (link_mbit * 1e6 / 8), rate_s, share is not None))
+    link_bound = {part: link_s for part, _, link_s, _, _ in over_link}
+    predicted_base = max(predicted_base, link_bound.get(base_name, 0.0))
+    predicted = fixed + predicted_base + max(predicted_replay or 0.0, link_bound.get("WAL", 0.0))
     basis = [
         f"{base_name} {base_rate:.1f} s/GB as measured ({base_measured / GB:.3f} GB in {base_seconds:.1f} s)",
         *(
@@ -111,7 +139,7 @@ def rto_forecast(
             if replays_wal
             else []
         ),
-        *_link_line(restore, base_seconds),
+        *_link_lines(restore, base_seconds, link_mbit, over_link),
         "assumes each part grows linearly with its size (bench/scale.py measures how far that holds)",
     ]
     complete = predicted_replay is not None or wal == 0
@@ -121,6 +149,8 @@ def rto_forecast(
         "base_seconds_per_gb": round(base_rate, 3),
         "replay_seconds_per_gb": round(replay_rate, 3) if predicted_replay is not None else None,
         "fixed_seconds": round(fixed, 3),
+        "link_mbit": link_mbit or None,
+        "link_bound_seconds": {part: round(seconds, 1) for part, seconds in link_bound.items()},
         "predicted_rto_seconds": round(predicted, 1),
         "objective_seconds": objective_seconds,
         "within_objective": predicted <= objective_seconds,

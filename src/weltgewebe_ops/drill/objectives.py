@@ -396,6 +396,7 @@ def build_report(record: dict[str, Any]) -> Report:
             rto_objective,
             database_bytes=int(settings.get("forecast_database_bytes") or 0),
             wal_bytes=int(settings.get("forecast_wal_bytes") or 0),
+            link_mbit=float(settings.get("forecast_link_mbit") or 0),
         ),
         phases=phases,
         checks=list(facts.get("checks") or []),

@@ -58,6 +58,8 @@ class Plan:
     rewritten: list[str] = field(default_factory=list)
     # the segment after the newest planned one, as far as streamed chunks hold it (walstream)
     partial: dict | None = None
+    # what the archive stores of the planned WAL (compressed): what crosses the link
+    wal_stored_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +76,7 @@ class Plan:
             },
             "wal_segments": len(self.segments),
             "wal_bytes": self.wal_bytes,
+            "wal_stored_bytes": self.wal_stored_bytes,
             "first_segment": self.segments[0] if self.segments else None,
             "last_segment": self.segments[-1] if self.segments else None,
             "archive_end_time": self.archive_end_time.isoformat() if self.archive_end_time else None,
@@ -148,6 +151,7 @@ def plan_from_inventory(client, loc: S3Location, inv: archive.Inventory, target:
         archive_end_time=archive_end,
         rewritten=[history.key for history in inv.rewritten],
         partial=partial,
+        wal_stored_bytes=cont["stored_bytes"],
     )
     check_target_within_archive(plan)
     return plan
