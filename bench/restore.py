@@ -17,7 +17,7 @@ PostgreSQL's start to the end of recovery; total is the wall time of the whole r
 
 Usage: .venv/bin/python bench/restore.py [--dataset rows:420,520 | pgbench:60[,1750]] [--peers]
                                          [--compression zstd,lz4,none] [--rounds 3] [--variants]
-                                         [--outage 15] [--keep]
+                                         [--link-rate none,1gbit,250mbit] [--outage 15] [--keep]
 It starts its own sandbox (S3 + PostgreSQL) on free loopback ports in a temporary directory.
 """
 
@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import statistics
@@ -390,13 +391,33 @@ def enter_shaped_namespace(rate: str) -> None:
     )
 
 
+UNSHAPED = "none"
+TC_RATE = re.compile(r"^[0-9]+(\.[0-9]+)?([kmgt]i?)?(bit|bps)$")
+
+
+def link_rates(given: str) -> list[str]:
+    """The rates of --link-rate, checked before anything starts (tc's own error would come after the
+    archive was built)."""
+    rates = [rate.strip().lower() for rate in given.split(",") if rate.strip()]
+    bad = [rate for rate in rates if rate != UNSHAPED and not TC_RATE.match(rate)]
+    if bad:
+        raise SystemExit(
+            f"--link-rate {', '.join(bad)}: not a tc rate; give rates like 250mbit, 1gbit or 100mbps, and "
+            f"{UNSHAPED} for the unshaped loopback, comma-separated"
+        )
+    return rates
+
+
 def shape_loopback(rate: str) -> None:
-    """Limit the namespace's loopback to ``rate`` (token bucket, 256 KiB burst) from now on: the
-    archive was built at full speed, the restores run over the link."""
-    subprocess.run(
-        ["tc", "qdisc", "replace", "dev", "lo", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms"],
-        check=True,
-    )
+    """Limit the namespace's loopback to ``rate`` (token bucket, 256 KiB burst) from now on, or lift
+    the limit (``none``): the archive was built at full speed, the restores run over the link."""
+    # a new qdisc each time, so what tc counts is this rate's alone (none set: nothing to delete)
+    subprocess.run(["tc", "qdisc", "del", "dev", "lo", "root"], capture_output=True)
+    if rate != UNSHAPED:
+        subprocess.run(
+            ["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "100ms"],
+            check=True,
+        )
     shown = subprocess.run(["tc", "qdisc", "show", "dev", "lo"], capture_output=True, text=True).stdout.strip()
     say(f"loopback shaped: {shown}")
 
@@ -446,12 +467,14 @@ def main() -> int:
     parser.add_argument(
         "--link-rate",
         default="",
-        help="restore over a link this fast (tc rate, e.g. 250mbit, 1gbit): the bench runs in a network namespace "
-        "of its own whose loopback is shaped once the archive is built (root and tc needed)",
+        help="restore over a link this fast (tc rates, comma-separated, e.g. none,1gbit,250mbit; none: unshaped): the "
+        "bench runs in a network namespace of its own whose loopback is shaped once the archive is built, and "
+        "restores the same archive at each rate in turn, a table each (root and tc needed)",
     )
     parser.add_argument("--outage", type=float, default=0, help="also ours with S3 stopped this long mid-replay")
     args = parser.parse_args()
-    if args.link_rate:
+    rates = link_rates(args.link_rate)
+    if rates:
         enter_shaped_namespace(args.link_rate)
     dataset = Dataset(args.dataset)
     root = Path(tempfile.mkdtemp(prefix="wgops-bench-", dir="/var/tmp"))
@@ -512,30 +535,46 @@ def main() -> int:
             methods["ours, WAL during the base"] = lambda: runner.ours(prefetch_workers_during_base=2)
         if args.outage:
             methods[f"ours, S3 down {args.outage:.0f}s"] = lambda: runner.ours(during=s3_outage(box, args.outage))
-        if args.link_rate:
-            shape_loopback(args.link_rate)
-        runs: dict[str, list[dict]] = {name: [] for name in methods}
-        gets: list[float] = []
-        for round_no in range(1, args.rounds + 1):
-            gets.append(get_to_nowhere(box, plan))
-            for name, method in methods.items():
-                result = method()
-                runs[name].append(result)
-                say(f"round {round_no}: {name}: base {result['base']:.2f}s, replay {result['replay']:.2f}s, "
-                    f"total {result['total']:.2f}s, reached {result['lsn']}")  # fmt: skip
-                reference = runs[FLOOR][0]
-                if (result["lsn"], result["content"]) != (reference["lsn"], reference["content"]):
-                    raise SystemExit(
-                        f"{name} reached {result['lsn']} with contents {result['content']}, the floor "
-                        f"{reference['lsn']} with {reference['content']}: not the same restore"
-                    )
-        print_table(
-            f"Restore of {plan.backup['tar_size'] / 1e6:.0f} MB base backup + {len(plan.segments)} WAL segments "
-            f"({plan.wal_bytes / 1e6:.0f} MB) to the end of the archive, {args.dataset}, medians of "
-            f"{args.rounds} interleaved round(s), on this machine",
-            runs,
-            skipped,
-        )
+        for rate in rates or [""]:
+            if rate:
+                shape_loopback(rate)
+            runs: dict[str, list[dict]] = {name: [] for name in methods}
+            load: list[float] = []
+            gets: list[float] = []
+            for round_no in range(1, args.rounds + 1):
+                gets.append(get_to_nowhere(box, plan))
+                for name, method in methods.items():
+                    load.append(os.getloadavg()[0])
+                    result = method()
+                    runs[name].append(result)
+                    say(f"{rate + ', ' if rate else ''}round {round_no}: {name}: base {result['base']:.2f}s, replay "
+                        f"{result['replay']:.2f}s, total {result['total']:.2f}s, reached {result['lsn']}")  # fmt: skip
+                    reference = runs[FLOOR][0]
+                    if (result["lsn"], result["content"]) != (reference["lsn"], reference["content"]):
+                        raise SystemExit(
+                            f"{name} reached {result['lsn']} with contents {result['content']}, the floor "
+                            f"{reference['lsn']} with {reference['content']}: not the same restore"
+                        )
+            link = {"": "on this machine's loopback", UNSHAPED: "over the bench's own loopback, unshaped"}.get(
+                rate, f"over the bench's own loopback shaped to {rate}"
+            )
+            print_table(
+                f"Restore of {plan.backup['tar_size'] / 1e6:.0f} MB base backup + {len(plan.segments)} WAL segments "
+                f"({plan.wal_bytes / 1e6:.0f} MB) to the end of the archive, {args.dataset}, medians of "
+                f"{args.rounds} interleaved round(s), {link}",
+                runs,
+                skipped,
+            )
+            print(f"the machine's load (1-minute average, {os.cpu_count()} cores) as each restore started: "
+                  f"{min(load):.1f} to {max(load):.1f}, median {statistics.median(load):.1f}")  # fmt: skip
+            get, floor_base = statistics.median(gets), statistics.median(r["base"] for r in runs[FLOOR])
+            print(f"one S3 GET of base.tar, read and thrown away (nothing written or checked): {get:.2f} s "
+                  f"({min(gets):.1f}-{max(gets):.1f}), {get / floor_base:.2f}x the floor's base")  # fmt: skip
+            if rate and rate != UNSHAPED:
+                print("what tc counted at this rate (S3's data crosses the loopback twice: volume server to gateway, "
+                      "gateway to client, so a restore sees about half the rate):")  # fmt: skip
+                print(textwrap.indent(subprocess.run(["tc", "-s", "qdisc", "show", "dev", "lo"], capture_output=True,
+                                                     text=True).stdout, "  "))  # fmt: skip
         print()
         print("Bytes stored per GB archived (ours: the objects in S3; every codec archived the same WAL)")
         cpu = codec_cpu(wal_dir, codecs)
@@ -548,15 +587,6 @@ def main() -> int:
             wal = 1000 * got["wal"] / max(got["segments"] * WAL_SEGMENT_SIZE, 1)
             base = 1000 * got["base"] / labels[codecs[0]]["tar_size"]
             print(f"  {peer.name:<20} WAL {wal:6.0f} MB/GB   base backup {base:6.0f} MB/GB (its own backup)")
-        get, floor_base = statistics.median(gets), statistics.median(r["base"] for r in runs[FLOOR])
-        print(f"one S3 GET of base.tar, read and thrown away (nothing written or checked): {get:.2f} s "
-              f"({min(gets):.1f}-{max(gets):.1f}), {get / floor_base:.2f}x the floor's base")  # fmt: skip
-        if args.link_rate:
-            print(f"the link: loopback of the bench's own network namespace shaped to {args.link_rate} (tc tbf) while "
-                  "restoring; S3's data crosses it twice (volume server to gateway, gateway to client), so a restore "
-                  "sees about half. What tc counted:")  # fmt: skip
-            print(textwrap.indent(subprocess.run(["tc", "-s", "qdisc", "show", "dev", "lo"], capture_output=True,
-                                                 text=True).stdout, "  "))  # fmt: skip
     finally:
         for peer in peers:
             peer.close()
