@@ -8,7 +8,11 @@ of the restore process; then a least-squares line through the points (seconds = 
 largest relative error, and whether memory stayed flat (it must: the base backup is streamed into
 the extraction and WAL goes through a bounded spool, never whole into memory).
 
-Usage: .venv/bin/python bench/scale.py [--sizes-mb 250,500,1000,2000] [--keep]
+With --link-rate RATE (a tc rate) every restore runs over a link that fast (bench/restore.py's
+shaped loopback of a namespace of its own), and the table says what crossed it: the stored
+(compressed) bytes, and the rate the base backup's came in at.
+
+Usage: .venv/bin/python bench/scale.py [--sizes-mb 250,500,1000,2000] [--link-rate 250mbit] [--keep]
 """
 
 from __future__ import annotations
@@ -25,7 +29,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-from restore import PG15, PORTS, Dataset, Runner, build_archive, local_copy, say  # bench/restore.py
+from restore import (  # bench/restore.py
+    PG15,
+    PORTS,
+    UNSHAPED,
+    Dataset,
+    Runner,
+    build_archive,
+    enter_shaped_namespace,
+    link_rates,
+    local_copy,
+    say,
+    shape_loopback,
+)
 
 from weltgewebe_ops import restore
 from weltgewebe_ops import sandbox as sb
@@ -44,7 +60,8 @@ req = restore.RestoreRequest(loc=S3Location(**spec["loc"]), data_dir=Path(spec["
                              pg_bindir=spec["pg_bindir"], target=restore.Target.parse("latest"))
 result = restore.restore(req)
 print(json.dumps({k: result[k] for k in ("base_backup_bytes", "wal_bytes", "base_backup_download_extract_seconds",
-                                         "replay_seconds", "reached_lsn", "port")}))
+                                         "replay_seconds", "reached_lsn", "port", "base_backup_stored_bytes",
+                                         "wal_stored_bytes")}))
 """
 
 
@@ -85,7 +102,13 @@ def main() -> int:
     parser.add_argument("--sizes-mb", default="250,500,1000,2000", help="base backup sizes to aim for, in MB")
     parser.add_argument("--pg-bindir", default=PG15 if Path(PG15).exists() else "")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--link-rate", default="", help="restore over a link this fast (one tc rate, e.g. 250mbit)")
     args = parser.parse_args()
+    rate = (link_rates(args.link_rate) or [""])[0]
+    if "," in args.link_rate:
+        raise SystemExit("--link-rate: one rate for bench/scale.py (bench/restore.py takes several)")
+    if rate:
+        enter_shaped_namespace(rate)
     rows = []
     for size in (int(x) for x in args.sizes_mb.split(",")):
         root = Path(tempfile.mkdtemp(prefix="wgops-scale-", dir="/var/tmp"))
@@ -104,7 +127,11 @@ def main() -> int:
                 "fast",
             )
             (root / "restore").mkdir(mode=0o755)
+            if rate:
+                shape_loopback(rate)
             r = restore_in_child(box, root / "restore" / "data")
+            if rate:
+                shape_loopback(UNSHAPED)  # the next size's archive is built at full speed
             shutil.rmtree(root / "restore")
             # the floor at this size, on this machine: local tar -x + cp (is the machine linear?)
             plan = restore.make_plan(box.s3(), box.settings.s3_location(), restore.Target.parse("latest"))
@@ -123,15 +150,18 @@ def main() -> int:
                 shutil.rmtree(root, ignore_errors=True)
 
     print()
-    print("Our restore (defaults) by size, on this machine; each size its own cluster and archive")
-    print(f"{'base GB':>8} {'WAL GB':>7} {'base s':>7} {'s/GB':>6} {'floor':>6} {'replay s':>9} {'s/GB':>6} "
-          f"{'floor':>6} {'total s':>8} {'peak RSS MB':>12}")  # fmt: skip
+    link = f"over a loopback shaped to {rate}" if rate else "on this machine's loopback"
+    print(f"Our restore (defaults) by size, {link}; each size its own cluster and archive")
+    print(f"{'base GB':>8} {'stored':>7} {'MB/s':>6} {'WAL GB':>7} {'stored':>7} {'base s':>7} {'s/GB':>6} "
+          f"{'floor':>6} {'replay s':>9} {'s/GB':>6} {'floor':>6} {'total s':>8} {'peak RSS MB':>12}")  # fmt: skip
     base_x, base_y, wal_x, wal_y = [], [], [], []
     for r in rows:
         base_gb, wal_gb = r["base_backup_bytes"] / 1e9, r["wal_bytes"] / 1e9
         base_s = r["base_backup_download_extract_seconds"]
         base_x.append(base_gb), base_y.append(base_s), wal_x.append(wal_gb), wal_y.append(r["replay_seconds"])
-        print(f"{base_gb:8.2f} {wal_gb:7.2f} {base_s:7.2f} {base_s / base_gb:6.2f} {r['floor_base'] / base_gb:6.2f} "
+        stored_gb, wal_stored_gb = r["base_backup_stored_bytes"] / 1e9, r["wal_stored_bytes"] / 1e9
+        print(f"{base_gb:8.2f} {stored_gb:7.3f} {1000 * stored_gb / base_s:6.1f} {wal_gb:7.2f} {wal_stored_gb:7.3f} "
+              f"{base_s:7.2f} {base_s / base_gb:6.2f} {r['floor_base'] / base_gb:6.2f} "
               f"{r['replay_seconds']:9.2f} {r['replay_seconds'] / wal_gb:6.2f} {r['floor_replay'] / wal_gb:6.2f} "
               f"{r['total']:8.2f} {r['peak_rss_mb']:12.0f}")  # fmt: skip
     if len(rows) >= 2:
@@ -144,6 +174,9 @@ def main() -> int:
               f"{memory[-1] / memory[0]:.2f}x the smallest's")  # fmt: skip
         print("bounded by design: at most prefetch_workers (8) WAL files of 16 MB in memory, twice over while one is "
               "hashed and written; the base backup streams through in chunks")  # fmt: skip
+    print("stored: what the archive holds and the restore downloaded (compressed); MB/s: the base backup's stored "
+          "bytes per second of its download and extraction (the rate the RTO forecast assumes, unless "
+          "drill_forecast_link_mbit says another)")  # fmt: skip
     return 0
 
 
