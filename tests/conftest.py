@@ -202,6 +202,50 @@ def migrated_sandbox():
     yield from running_sandbox("wgops-test-migrated-", migrations_dir=str(MIGRATIONS_FIXTURE))
 
 
+def other_relays(box) -> dict[int, str]:
+    """Relay processes publishing from this sandbox's outbox besides the drain under test, by PID
+    with their command lines: the sandbox's own service, any left by its PID file (a full CI run
+    once had one, started twice within a second), and any process whose relay session is on this
+    database (pg_stat_activity names each relay's PID: a run under load once lost a test's 50 rows
+    to a publisher that the command-line search did not find)."""
+    import os
+    import socket
+
+    from weltgewebe_ops.core.procs import cmdline
+    from weltgewebe_ops.events.relay import APPLICATION_NAME
+
+    wanted = f"service relay --state-dir {box.settings.root}"
+    found = {int(p): cmdline(int(p)) for p in os.listdir("/proc") if p.isdigit() and wanted in cmdline(int(p))}
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
+        sessions = conn.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+            (f"{APPLICATION_NAME} pid %",),
+        ).fetchall()
+    for (name,) in sessions:
+        pid, _, host = name.removeprefix(f"{APPLICATION_NAME} pid ").partition(" on ")
+        assert host == socket.gethostname()[: len(host)], f"a relay on another host publishes from this outbox: {name}"
+        if int(pid) != os.getpid():
+            found[int(pid)] = cmdline(int(pid)) or "(gone)"
+    return found
+
+
+@pytest.fixture()
+def relay_paused(sandbox):
+    """The sandbox's own relay stopped, and any other relay on its outbox, so the drain under test
+    is the only publisher; another is named in a warning."""
+    import os
+    import signal
+    import warnings
+
+    sandbox.services["relay"].stop()
+    for pid, command in other_relays(sandbox).items():
+        warnings.warn(f"stopping another relay on the sandbox's outbox: pid {pid}: {command}", stacklevel=1)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    yield sandbox
+    sandbox.up("relay")
+
+
 @pytest.fixture()
 def restore_dir():
     """A directory for restores; PostgreSQL servers left running in it are stopped afterwards."""
