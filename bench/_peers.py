@@ -187,13 +187,16 @@ class PgBackRest(Peer):
 
 
 class BarmanCloud(Peer):
-    """barman-cloud from PyPI in a venv of its own (given with --barman-venv): barman-cloud-restore
+    """barman-cloud from PyPI, the version and venv ``make barman`` installs (the drill's source
+    barman_cloud uses the same): barman-cloud-restore
     for the base backup, barman-cloud-wal-restore with 8 parallel downloads into its spool; WAL and
     base backup compressed as given (gzip, as CloudNativePG's Barman Cloud plugin archives, or none,
     its own default)."""
 
     tool_name = "barman-cloud"
-    venv = Path("/opt/wgops-bench-barman")
+    # from the system's Python, in the checkout (which PostgreSQL's user, who runs the hooks, must read)
+    venv = Path(__file__).resolve().parent.parent / ".cache" / "barman"
+    install = "make barman"
     default_compression = "none"
     compressions = ("gzip", "none")
 
@@ -202,11 +205,6 @@ class BarmanCloud(Peer):
 
     def stored(self, client) -> dict[str, int]:
         return self._sum(client, f"{self.slug}/", "wals")
-
-    @property
-    def install(self) -> str:
-        # from the system's Python: PostgreSQL's user runs the hooks and cannot read /root/...
-        return f"/usr/bin/python3 -m venv {self.venv} && {self.venv}/bin/pip install 'barman[cloud]'"
 
     def missing(self) -> str:
         try:
