@@ -16,7 +16,8 @@ Base is the time to a data directory PostgreSQL can start on (download, extract,
 PostgreSQL's start to the end of recovery; total is the wall time of the whole restore.
 
 Usage: .venv/bin/python bench/restore.py [--dataset rows:420,520 | pgbench:60[,1750]] [--peers]
-                                         [--compression zstd,lz4,none] [--rounds 3] [--variants]
+                                         [--peer-compressions gz,lz4,zst,gzip] [--compression zstd,lz4,none]
+                                         [--rounds 3] [--variants]
                                          [--link-rate none,1gbit,250mbit] [--outage 15] [--keep]
 It starts its own sandbox (S3 + PostgreSQL) on free loopback ports in a temporary directory.
 """
@@ -451,6 +452,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="rows:420,520", help="rows:BASE_MB,WAL_MB or pgbench:SCALE[,WAL_MB]")
     parser.add_argument("--peers", action="store_true", help="also pgBackRest and barman-cloud")
+    parser.add_argument(
+        "--peer-compressions",
+        default="",
+        help="with --peers, only the peers at these compressions (e.g. gz,lz4,zst,gzip; default: every one)",
+    )
     parser.add_argument("--variants", action="store_true", help="also ours with other settings, and naive boto3")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
@@ -491,7 +497,10 @@ def main() -> int:
         for component in ("s3", "postgres", "schema"):
             say(box.up(component).line)
         if args.peers:
+            wanted = {c for c in args.peer_compressions.split(",") if c}
             for peer in peers_at_their_best(box, root):
+                if wanted and peer.compression not in wanted:
+                    continue
                 if why := peer.missing():
                     skipped[peer.name] = why
                     say(f"{peer.name} skipped: {why}")
