@@ -71,8 +71,9 @@ class Peer:
             for obj in page.get("Contents", []):
                 name = obj["Key"].rsplit("/", 1)[-1]
                 if f"/{wal_part}/" in obj["Key"]:
-                    totals["wal"] += obj["Size"]
-                    totals["segments"] += bool(SEGMENT_OBJECT.match(name))
+                    if SEGMENT_OBJECT.match(name):  # not .backup or .history files
+                        totals["wal"] += obj["Size"]
+                        totals["segments"] += 1
                 else:
                     totals["base"] += obj["Size"]
         return totals

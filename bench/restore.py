@@ -45,7 +45,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from _peers import peers_at_their_best
+from _peers import SEGMENT_OBJECT, peers_at_their_best
 
 from weltgewebe_ops import restore
 from weltgewebe_ops import sandbox as sb
@@ -198,12 +198,19 @@ def build_archive(box, dataset: Dataset, peers: list, codecs: list[str]) -> dict
     return labels
 
 
-def stored_bytes(box, compression: str, label: dict, plan) -> dict[str, float]:
-    """MB stored per GB archived, for WAL (the plan's segments) and for the base backup."""
+def stored_bytes(box, compression: str, label: dict) -> dict[str, float]:
+    """MB stored per GB archived, for WAL (every segment archived, as the peers' are counted: the
+    load's WAL compresses better than the updates' after it) and for the base backup."""
     client, loc = box.s3(), codec_location(box, compression)
-    wal = sum(s3mod.head(client, loc.bucket, s3mod.wal_key(loc, name)).size for name in plan.segments)
-    raw_wal = len(plan.segments) * WAL_SEGMENT_SIZE
-    return {"wal": 1000 * wal / raw_wal, "base": 1000 * label["stored_size"] / label["tar_size"]}
+    wal = segments = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=s3mod.wal_prefix(loc)):
+        for obj in page.get("Contents", []):
+            if SEGMENT_OBJECT.match(obj["Key"].rsplit("/", 1)[-1]):
+                wal, segments = wal + obj["Size"], segments + 1
+    return {
+        "wal": 1000 * wal / max(segments * WAL_SEGMENT_SIZE, 1),
+        "base": 1000 * label["stored_size"] / label["tar_size"],
+    }
 
 
 def codec_cpu(wal_dir: Path, codecs: list[str]) -> dict[str, dict[str, float]]:
@@ -279,7 +286,8 @@ class Runner:
         )
         shutil.rmtree(req.data_dir.parent, ignore_errors=True)
         return {"base": base, "replay": result["replay_seconds"], "total": total, "lsn": result["reached_lsn"],
-                "content": tuple(str(v) for v in content)}  # fmt: skip
+                "content": tuple(str(v) for v in content), "waits": result.get("wal_replay_waits"),
+                "wait_seconds": result.get("wal_replay_wait_seconds")}  # fmt: skip
 
     def ours(self, during=None, **options) -> dict:
         req = self.request(**options)
@@ -556,8 +564,11 @@ def main() -> int:
                     load.append(os.getloadavg()[0])
                     result = method()
                     runs[name].append(result)
+                    waited = (f" (replay waited for {result['waits']} segments, {result['wait_seconds']:.2f}s)"
+                              if result["waits"] is not None else "")  # fmt: skip
                     say(f"{rate + ', ' if rate else ''}round {round_no}: {name}: base {result['base']:.2f}s, replay "
-                        f"{result['replay']:.2f}s, total {result['total']:.2f}s, reached {result['lsn']}")  # fmt: skip
+                        f"{result['replay']:.2f}s{waited}, total {result['total']:.2f}s, "
+                        f"reached {result['lsn']}")  # fmt: skip
                     reference = runs[FLOOR][0]
                     if (result["lsn"], result["content"]) != (reference["lsn"], reference["content"]):
                         raise SystemExit(
@@ -588,7 +599,7 @@ def main() -> int:
         print("Bytes stored per GB archived (ours: the objects in S3; every codec archived the same WAL)")
         cpu = codec_cpu(wal_dir, codecs)
         for compression in codecs:
-            stored, ms = stored_bytes(box, compression, labels[compression], plan), cpu[compression]
+            stored, ms = stored_bytes(box, compression, labels[compression]), cpu[compression]
             print(f"  ours, {compression:<6} WAL {stored['wal']:6.0f} MB/GB   base backup {stored['base']:6.0f} MB/GB  "
                   f"CPU per segment: push {ms['push']:4.0f} ms, fetch {ms['fetch']:4.0f} ms")  # fmt: skip
         for peer in peers:

@@ -320,6 +320,18 @@ wal_fetch_direct:
   returned: success and not check mode
   type: int
   sample: 0
+wal_replay_waits:
+  description:
+    - WAL files replay asked for before the prefetcher had them spooled. Many mean the download (the link, S3, the
+      CPU beside replay) set the pace, not replay.
+  returned: success and not check mode
+  type: int
+  sample: 2
+wal_replay_wait_seconds:
+  description: The seconds replay waited for them, in total.
+  returned: success and not check mode
+  type: float
+  sample: 0.31
 wal_fetch_retries:
   description: Failed WAL download attempts that were retried (S3 or its KMS not answering for a while).
   returned: success and not check mode

@@ -73,6 +73,8 @@ def test_an_outage_during_replay_ends_in_a_complete_restore(production, restore_
     assert result["recovery_state"] == "promoted"
     assert restored_rows(result) == source_rows(production)
     assert result["wal_fetch_retries"] > 0, "the outage was met (and retried) during replay"
+    # replay outran the spool while S3 was away, and says so: the download set the pace
+    assert result["wal_replay_waits"] >= 1 and result["wal_replay_wait_seconds"] >= 1.0, result
 
 
 def test_an_outage_longer_than_the_deadline_aborts_and_names_the_segment(production, restore_dir):

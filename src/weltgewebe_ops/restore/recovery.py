@@ -187,6 +187,12 @@ def recover(
         ),
         "wal_segments_prefetched": prefetcher.downloaded if prefetcher else 0,
         "wal_fetch_direct": sum(1 for e in fetched_log if e.get("source") == "s3"),
+        # segments replay asked for before the prefetcher had them, and the seconds it waited: how
+        # far the download (the link, S3, the CPU) rather than replay set the pace
+        "wal_replay_waits": sum(1 for e in fetched_log if e.get("source") and not e.get("fast")),
+        "wal_replay_wait_seconds": round(
+            sum(e.get("seconds", 0.0) for e in fetched_log if e.get("source") and not e.get("fast")), 3
+        ),
         "wal_fetch_retries": sum(e.get("retries", 0) for e in fetched_log) + (prefetcher.retries if prefetcher else 0),
         "replay_seconds": replay_seconds,
         "wal_download_seconds": prefetcher.seconds() if prefetcher else 0.0,
