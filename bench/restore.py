@@ -286,8 +286,10 @@ class Runner:
         )
         shutil.rmtree(req.data_dir.parent, ignore_errors=True)
         return {"base": base, "replay": result["replay_seconds"], "total": total, "lsn": result["reached_lsn"],
-                "content": tuple(str(v) for v in content), "waits": result.get("wal_replay_waits"),
-                "wait_seconds": result.get("wal_replay_wait_seconds")}  # fmt: skip
+                "content": tuple(str(v) for v in content),
+                # ours only (its prefetcher): how often replay found a segment not yet spooled
+                "waits": result["wal_replay_waits"] if result.get("wal_segments_prefetched") else None,
+                "wait_seconds": result["wal_replay_wait_seconds"]}  # fmt: skip
 
     def ours(self, during=None, **options) -> dict:
         req = self.request(**options)
@@ -324,9 +326,18 @@ def naive_fetch_script(box, where: Path) -> Path:
                           aws_secret_access_key={loc.secret_key!r}, region_name={loc.region!r},
                           config=Config(s3={{"addressing_style": "path"}}))
         try:
-            s3.download_file({loc.bucket!r}, {loc.prefix!r} + "/wal/" + sys.argv[1], sys.argv[2])
+            obj = s3.get_object(Bucket={loc.bucket!r}, Key={loc.prefix!r} + "/wal/" + sys.argv[1])
         except Exception:
             sys.exit(1)
+        body, encoding = obj["Body"].read(), obj["Metadata"].get("encoding", "none")
+        if encoding == "zstd":
+            import zstandard
+            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=64 << 20)
+        elif encoding == "lz4":
+            import lz4.frame
+            body = lz4.frame.decompress(body)
+        with open(sys.argv[2], "wb") as out:
+            out.write(body)
     """)
     )
     script.chmod(0o644)
@@ -334,13 +345,16 @@ def naive_fetch_script(box, where: Path) -> Path:
 
 
 def boto3_into_tar(box, plan):
-    """The plain way to a base backup: one boto3 GET of base.tar, its body streamed into `tar -x`."""
+    """The plain way to a base backup: one boto3 GET of base.tar, its body decoded as stored and
+    streamed into `tar -x`."""
 
     def extract(staging: Path) -> None:
         loc = box.settings.s3_location(readonly=True)
         key = s3mod.basebackup_prefix(loc, plan.backup["backup_id"]) + "base.tar"
         tar = subprocess.Popen(["tar", "-x", "-C", str(staging)], stdin=subprocess.PIPE)
-        for chunk in s3mod.client(loc).get_object(Bucket=loc.bucket, Key=key)["Body"].iter_chunks(1024 * 1024):
+        body = s3mod.client(loc).get_object(Bucket=loc.bucket, Key=key)["Body"].iter_chunks(1024 * 1024)
+        decoded = codec.decoding_chunks(lambda: next(body, b""), plan.backup.get("compression") or codec.NONE)
+        while chunk := decoded():
             tar.stdin.write(chunk)
         tar.stdin.close()
         if tar.wait() != 0:
