@@ -38,7 +38,8 @@ def _inotify_fd(path: Path, events: int) -> int | None:
 class DirectoryWatch:
     """``wait(timeout)`` returns when ``events`` happened to a name in ``path`` since the last
     wait (a name arriving, by creation or by rename; or leaving), when ``wake()`` was called, or
-    after ``timeout`` seconds; True unless it timed out."""
+    after ``timeout`` seconds; True unless it timed out. Without inotify it cannot tell: it returns
+    True after a short sleep (or a wake-up), and the caller looks again."""
 
     def __init__(self, path: Path, events: int = NAME_ARRIVES | NAME_LEAVES):
         self._fd = _inotify_fd(path, events)
