@@ -27,6 +27,21 @@ STANZA = "bench"
 SEGMENT_OBJECT = re.compile(r"^[0-9A-F]{24}(-[0-9a-f]{40})?(\.(gz|lz4|zst|bz2|snappy|xz))?$")
 
 
+def stored_totals(client, bucket: str, prefix: str, wal_part: str) -> dict[str, int]:
+    """Bytes stored under ``prefix``: ``wal`` (WAL segments under ``/<wal_part>/``, not .backup or
+    .history files), ``segments`` (how many) and ``base`` (everything else). Ours and every peer
+    are counted by this one function."""
+    totals = {"wal": 0, "segments": 0, "base": 0}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if f"/{wal_part}/" not in obj["Key"]:
+                totals["base"] += obj["Size"]
+            elif SEGMENT_OBJECT.match(obj["Key"].rsplit("/", 1)[-1]):
+                totals["wal"] += obj["Size"]
+                totals["segments"] += 1
+    return totals
+
+
 def run_as(user: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> str:
     result = subprocess.run(
         argv, user=user, env={**pg.user_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout
@@ -65,18 +80,7 @@ class Peer:
         raise NotImplementedError
 
     def _sum(self, client, prefix: str, wal_part: str) -> dict[str, int]:
-        totals = {"wal": 0, "segments": 0, "base": 0}
-        bucket = self.settings.bucket
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                name = obj["Key"].rsplit("/", 1)[-1]
-                if f"/{wal_part}/" in obj["Key"]:
-                    if SEGMENT_OBJECT.match(name):  # not .backup or .history files
-                        totals["wal"] += obj["Size"]
-                        totals["segments"] += 1
-                else:
-                    totals["base"] += obj["Size"]
-        return totals
+        return stored_totals(client, self.settings.bucket, prefix, wal_part)
 
     def missing(self) -> str:
         """Why the peer cannot run here, with the install command; "" when it can."""

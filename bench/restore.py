@@ -45,7 +45,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from _peers import SEGMENT_OBJECT, peers_at_their_best
+from _peers import peers_at_their_best, stored_totals
 
 from weltgewebe_ops import restore
 from weltgewebe_ops import sandbox as sb
@@ -201,14 +201,10 @@ def build_archive(box, dataset: Dataset, peers: list, codecs: list[str]) -> dict
 def stored_bytes(box, compression: str, label: dict) -> dict[str, float]:
     """MB stored per GB archived, for WAL (every segment archived, as the peers' are counted: the
     load's WAL compresses better than the updates' after it) and for the base backup."""
-    client, loc = box.s3(), codec_location(box, compression)
-    wal = segments = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=s3mod.wal_prefix(loc)):
-        for obj in page.get("Contents", []):
-            if SEGMENT_OBJECT.match(obj["Key"].rsplit("/", 1)[-1]):
-                wal, segments = wal + obj["Size"], segments + 1
+    loc = codec_location(box, compression)
+    got = stored_totals(box.s3(), loc.bucket, s3mod.wal_prefix(loc), "wal")
     return {
-        "wal": 1000 * wal / max(segments * WAL_SEGMENT_SIZE, 1),
+        "wal": 1000 * got["wal"] / max(got["segments"] * WAL_SEGMENT_SIZE, 1),
         "base": 1000 * label["stored_size"] / label["tar_size"],
     }
 
