@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from weltgewebe_ops.archive.names import WAL_SEGMENT_SIZE
 from weltgewebe_ops.core import pg, procs
 
 STANZA = "bench"
@@ -27,19 +28,25 @@ STANZA = "bench"
 SEGMENT_OBJECT = re.compile(r"^[0-9A-F]{24}(-[0-9a-f]{40})?(\.(gz|lz4|zst|bz2|snappy|xz))?$")
 
 
-def stored_totals(client, bucket: str, prefix: str, wal_part: str) -> dict[str, int]:
-    """Bytes stored under ``prefix``: ``wal`` (WAL segments under ``/<wal_part>/``, not .backup or
-    .history files), ``segments`` (how many) and ``base`` (everything else). Ours and every peer
-    are counted by this one function."""
-    totals = {"wal": 0, "segments": 0, "base": 0}
+def stored_totals(client, bucket: str, prefix: str, wal_part: str) -> dict:
+    """Bytes stored under ``prefix``: ``wal`` (the stored size of each WAL segment under
+    ``/<wal_part>/`` by its 24-digit name, not .backup or .history files) and ``base`` (everything
+    else). Ours and every peer are counted by this one function."""
+    totals: dict = {"wal": {}, "base": 0}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
+            name = obj["Key"].rsplit("/", 1)[-1]
             if f"/{wal_part}/" not in obj["Key"]:
                 totals["base"] += obj["Size"]
-            elif SEGMENT_OBJECT.match(obj["Key"].rsplit("/", 1)[-1]):
-                totals["wal"] += obj["Size"]
-                totals["segments"] += 1
+            elif SEGMENT_OBJECT.match(name):
+                totals["wal"][name[:24]] = obj["Size"]
     return totals
+
+
+def wal_per_gb(stored_by_segment: dict[str, int], segments: set[str]) -> float:
+    """MB stored per GB of WAL over ``segments`` (compare tools over the same segments: each starts
+    archiving at another moment, and a cluster's first WAL compresses unlike its later WAL)."""
+    return 1000 * sum(stored_by_segment[name] for name in segments) / max(len(segments) * WAL_SEGMENT_SIZE, 1)
 
 
 def run_as(user: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> str:
@@ -75,11 +82,11 @@ class Peer:
         self.box, self.settings, self.root = box, box.settings, root / self.slug
         self.user = self.settings.pg_os_user
 
-    def stored(self, client) -> dict[str, int]:
-        """Bytes this peer stored in S3: ``wal`` (and ``segments``, how many WAL segments) and ``base``."""
+    def stored(self, client) -> dict:
+        """Bytes this peer stored in S3, as stored_totals counts them."""
         raise NotImplementedError
 
-    def _sum(self, client, prefix: str, wal_part: str) -> dict[str, int]:
+    def _sum(self, client, prefix: str, wal_part: str) -> dict:
         return stored_totals(client, self.settings.bucket, prefix, wal_part)
 
     def missing(self) -> str:
@@ -169,7 +176,7 @@ class PgBackRest(Peer):
     def _cmd(self, *args: str) -> list[str]:
         return ["pgbackrest", f"--config={self.config}", f"--stanza={STANZA}", *args]
 
-    def stored(self, client) -> dict[str, int]:
+    def stored(self, client) -> dict:
         return self._sum(client, f"{self.slug}/", "archive")
 
     def archive_command(self) -> str:
@@ -208,7 +215,7 @@ class BarmanCloud(Peer):
     def _compress(self) -> list[str]:
         return [] if self.compression == "none" else [f"--{self.compression}"]
 
-    def stored(self, client) -> dict[str, int]:
+    def stored(self, client) -> dict:
         return self._sum(client, f"{self.slug}/", "wals")
 
     def missing(self) -> str:

@@ -45,12 +45,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from _peers import peers_at_their_best, stored_totals
+from _peers import peers_at_their_best, stored_totals, wal_per_gb
 
 from weltgewebe_ops import restore
 from weltgewebe_ops import sandbox as sb
 from weltgewebe_ops.archive import basebackup
-from weltgewebe_ops.archive.names import WAL_SEGMENT_SIZE
 from weltgewebe_ops.core import codec, pg
 from weltgewebe_ops.core import s3 as s3mod
 from weltgewebe_ops.core.files import write_private
@@ -198,15 +197,13 @@ def build_archive(box, dataset: Dataset, peers: list, codecs: list[str]) -> dict
     return labels
 
 
-def stored_bytes(box, compression: str, label: dict) -> dict[str, float]:
-    """MB stored per GB archived, for WAL (every segment archived, as the peers' are counted: the
-    load's WAL compresses better than the updates' after it) and for the base backup."""
-    loc = codec_location(box, compression)
-    got = stored_totals(box.s3(), loc.bucket, s3mod.wal_prefix(loc), "wal")
-    return {
-        "wal": 1000 * got["wal"] / max(got["segments"] * WAL_SEGMENT_SIZE, 1),
-        "base": 1000 * label["stored_size"] / label["tar_size"],
-    }
+def stored_by_codec(box, codecs: list[str]) -> dict[str, dict]:
+    """What ours stored in S3 with each codec, as stored_totals counts it."""
+    stored = {}
+    for compression in codecs:
+        loc = codec_location(box, compression)
+        stored[compression] = stored_totals(box.s3(), loc.bucket, s3mod.wal_prefix(loc), "wal")
+    return stored
 
 
 def codec_cpu(wal_dir: Path, codecs: list[str]) -> dict[str, dict[str, float]]:
@@ -606,16 +603,21 @@ def main() -> int:
                 print(textwrap.indent(subprocess.run(["tc", "-s", "qdisc", "show", "dev", "lo"], capture_output=True,
                                                      text=True).stdout, "  "))  # fmt: skip
         print()
-        print("Bytes stored per GB archived (ours: the objects in S3; every codec archived the same WAL)")
+        ours_stored = stored_by_codec(box, codecs)
+        peers_stored = {peer.name: peer.stored(box.s3()) for peer in peers}
+        every = [set(got["wal"]) for got in (*ours_stored.values(), *peers_stored.values())]
+        common = set.intersection(*every)
+        print(f"Bytes stored per GB archived: WAL over the {len(common)} segments every method archived (ours "
+              f"archived {len(every[0])}, from the cluster's start), base backup over its tar")  # fmt: skip
         cpu = codec_cpu(wal_dir, codecs)
         for compression in codecs:
-            stored, ms = stored_bytes(box, compression, labels[compression]), cpu[compression]
-            print(f"  ours, {compression:<6} WAL {stored['wal']:6.0f} MB/GB   base backup {stored['base']:6.0f} MB/GB  "
+            wal, ms = wal_per_gb(ours_stored[compression]["wal"], common), cpu[compression]
+            base = 1000 * labels[compression]["stored_size"] / labels[compression]["tar_size"]
+            print(f"  ours, {compression:<6} WAL {wal:6.0f} MB/GB   base backup {base:6.0f} MB/GB  "
                   f"CPU per segment: push {ms['push']:4.0f} ms, fetch {ms['fetch']:4.0f} ms")  # fmt: skip
         for peer in peers:
-            got = peer.stored(box.s3())
-            wal = 1000 * got["wal"] / max(got["segments"] * WAL_SEGMENT_SIZE, 1)
-            base = 1000 * got["base"] / labels[codecs[0]]["tar_size"]
+            got = peers_stored[peer.name]
+            wal, base = wal_per_gb(got["wal"], common), 1000 * got["base"] / labels[codecs[0]]["tar_size"]
             print(f"  {peer.name:<20} WAL {wal:6.0f} MB/GB   base backup {base:6.0f} MB/GB (its own backup)")
     finally:
         for peer in peers:
