@@ -91,6 +91,19 @@ def request(box, where: Path, prefix: str = "", **kw) -> RestoreRequest:
     return RestoreRequest(loc=loc, data_dir=where / "data", target=target, **options)
 
 
+def readonly_env(box) -> dict[str, str]:
+    """The read-only S3 identity as the modules take it from the environment."""
+    s = box.settings
+    return {
+        "WGOPS_S3_ENDPOINT_URL": s.s3_endpoint,
+        "WGOPS_S3_BUCKET": s.bucket,
+        "WGOPS_S3_PREFIX": s.archive_prefix,
+        "WGOPS_S3_ACCESS_KEY_ID": s.s3_readonly_access_key,
+        "WGOPS_S3_SECRET_ACCESS_KEY": s.s3_readonly_secret_key,
+        "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{s.ports.kms}",
+    }
+
+
 def fetched_count(req: RestoreRequest) -> int:
     log = req.work / "fetched.jsonl"
     return len(log.read_text().splitlines()) if log.exists() else 0

@@ -6,20 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ansible_module
+from tests.faults.conftest import readonly_env
 
 pytestmark = pytest.mark.integration
-
-
-def readonly_env(box) -> dict[str, str]:
-    s = box.settings
-    return {
-        "WGOPS_S3_ENDPOINT_URL": s.s3_endpoint,
-        "WGOPS_S3_BUCKET": s.bucket,
-        "WGOPS_S3_PREFIX": s.archive_prefix,
-        "WGOPS_S3_ACCESS_KEY_ID": s.s3_readonly_access_key,
-        "WGOPS_S3_SECRET_ACCESS_KEY": s.s3_readonly_secret_key,
-        "AWS_ENDPOINT_URL_KMS": f"http://127.0.0.1:{s.ports.kms}",
-    }
 
 
 def test_wal_restore_takes_its_credentials_from_the_environment(production, tmp_path):

@@ -269,6 +269,16 @@ def fetch_base_backup(
             f"base backup {backup['backup_id']} (s3://{loc.bucket}/{key}): {exc}. Its content is not what was "
             f"archived; use another base backup (backup_id) or investigate the archive."
         ) from exc
+    except untar.TarEndedEarly as exc:
+        if reader.bytes_read >= size:  # all of the object came: the object itself is short
+            why = (
+                f"all {size} stored bytes were downloaded, so the stored object is truncated (its label says "
+                f"{backup.get('tar_size', '?')} bytes of tar). Use another base backup (backup_id) or investigate "
+                "the archive"
+            )
+        else:
+            why = f"the download stopped after {reader.bytes_read} of {size} bytes. Run the restore again"
+        raise RestoreError(f"base backup {backup['backup_id']} (s3://{loc.bucket}/{key}): {exc}: {why}.") from exc
     finally:
         tar_stream.close()
         reader.close()
