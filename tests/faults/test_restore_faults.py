@@ -208,13 +208,20 @@ def test_a_disk_that_fills_during_replay_is_named_as_full(production, restore_di
     try:
         req = request(production, small)
         job = start_restore_and_wait_for_replay(req)
-        filler = small / "filler"
-        with open(filler, "wb") as fh, contextlib.suppress(OSError):  # until the disk is full
-            while True:
-                fh.write(b"\0" * 2**20)
-                fh.flush()
-        # then 4 MB back: no room for the next 16 MB segment
-        os.truncate(filler, max(filler.stat().st_size - 4 * 2**20, 0))
+        # S3 paused while the disk fills: on a busy machine replay could otherwise reach the end of
+        # the archive before the disk is full (a loaded run's restore ended without a fault)
+        s3 = production.services["s3"].pid()
+        os.kill(s3, signal.SIGSTOP)
+        try:
+            filler = small / "filler"
+            with open(filler, "wb") as fh, contextlib.suppress(OSError):  # until the disk is full
+                while True:
+                    fh.write(b"\0" * 2**20)
+                    fh.flush()
+            # then 4 MB back: no room for the next 16 MB segment
+            os.truncate(filler, max(filler.stat().st_size - 4 * 2**20, 0))
+        finally:
+            os.kill(s3, signal.SIGCONT)
         with pytest.raises(RestoreError) as failed:
             job.result()
         assert re.search(r"disk (is|ran) full", str(failed.value)), failed.value
