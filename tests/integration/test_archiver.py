@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import machine_slowness, running_sandbox
 from weltgewebe_ops.archive import archiver
+from weltgewebe_ops.archive import stream as walstream
+from weltgewebe_ops.archive.names import WAL_SEGMENT_SIZE
 from weltgewebe_ops.core import s3
 
 pytestmark = pytest.mark.integration
@@ -154,6 +156,25 @@ def streamed_figures(loc, server, seconds: float = 30) -> dict:
         if (figures["lag_seconds"] == 0 and figures["unarchived_bytes"] == 0) or time.monotonic() > deadline:
             return figures
         time.sleep(0.5)
+
+
+def test_a_last_record_ending_in_zero_bytes_is_archived_to_its_end(streaming_primary):
+    """A standby snapshot ends with its latest XID's high bytes, zeros. Counted only to the last byte
+    that is not zero, the archive stayed 8 bytes short of the server for good on a quiet server, and
+    its health reported a lag that grew all night (a loaded run found it: its last record was one)."""
+    box = streaming_primary
+    with psycopg.connect(box.settings.dsn(), autocommit=True) as conn:
+        end = conn.execute("SELECT pg_log_standby_snapshot()").fetchone()[0]
+        name, offset = conn.execute("SELECT * FROM pg_walfile_name_offset(%s)", [end]).fetchone()
+        while conn.execute("SELECT pg_current_wal_flush_lsn() < %s::pg_lsn", [end]).fetchone()[0]:
+            time.sleep(0.1)
+    # the server's own file, up to the record's end (what the receiver's file holds when it is last)
+    data = (box.settings.pg_data_dir / "pg_wal" / name).read_bytes()[:offset]
+    data += bytes(WAL_SEGMENT_SIZE - offset)
+    assert -(-len(data.rstrip(b"\0")) // 8) * 8 < offset, "the snapshot record ends in zero bytes"
+    assert -(-walstream.wal_extent(data) // 8) * 8 == offset
+    figures = streamed_figures(box.settings.s3_location(), server_of(box))
+    assert figures["lag_seconds"] == 0 and figures["unarchived_bytes"] == 0, figures
 
 
 def test_streaming_health_is_witnessed_by_the_archive_and_a_stopped_receiver_shows_as_lag(streaming_primary):

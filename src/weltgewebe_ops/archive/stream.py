@@ -47,11 +47,50 @@ def written_extent(data: bytes) -> int:
 
 def wal_extent(data: bytes) -> int:
     """Bytes of a pg_receivewal ``.partial`` file that hold WAL, to the byte: through its last
-    byte that is not zero (the file is preallocated with zeros, and WAL only ever grows at its end).
+    byte that is not zero (the file is preallocated with zeros, and WAL only ever grows at its end),
+    or through the end of the last whole record on the last written page, when that is later.
     A chunk ends there, not at its page's end: a record written into a page that was archived
     before (a quiet server's lone commit) makes a new chunk under a new key at once, instead of
-    waiting, unarchived, until the WAL reaches the next page."""
-    return len(data[: written_extent(data)].rstrip(b"\0"))
+    waiting, unarchived, until the WAL reaches the next page. A record's own last bytes may be
+    zeros (a standby snapshot ends with its latest XID's high bytes): counting only to the last
+    byte that is not zero left the archive a few bytes short of the server for good on a quiet
+    server, and its health reported a lag that grew all night."""
+    written = written_extent(data)
+    if not written:
+        return 0
+    last_page = written - PAGE
+    return max(len(data[:written].rstrip(b"\0")), last_page + last_record_end(data[last_page:written]))
+
+
+# the WAL page and record headers (PostgreSQL's xlog_internal.h and xlogrecord.h)
+SHORT_PAGE_HEADER, LONG_PAGE_HEADER = 24, 40
+XLP_FIRST_IS_CONTRECORD, XLP_LONG_HEADER = 0x0001, 0x0002
+RECORD_HEADER, RECORD_CRC_AT = 24, 20  # sizeof(XLogRecord), offsetof(XLogRecord, xl_crc)
+
+
+def last_record_end(page: bytes) -> int:
+    """Where the last WAL record that lies whole on ``page`` ends (from the page's start), or 0:
+    records are walked from the page header by their lengths, and one counts only when its CRC-32C
+    matches, so a record received in part (its bytes still zeros) never does."""
+    import crc32c
+
+    if len(page) < SHORT_PAGE_HEADER:
+        return 0
+    info = int.from_bytes(page[2:4], "little")
+    at = LONG_PAGE_HEADER if info & XLP_LONG_HEADER else SHORT_PAGE_HEADER
+    if info & XLP_FIRST_IS_CONTRECORD:  # the rest of a record begun on an earlier page comes first
+        at += int.from_bytes(page[16:20], "little")
+    at, end = -(-at // 8) * 8, 0
+    while at + RECORD_HEADER <= len(page):
+        total = int.from_bytes(page[at : at + 4], "little")
+        if total < RECORD_HEADER or at + total > len(page):  # nothing more, or it goes on to the next page
+            break
+        crc = int.from_bytes(page[at + RECORD_CRC_AT : at + RECORD_HEADER], "little")
+        if crc32c.crc32c(page[at + RECORD_HEADER : at + total] + page[at : at + RECORD_CRC_AT]) != crc:
+            break
+        end = at + total
+        at = -(-end // 8) * 8
+    return end
 
 
 def same_wal_up_to_switch(archived: bytes, streamed: bytes) -> int | None:
