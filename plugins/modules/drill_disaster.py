@@ -70,6 +70,15 @@ wiped:
   type: list
   elements: str
   sample: [/var/tmp/wgops/.sandbox/pg]
+source_clock:
+  description:
+    - The primary's clock against this host's, measured right before the kill (C(SELECT clock_timestamp()), the
+      shortest of 3 round trips) - C(offset_seconds) (its clock minus this host's), C(uncertainty_seconds) (half
+      the round trip), C(measured_at); or C(offset_seconds=null) with C(why_not).
+    - The RPO moves the restored commit's time (the primary's clock) onto this host's clock with it.
+  returned: when not in check mode
+  type: dict
+  sample: {offset_seconds: 0.000412, uncertainty_seconds: 0.000213, measured_at: "2026-12-03T03:00:14.991+00:00"}
 archive:
   description: Where the lost primary archived (bucket, prefix, endpoint_url).
   returned: always

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from weltgewebe_ops.drill.forecast import GB, rto_forecast
-from weltgewebe_ops.drill.objectives import measure
+from weltgewebe_ops.drill.objectives import Objective, measure
 from weltgewebe_ops.drill.render import forecast_line
 
 FAILURE = "2026-11-28T03:00:00+00:00"
@@ -54,22 +54,42 @@ def test_rto_and_rpo_from_the_record(rec, rto, rpo, method, lost):
     assert figures["lost_events"] == lost
 
 
-def test_a_source_clock_ahead_is_bounded_by_the_archive_and_named():
-    """The source's clock 30 s ahead: its last commit reads 02:59:57 + 30 s = 03:00:27, after the
-    failure instant; the WAL holding it reached the archive by 02:59:58 (S3 clock, offset 0 +- 1 s).
-    The RPO counts from 02:59:59 (3 s -> 1 s, never 0 silently) and the report names the skew."""
+def test_a_source_clock_ahead_and_not_measured_gives_no_rpo_and_says_why():
+    """The source's clock 30 s ahead, not measured: its last commit reads 02:59:57 + 30 s = 03:00:27,
+    after the failure instant, though the WAL holding it reached the archive by 02:59:58 (S3 clock,
+    offset 0 +- 1 s). The clock is at least 28 s ahead and by how much more nobody knows, so any
+    figure from its commit times could be below the truth: no RPO, the objective missed, and why."""
     skewed = record(
         restored_to="2026-11-28T03:00:27+00:00",
         preflight={"newest_segment_at": "2026-11-28T02:59:58+00:00", "s3_clock_offset_seconds": 0.0,
                    "s3_clock_uncertainty_seconds": 1.0},
     )  # fmt: skip
     figures = measure(skewed)
-    assert figures["rpo_seconds"] == 1.0
-    assert "dated by when its WAL reached the archive" in figures["rpo_method"]
-    assert (
-        figures["clock_warnings"][0].startswith("clock skew: the last restored commit")
-        and "28.000 s" in (figures["clock_warnings"][0])
-    )
+    assert figures["rpo_seconds"] is None
+    assert figures["rpo_method"].startswith("not measured: the source's clock is ahead")
+    warning = figures["clock_warnings"][0]
+    assert warning.startswith("clock skew: the last restored commit") and "28.000 s after" in warning
+    assert "Keep the source's clock with NTP" in warning
+    rpo = Objective("RPO", figures["rpo_seconds"], 300)
+    assert not rpo.met and rpo.failure() == ["RPO not measured > objective 5 min 00 s"]
+
+
+def test_a_measured_source_clock_moves_the_commit_onto_this_hosts_clock():
+    """Measured before the disaster, 30 s ahead +- 10 ms: the commit read 03:00:27 was 02:59:56.99 here."""
+    ahead = record(restored_to="2026-11-28T03:00:27+00:00")
+    ahead["facts"]["source_clock"] = {"offset_seconds": 30.0, "uncertainty_seconds": 0.01}
+    figures = measure(ahead)
+    assert figures["rpo_seconds"] == 3.01
+    assert "moved onto this host's clock (-30.000 s -0.010 s)" in figures["rpo_method"]
+    assert figures["clock_warnings"][0].startswith("clock skew: the source's clock was 30.000 s ahead of this host's")
+    # a clock kept by NTP: moved by its offset, not worth a warning
+    kept = record()
+    kept["facts"]["source_clock"] = {"offset_seconds": 0.0004, "uncertainty_seconds": 0.0002}
+    figures = measure(kept)
+    assert figures["rpo_seconds"] == 3.001 and figures["clock_warnings"] == []
+
+
+def test_an_s3_clock_behind_is_moved_before_it_bounds_anything():
     # an S3 server clock 10 s behind this host: its times are moved forward before they bound anything
     behind = record(
         restored_to="2026-11-28T02:59:57+00:00",

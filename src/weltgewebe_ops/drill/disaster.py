@@ -8,8 +8,34 @@ import signal
 import time
 from typing import Any
 
+import psycopg
+
 from ..core import pg, procs
 from .record import DrillError, iso, now
+
+
+def source_clock(dsn: str, samples: int = 3) -> dict[str, Any]:
+    """The source PostgreSQL's clock against this host's, while it still runs: its offset (its
+    clock minus ours, seconds) from the sample with the shortest round trip, and the uncertainty
+    (half that round trip, plus a microsecond of resolution). The RPO moves the source's commit
+    times onto this host's clock with it; None with ``why_not`` when the source does not answer."""
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            best = None
+            for _ in range(samples):
+                before = time.time()
+                server = float(conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+                after = time.time()
+                if best is None or after - before < best[1] - best[0]:
+                    best = (before, after, server)
+    except (psycopg.Error, OSError) as exc:
+        return {"offset_seconds": None, "uncertainty_seconds": None, "why_not": f"{type(exc).__name__}: {exc}"}
+    before, after, server = best
+    return {
+        "offset_seconds": round(server - (before + after) / 2, 6),
+        "uncertainty_seconds": round((after - before) / 2 + 1e-6, 6),
+        "measured_at": iso(now()),
+    }
 
 
 # ---------------------------------------------------------------------------------- disaster
@@ -23,6 +49,8 @@ def inject_disaster(box, lose_jetstream: bool) -> dict[str, Any]:
         raise DrillError(
             f"the sandbox primary in {s.pg_data_dir} is not there: bring the sandbox up first (make sandbox-up)"
         )
+    # the source's clock dates every commit the restore brings back: measured while it still runs
+    clock = source_clock(s.dsn()) if pid is not None else {"offset_seconds": None, "why_not": "PostgreSQL was down"}
     killed: list[str] = []
     for name in ("api", "projector", "relay"):
         if box.services[name].stop(timeout=2, sig=signal.SIGKILL):
@@ -54,5 +82,6 @@ def inject_disaster(box, lose_jetstream: bool) -> dict[str, Any]:
         "killed": killed,
         "wiped": wiped,
         "jetstream_lost": lose_jetstream,
+        "source_clock": clock,
         "archive": {"bucket": s.bucket, "prefix": s.archive_prefix, "endpoint_url": s.s3_endpoint},
     }

@@ -156,9 +156,17 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
     out["archive_lag_seconds"] = (
         round(max(0.0, (failure_at - max(archived)).total_seconds()), 3) if failure_at and archived else None
     )
-    out["clock_warnings"] = []
+    out["clock_warnings"], committed_by, dated = [], None, ""
     if failure_at and restored_to:
-        committed_by, out["clock_warnings"] = _committed_by(restored_to, archived, preflight)
+        source_clock = facts.get("source_clock") or {}
+        committed_by, out["clock_warnings"], dated = _committed_by(restored_to, archived, preflight, source_clock)
+        if committed_by is None:
+            out["rpo_seconds"] = None
+            out["rpo_method"] = (
+                "not measured: the source's clock is ahead of this host's by an amount not measured (see the "
+                "clock warning); a bound from its commit times could be below the truth"
+            )
+    if committed_by is not None:
         covered, out["coverage"] = _coverage(preflight, facts.get("restore") or {})
         end = max(failure_at, newest_lost) if newest_lost else failure_at
         raw = (end - max(committed_by, covered or committed_by)).total_seconds()
@@ -172,7 +180,7 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
         point = (facts.get("restore") or {}).get("restored_to_method")
         point = f"the restored point ({point})" if point else "last restored commit"
         if facts.get("stream_survived") and audit:
-            proven = max(0.0, (newest_lost - restored_to).total_seconds()) if newest_lost else 0.0
+            proven = max(0.0, (newest_lost - committed_by).total_seconds()) if newest_lost else 0.0
             out["rpo_stream_seconds"] = round(proven, 3)
             out["rpo_method"] = (
                 f"upper bound: failure instant - {point}; the surviving stream shows "
@@ -180,8 +188,7 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
             )
         else:
             out["rpo_method"] = f"upper bound: failure instant - {point} (no surviving stream to compare)"
-        if committed_by != restored_to:
-            out["rpo_method"] += "; the commit dated by when its WAL reached the archive (the source's clock is ahead)"
+        out["rpo_method"] += dated
         if covered and covered > committed_by:
             # a quiet source: nothing was committed after the restored point, and the archive held
             # all its WAL at a later instant; the loss is bounded from there
@@ -191,7 +198,7 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
                 f"written, up to {out['coverage']['lsn']}, and the restore replayed past it; quiet since {point})",
                 1,
             )
-    else:
+    elif not (failure_at and restored_to):
         out["rpo_seconds"] = None
         out["rpo_method"] = "not measured: no failure instant or no restored commit time"
     aimed = point_in_time(record)
@@ -246,28 +253,52 @@ def _latest_local(s3_time: dt.datetime, preflight: dict[str, Any]) -> dt.datetim
     return s3_time - dt.timedelta(seconds=offset) + dt.timedelta(seconds=_s3_uncertainty(preflight))
 
 
+# a measured offset of the source's clock beyond this is named in the report (NTP keeps clocks
+# within milliseconds; a second is a clock that is not kept)
+SKEW_WARNING_SECONDS = 1.0
+
+
 def _committed_by(
-    restored_to: dt.datetime, archived: list[dt.datetime], preflight: dict[str, Any]
-) -> tuple[dt.datetime, list[str]]:
-    """The last restored commit in this host's clock, at the latest. Its time comes from the
-    source's clock; but it was committed before the WAL holding it reached the archive, whose
-    objects carry the S3 server's time (converted with the preflight's measured offset, widened by
-    its uncertainty). A source clock ahead shows as a commit after that: then the archive's time
-    bounds it, so the RPO errs high, never low, and a warning names the skew."""
+    restored_to: dt.datetime, archived: list[dt.datetime], preflight: dict[str, Any], source_clock: dict[str, Any]
+) -> tuple[dt.datetime | None, list[str], str]:
+    """The last restored commit in this host's clock, at the earliest (so the RPO errs high), the
+    warnings, and what the RPO's method says about it; None when no such bound exists.
+
+    Its time comes from the source's clock. Measured before the disaster (``source_clock``), the
+    offset moves it onto this host's clock, widened by the measurement's uncertainty. Not measured,
+    the time is taken as it is, and the archive checks it: the commit was written before the WAL
+    holding it reached the archive, whose objects carry the S3 server's time (moved onto this
+    host's clock with the preflight's measured offset). A commit dated after that proves the
+    source's clock ahead by at least the difference, and by an unknown amount more: then nothing
+    bounds the commit's true time from below, and no RPO can be given that errs high."""
+    offset = source_clock.get("offset_seconds")
+    if offset is not None:
+        spread = source_clock.get("uncertainty_seconds") or 0.0
+        earliest = restored_to - dt.timedelta(seconds=offset + spread)
+        warnings = []
+        if abs(offset) > SKEW_WARNING_SECONDS:
+            warnings.append(
+                f"clock skew: the source's clock was {abs(offset):.3f} s {'ahead of' if offset > 0 else 'behind'} "
+                f"this host's (measured before the disaster, +- {spread:.3f} s); its last restored commit "
+                f"({iso(restored_to)} by its clock) counts as {iso(earliest)} by this host's"
+            )
+        moved = f"; the commit's time moved onto this host's clock ({-offset:+.3f} s -{spread:.3f} s)"
+        return earliest, warnings, moved
     if not archived:
-        return restored_to, []
-    offset = preflight.get("s3_clock_offset_seconds") or 0.0
-    uncertainty = _s3_uncertainty(preflight)
+        return restored_to, [], "; the source's clock taken as this host's (not measured)"
     latest = _latest_local(max(archived), preflight)
     ahead = (restored_to - latest).total_seconds()
     if ahead <= 0:
-        return restored_to, []
-    return latest, [
+        return restored_to, [], "; the source's clock taken as this host's (not measured)"
+    s3_offset, uncertainty = preflight.get("s3_clock_offset_seconds") or 0.0, _s3_uncertainty(preflight)
+    warning = (
         f"clock skew: the last restored commit ({iso(restored_to)}, by the source's clock) is {ahead:.3f} s after "
-        f"the newest WAL had reached the archive ({iso(latest)} by this host's clock, S3 offset {offset:+.3f} s "
-        f"+- {uncertainty:.3f} s): the source's clock is at least that far ahead; the RPO counts from the "
-        "archive's time"
-    ]
+        f"the newest WAL had reached the archive ({iso(latest)} by this host's clock, S3 offset {s3_offset:+.3f} s "
+        f"+- {uncertainty:.3f} s): the source's clock is at least that far ahead, by how much more is unknown, so "
+        "no RPO can be given that errs high. Keep the source's clock with NTP; a sandbox drill measures it before "
+        "the disaster"
+    )
+    return None, [warning], ""
 
 
 @dataclass(frozen=True)

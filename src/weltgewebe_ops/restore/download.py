@@ -269,7 +269,7 @@ def fetch_base_backup(
             f"base backup {backup['backup_id']} (s3://{loc.bucket}/{key}): {exc}. Its content is not what was "
             f"archived; use another base backup (backup_id) or investigate the archive."
         ) from exc
-    except untar.TarEndedEarly as exc:
+    except untar.TarCutShortError as exc:
         if reader.bytes_read >= size:  # all of the object came: the object itself is short
             why = (
                 f"all {size} stored bytes were downloaded, so the stored object is truncated (its label says "

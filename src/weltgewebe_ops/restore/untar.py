@@ -30,7 +30,7 @@ IGNORED = ("backup_manifest", "postgresql.auto.conf", "recovery.signal", "standb
 SHOWN_PROBLEMS = 5
 
 
-class TarEndedEarly(RestoreError):
+class TarCutShortError(RestoreError):
     """The tar stream ended before its end-of-archive marker (the caller knows whether the object
     or the download was short, and names the backup)."""
 
@@ -122,7 +122,7 @@ class _Stream:
         if not self.buffer:
             chunk = self._read()
             if not chunk:
-                raise TarEndedEarly("base.tar ended before its end-of-archive marker")
+                raise TarCutShortError("base.tar ended before its end-of-archive marker")
             self.buffer = memoryview(chunk)
         out, self.buffer = self.buffer[:n], self.buffer[n:]
         return out
