@@ -80,7 +80,7 @@ def test_a_measured_source_clock_moves_the_commit_onto_this_hosts_clock():
     ahead["facts"]["source_clock"] = {"offset_seconds": 30.0, "uncertainty_seconds": 0.01}
     figures = measure(ahead)
     assert figures["rpo_seconds"] == 3.01
-    assert "moved onto this host's clock (-30.000 s -0.010 s)" in figures["rpo_method"]
+    assert "moved onto this host's clock by -30.000 s, and 0.010 s earlier" in figures["rpo_method"]
     assert figures["clock_warnings"][0].startswith("clock skew: the source's clock was 30.000 s ahead of this host's")
     # a clock kept by NTP: moved by its offset, not worth a warning
     kept = record()

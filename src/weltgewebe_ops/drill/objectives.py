@@ -282,7 +282,10 @@ def _committed_by(
                 f"this host's (measured before the disaster, +- {spread:.3f} s); its last restored commit "
                 f"({iso(restored_to)} by its clock) counts as {iso(earliest)} by this host's"
             )
-        moved = f"; the commit's time moved onto this host's clock ({-offset:+.3f} s -{spread:.3f} s)"
+        moved = (
+            f"; the commit's time moved onto this host's clock by {-offset:+.3f} s, and {spread:.3f} s earlier for "
+            "the measurement's uncertainty"
+        )
         return earliest, warnings, moved
     if not archived:
         return restored_to, [], "; the source's clock taken as this host's (not measured)"
