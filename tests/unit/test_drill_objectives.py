@@ -74,6 +74,22 @@ def test_a_source_clock_ahead_and_not_measured_gives_no_rpo_and_says_why():
     assert not rpo.met and rpo.failure() == ["RPO not measured > objective 5 min 00 s"]
 
 
+def test_live_mode_proves_no_skew_from_an_archive_that_kept_growing():
+    """Live mode: production keeps committing and archiving after the failure instant (the drill's
+    start) and after the preflight looked; a restore to latest brings back a commit later than both.
+    That is no clock skew (a Molecule drill against containers on one kernel clock was failed as
+    one): the RPO is 0, the method says the restore reached past the instant, no warning."""
+    live = record(
+        restored_to="2026-11-28T03:00:02+00:00",
+        preflight={"newest_segment_at": "2026-11-28T02:59:40+00:00", "s3_clock_offset_seconds": 0.0,
+                   "s3_clock_uncertainty_seconds": 1.0},
+    )  # fmt: skip
+    live["mode"] = "live"
+    figures = measure(live)
+    assert figures["rpo_seconds"] == 0.0 and figures["clock_warnings"] == []
+    assert "the restore reached 2.000 s past the failure instant (production kept committing)" in figures["rpo_method"]
+
+
 def test_a_measured_source_clock_moves_the_commit_onto_this_hosts_clock():
     """Measured before the disaster, 30 s ahead +- 10 ms: the commit read 03:00:27 was 02:59:56.99 here."""
     ahead = record(restored_to="2026-11-28T03:00:27+00:00")

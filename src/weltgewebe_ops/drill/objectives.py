@@ -157,9 +157,13 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
         round(max(0.0, (failure_at - max(archived)).total_seconds()), 3) if failure_at and archived else None
     )
     out["clock_warnings"], committed_by, dated = [], None, ""
+    live = record.get("mode") == "live"
     if failure_at and restored_to:
         source_clock = facts.get("source_clock") or {}
-        committed_by, out["clock_warnings"], dated = _committed_by(restored_to, archived, preflight, source_clock)
+        # live mode: production kept archiving after the preflight looked, so a restored commit
+        # after the newest WAL it saw proves nothing about clocks
+        checked = [] if live else archived
+        committed_by, out["clock_warnings"], dated = _committed_by(restored_to, checked, preflight, source_clock)
         if committed_by is None:
             out["rpo_seconds"] = None
             out["rpo_method"] = (
@@ -170,7 +174,9 @@ def measure(record: dict[str, Any]) -> dict[str, Any]:
         covered, out["coverage"] = _coverage(preflight, facts.get("restore") or {})
         end = max(failure_at, newest_lost) if newest_lost else failure_at
         raw = (end - max(committed_by, covered or committed_by)).total_seconds()
-        if raw < 0:  # never silently 0: a clock is off, and the figure says so
+        if raw < 0 and live:  # production kept committing, and the restore reached past the instant
+            dated += f"; the restore reached {-raw:.3f} s past the failure instant (production kept committing)"
+        elif raw < 0:  # never silently 0: a clock is off, and the figure says so
             out["clock_warnings"].append(
                 f"the last restored commit is {-raw:.3f} s after the failure instant: a clock is off (the source's "
                 "or this host's); the RPO is given as 0 s, which cannot be checked"
@@ -266,7 +272,8 @@ def _committed_by(
 
     Its time comes from the source's clock. Measured before the disaster (``source_clock``), the
     offset moves it onto this host's clock, widened by the measurement's uncertainty. Not measured,
-    the time is taken as it is, and the archive checks it: the commit was written before the WAL
+    the time is taken as it is, and the archive checks it (``archived``: empty in live mode, where
+    the archive grows after the preflight looked): the commit was written before the WAL
     holding it reached the archive, whose objects carry the S3 server's time (moved onto this
     host's clock with the preflight's measured offset). A commit dated after that proves the
     source's clock ahead by at least the difference, and by an unknown amount more: then nothing
