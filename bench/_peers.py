@@ -86,9 +86,6 @@ class Peer:
         """Bytes this peer stored in S3, as stored_totals counts them."""
         raise NotImplementedError
 
-    def _sum(self, client, prefix: str, wal_part: str) -> dict:
-        return stored_totals(client, self.settings.bucket, prefix, wal_part)
-
     def missing(self) -> str:
         """Why the peer cannot run here, with the install command; "" when it can."""
         raise NotImplementedError
@@ -177,7 +174,7 @@ class PgBackRest(Peer):
         return ["pgbackrest", f"--config={self.config}", f"--stanza={STANZA}", *args]
 
     def stored(self, client) -> dict:
-        return self._sum(client, f"{self.slug}/", "archive")
+        return stored_totals(client, self.settings.bucket, f"{self.slug}/", "archive")
 
     def archive_command(self) -> str:
         return shlex.join(self._cmd("archive-push")) + " %p"
@@ -216,7 +213,7 @@ class BarmanCloud(Peer):
         return [] if self.compression == "none" else [f"--{self.compression}"]
 
     def stored(self, client) -> dict:
-        return self._sum(client, f"{self.slug}/", "wals")
+        return stored_totals(client, self.settings.bucket, f"{self.slug}/", "wals")
 
     def missing(self) -> str:
         try:
