@@ -134,10 +134,12 @@ class InBackground:
         return self._value
 
 
-def wait_for(check, timeout: float, what: str) -> None:
+def wait_for(check, timeout: float, what: str, explain=None) -> None:
+    """Wait until ``check()``; on timeout fail naming ``what``, with ``explain()``'s diagnosis if given."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
         time.sleep(0.05)
 
 

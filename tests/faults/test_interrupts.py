@@ -62,13 +62,33 @@ def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(
         if playbook.poll() is None:
             os.killpg(playbook.pid, signal.SIGKILL)
     assert playbook.returncode != 0
-    wait_for(lambda: pg.postmaster_pid(req.data_dir) is None, 30, "the restore's PostgreSQL to stop")
+    wait_for(
+        lambda: pg.postmaster_pid(req.data_dir) is None,
+        30,
+        "the restore's PostgreSQL to stop",
+        lambda: _what_the_restore_left(req, output),
+    )
     marker = json.loads((req.data_dir / INCOMPLETE_MARKER).read_text())
     assert "interrupted" in marker["reason"], output[-2000:]
     assert not (req.work / "wal-fetch.json").exists(), "the file with the S3 secret must be gone"
     # the restore job finishes its clean-up and ends (ansible-playbook may be gone before it)
     wait_for(lambda: not (req.work / "restore.pid").exists() or not _restore_alive(req.work), 60, "the job to end")
     assert loc.secret_key not in output
+
+
+def _what_the_restore_left(req, output: str) -> str:
+    """For a failure: the playbook's last words, the marker, the logs and the processes still running."""
+
+    def tail(path, n=1500):
+        return path.read_text()[-n:] if path.exists() else "(none)"
+
+    running = subprocess.run(["ps", "-eo", "pid,pgid,sid,stat,etimes,args"], capture_output=True, text=True).stdout
+    mine = "\n".join(line for line in running.splitlines() if str(req.data_dir) in line or "wal_restore" in line)
+    return (
+        f"playbook: {output[-1500:]}\nmarker: {tail(req.data_dir / INCOMPLETE_MARKER)}\n"
+        f"guard.log: {tail(req.work / 'guard.log')}\npostgres.log: {tail(req.work / 'postgres.log')}\n"
+        f"processes: {mine}"
+    )
 
 
 def _guards_of(data_dir) -> list[int]:
