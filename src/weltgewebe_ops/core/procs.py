@@ -249,11 +249,16 @@ def port_holder(port: int) -> tuple[int, str] | None:
         if not proc.name.isdigit():
             continue
         try:
-            for fd in (proc / "fd").iterdir():
-                if os.readlink(fd) in wanted:
-                    return int(proc.name), cmdline(int(proc.name))
-        except OSError:
+            fds = list((proc / "fd").iterdir())
+        except OSError:  # gone, or another user's
             continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed since it was listed: the holder may still be this process
+                continue
+            if target in wanted:
+                return int(proc.name), cmdline(int(proc.name))
     return None
 
 
