@@ -13,7 +13,7 @@ from weltgewebe_ops.core import procs
 # a listener above 40 files it keeps closing and opening again: a file listed by /proc may be
 # closed before it is read, and the holder must still be found
 BUSY_HOLDER = """
-import os, socket, sys
+import os, socket
 files = [os.open("/dev/null", os.O_RDONLY) for _ in range(40)]
 listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
