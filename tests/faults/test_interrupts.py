@@ -3,6 +3,7 @@ of an interrupted drill, and a sandbox whose port another checkout holds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import FREE_PORTS, REPO, ansible_env, ansible_module, new_state_dir, pids_running
-from tests.faults.conftest import request, wait_for
+from tests.faults.conftest import fetched_count, replay_held, request, wait_for
 from tests.integration.test_pitr_playbook import pitr_vars, report
 from weltgewebe_ops import drill, restore
 from weltgewebe_ops import sandbox as sb
@@ -23,9 +24,11 @@ from weltgewebe_ops.restore import INCOMPLETE_MARKER, RestoreError
 pytestmark = pytest.mark.integration
 
 
-def pitr_playbook_mid_replay(production, req) -> subprocess.Popen:
+@contextlib.contextmanager
+def pitr_playbook_mid_replay(production, req):
     """ansible-playbook restoring the fault archive into ``req``'s paths, in its own process group
-    (as a terminal's foreground job), returned once WAL replay has begun."""
+    (as a terminal's foreground job), yielded once WAL replay has begun, with replay held there
+    while the block runs (``replay_held``); its process group is killed if the block fails."""
     extra_vars = pitr_vars(production, req.data_dir, pg_pitr_spool_segments=2, pg_pitr_prefetch_workers=1)
     playbook = subprocess.Popen(
         ["ansible-playbook", "tests/playbooks/pitr.yml", "-e", json.dumps(extra_vars)],
@@ -35,28 +38,24 @@ def pitr_playbook_mid_replay(production, req) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    fetched = req.work / "fetched.jsonl"
     try:
-        wait_for(
-            lambda: playbook.poll() is not None or (fetched.exists() and len(fetched.read_text().splitlines()) >= 3),
-            180,
-            "WAL replay to start",
-        )
-        assert playbook.poll() is None, playbook.stdout.read().decode()[-3000:]
+        wait_for(lambda: playbook.poll() is not None or fetched_count(req) >= 1, 180, "WAL replay to start")
+        with replay_held(production, req):
+            assert playbook.poll() is None, playbook.stdout.read().decode()[-3000:]
+            yield playbook
     except BaseException:
         if playbook.poll() is None:
             os.killpg(playbook.pid, signal.SIGKILL)
         raise
-    return playbook
 
 
 def test_ctrl_c_during_the_restore_stops_its_postgresql_and_marks_the_directory(production, restore_dir):
     """Row 8: before, the async restore finished detached with its PostgreSQL orphaned."""
     req = request(production, restore_dir)  # for the paths; the restore runs through ansible-playbook
     loc = production.settings.s3_location(readonly=True)
-    playbook = pitr_playbook_mid_replay(production, req)
-    try:
+    with pitr_playbook_mid_replay(production, req) as playbook:
         os.killpg(playbook.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+    try:
         output = playbook.communicate(timeout=120)[0].decode()
     finally:
         if playbook.poll() is None:
@@ -104,14 +103,14 @@ def test_a_killed_restore_leaves_no_postgresql_running_no_secret_and_says_so(pro
     aborts recovery instead of ending it."""
     req = request(production, restore_dir)
     fetched = req.work / "fetched.jsonl"
-    playbook = pitr_playbook_mid_replay(production, req)
-    try:
+    with pitr_playbook_mid_replay(production, req) as playbook:
         owner = json.loads((req.work / "restore.pid").read_text())
         guards = _guards_of(req.data_dir)
         assert len(guards) == 1, "the restore runs with one guard beside it"
         os.kill(owner["pid"], signal.SIGKILL)
         if and_its_guard:
             os.kill(guards[0], signal.SIGKILL)
+    try:
         output = playbook.communicate(timeout=300)[0].decode()
     finally:
         if playbook.poll() is None:

@@ -19,6 +19,7 @@ from tests.conftest import copy_archive
 from tests.faults.conftest import (
     InBackground,
     fetched_count,
+    replay_held,
     request,
     restored_rows,
     service_down,
@@ -176,7 +177,8 @@ def test_an_xid_or_restore_point_not_in_the_archive_fails_loudly(production, res
 def test_a_postmaster_killed_during_recovery_leaves_a_marked_directory(production, restore_dir):
     req = request(production, restore_dir)
     job = start_restore_and_wait_for_replay(req)
-    os.kill(pg.postmaster_pid(req.data_dir), signal.SIGKILL)
+    with replay_held(production, req):
+        os.kill(pg.postmaster_pid(req.data_dir), signal.SIGKILL)
     # "killed" when a backend (the restore's own connection) saw the postmaster go, else "stopped"
     with pytest.raises(RestoreError, match=r"PostgreSQL (was killed|stopped) during recovery") as failed:
         job.result()
@@ -208,11 +210,9 @@ def test_a_disk_that_fills_during_replay_is_named_as_full(production, restore_di
     try:
         req = request(production, small)
         job = start_restore_and_wait_for_replay(req)
-        # S3 paused while the disk fills: on a busy machine replay could otherwise reach the end of
+        # replay held while the disk fills: on a busy machine it could otherwise reach the end of
         # the archive before the disk is full (a loaded run's restore ended without a fault)
-        s3 = production.services["s3"].pid()
-        os.kill(s3, signal.SIGSTOP)
-        try:
+        with replay_held(production, req):
             filler = small / "filler"
             with open(filler, "wb") as fh, contextlib.suppress(OSError):  # until the disk is full
                 while True:
@@ -220,8 +220,6 @@ def test_a_disk_that_fills_during_replay_is_named_as_full(production, restore_di
                     fh.flush()
             # then 4 MB back: no room for the next 16 MB segment
             os.truncate(filler, max(filler.stat().st_size - 4 * 2**20, 0))
-        finally:
-            os.kill(s3, signal.SIGCONT)
         with pytest.raises(RestoreError) as failed:
             job.result()
         assert re.search(r"disk (is|ran) full", str(failed.value)), failed.value
@@ -242,15 +240,11 @@ def test_a_hanging_s3_is_given_up_on_at_the_fetch_deadline(production, restore_d
     deadline = 12
     req = request(production, restore_dir, fetch_deadline_seconds=deadline)
     job = start_restore_and_wait_for_replay(req)
-    pid = production.services["s3"].pid()
-    os.kill(pid, signal.SIGSTOP)
-    paused = time.monotonic()
-    try:
+    with replay_held(production, req):  # the fault: S3 paused for good
+        paused = time.monotonic()
         with pytest.raises(RestoreError) as failed:
             job.result()
         took = time.monotonic() - paused
-    finally:
-        os.kill(pid, signal.SIGCONT)
     assert re.search(
         r"WAL file [0-9A-F]{24} could not be fetched: could not fetch [0-9A-F]{24} within \d+s .*Timeout",
         str(failed.value),
