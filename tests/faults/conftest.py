@@ -112,33 +112,25 @@ def fetched_count(req: RestoreRequest) -> int:
 
 
 @contextlib.contextmanager
-def s3_paused(box):
-    """The sandbox's S3 paused (SIGSTOP: it accepts connections and never answers) while the block
-    runs, resumed after."""
-    pid = box.services["s3"].pid()
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-
-
-@contextlib.contextmanager
 def replay_held(box, req: RestoreRequest):
-    """The restore's WAL replay held mid-way while the block runs (S3 paused: with its small spool
-    PostgreSQL gets a few segments further at most), so a fault injected in the block meets a
-    restore still replaying, however long a busy machine kept the test from injecting it. Unheld,
-    replay of the fault archive takes a second or two: a Ctrl-C landing after the restore had
-    finished finds its PostgreSQL rightly left running, and the test took it for an orphan (the
+    """The restore's WAL replay held mid-way while the block runs (S3 paused, SIGSTOP: with its
+    small spool PostgreSQL gets a few segments further at most), so a fault injected in the block
+    meets a restore still replaying however long a busy machine kept the test from injecting it.
+    Unheld, the fault archive's restore ends 4-5 s after a test sees replay start: a Ctrl-C landing
+    later finds the restored PostgreSQL rightly running, and the test took it for an orphan (the
     likeliest cause of a loaded run's one unexplained failure). Fails by name when the restore was
     already too near its end to be held."""
-    with s3_paused(box):
+    s3 = box.services["s3"].pid()
+    os.kill(s3, signal.SIGSTOP)
+    try:
         fetched = fetched_count(req)
         assert fetched <= SEGMENTS_OF_ROWS - 5, (
             f"the restore had fetched {fetched} files of its ~{SEGMENTS_OF_ROWS} segments when S3 was paused: "
             "too near its end for the fault to land mid-replay (the test was held up that long)"
         )
         yield
+    finally:
+        os.kill(s3, signal.SIGCONT)
 
 
 class InBackground:
