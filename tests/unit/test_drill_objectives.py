@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from weltgewebe_ops.drill.forecast import GB, rto_forecast
-from weltgewebe_ops.drill.objectives import Objective, measure
+from weltgewebe_ops.drill.objectives import Objective, measure, rpo_figure
 from weltgewebe_ops.drill.render import forecast_line
 
 FAILURE = "2026-11-28T03:00:00+00:00"
@@ -208,3 +208,11 @@ def test_a_source_that_did_not_say_its_stored_bytes_crosses_the_link_uncompresse
     assert f["link_bound_seconds"] == {"base backup": round(2 * GB / 12.5e6, 1), "WAL": round(GB / 12.5e6, 1)}
     assert "stored bytes not measured: taken as restored, uncompressed" in f["basis"][-3]
     assert rto_forecast(RESTORE, 600.0, 14400)["link_mbit"] is None
+
+
+def test_an_rpo_is_rounded_up_to_the_millisecond_never_below_the_truth():
+    """CI met an RPO of 2.430 s for a measured loss of 2.430059 s (rounded to the nearest)."""
+    assert rpo_figure(2.430059) == 2.431
+    assert rpo_figure(2.43) == 2.43  # no float noise pushes an exact figure up
+    assert rpo_figure(0.0) == 0.0
+    assert all(rpo_figure(x / 7) >= x / 7 for x in range(1000))
